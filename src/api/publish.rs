@@ -1,0 +1,211 @@
+//! `POST /pub/{topic}` and the ndjson batch `POST /pub` (API.md §2).
+//!
+//! A publish is validated here, then handed to each topic's owner through the mesh; the
+//! response waits for the cursors the owners assign.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::bad_request;
+use crate::conn::Ctx;
+use crate::proto::http1::{RequestHead, Response, Status};
+use crate::proto::query::{param, percent_decode};
+use crate::pubsub::cursor::Cursor;
+use crate::pubsub::msg::{ReplyTo, ToOwner};
+use crate::pubsub::topic::{owner_of, valid_topic, valid_type};
+use crate::shard::state::PendingPublish;
+
+/// One event to publish, validated.
+pub struct NewEvent {
+    pub topic: Arc<str>,
+    pub kind: Option<Box<str>>,
+    pub data: Bytes,
+}
+
+/// Now, as Unix microseconds.
+pub fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Publishes `events` (each to its topic's owner) and waits for their cursors.
+pub async fn publish(ctx: &Ctx, events: Vec<NewEvent>) -> Vec<Cursor> {
+    let n = events.len();
+    let slot =
+        ctx.shard.borrow_mut().publishes.insert(PendingPublish { cursors: vec![None; n], missing: n, waker: None });
+    let ts_micros = now_micros();
+    for (i, ev) in events.into_iter().enumerate() {
+        let owner = owner_of(&ev.topic, ctx.mesh.workers);
+        let reply = ReplyTo { worker: ctx.worker as u16, token: slot as u64, index: i as u32 };
+        let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
+        ctx.mesh.to_owner[owner].send(msg).await;
+    }
+    poll_fn(|cx| {
+        let mut s = ctx.shard.borrow_mut();
+        let p = &mut s.publishes[slot];
+        if p.missing == 0 {
+            Poll::Ready(())
+        } else {
+            p.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
+    let done = ctx.shard.borrow_mut().publishes.remove(slot);
+    ctx.shard.borrow_mut().stats.published += n as u64;
+    done.cursors.into_iter().map(|c| c.expect("every cursor arrived")).collect()
+}
+
+/// Publishing is allowed from loopback, or with the configured key (API.md §6).
+pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<(), Response> {
+    match &ctx.config.publish_key {
+        Some(key) => match head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
+            None => Err(Response::error(
+                Status::Unauthorized,
+                "publishing needs Authorization: Bearer <key>",
+                "/headers/authorization",
+            )),
+            Some(given) if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) => Ok(()),
+            Some(_) => Err(Response::error(Status::Forbidden, "wrong publish key", "/headers/authorization")),
+        },
+        None if is_loopback(ctx.peer) => Ok(()),
+        None => Err(Response::error(
+            Status::Forbidden,
+            "publishing is allowed from loopback only unless publish_key is set",
+            "/",
+        )),
+    }
+}
+
+fn is_loopback(peer: SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V4(a) => a.ip().is_loopback(),
+        SocketAddr::V6(a) => a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /pub/{topic}`: the body is the event data, verbatim.
+pub async fn single(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes) -> Response {
+    if let Err(r) = check_rights(ctx, head) {
+        return r;
+    }
+    let topic = match percent_decode(raw_topic, false) {
+        Some(t) if valid_topic(&t) => t,
+        _ => return bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic"),
+    };
+    let kind = match param(head.query(), "type") {
+        Some(Ok(t)) if valid_type(&t) => Some(t),
+        Some(_) => return bad_request("invalid type: expected 1-64 of [A-Za-z0-9_.:-]", "/query/type"),
+        None => match head.header("event-type") {
+            None => None,
+            Some(v) => match std::str::from_utf8(v).map(str::trim) {
+                Ok(t) if valid_type(t) => Some(t.to_string()),
+                _ => return bad_request("invalid Event-Type: expected 1-64 of [A-Za-z0-9_.:-]", "/headers/event-type"),
+            },
+        },
+    };
+    if std::str::from_utf8(&body).is_err() {
+        return bad_request("event data is not valid UTF-8", "/body");
+    }
+    let topic: Arc<str> = topic.into();
+    let ev = NewEvent { topic: topic.clone(), kind: kind.map(Into::into), data: body };
+    let cursor = publish(ctx, vec![ev]).await[0];
+    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": &*topic}))
+}
+
+/// `POST /pub`: one JSON object per line, validated whole before anything is published.
+pub async fn batch(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
+    if let Err(r) = check_rights(ctx, head) {
+        return r;
+    }
+    let events = match parse_batch(&body, ctx.config.max_event_bytes) {
+        Ok(events) => events,
+        Err(r) => return r,
+    };
+    let ids: Vec<String> = publish(ctx, events).await.iter().map(Cursor::to_string).collect();
+    Response::json(Status::Ok, &json!({"ids": ids}))
+}
+
+/// Parses and validates a whole ndjson batch; the first bad line rejects it all.
+pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, Response> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(bad_request("batch is not valid UTF-8", "/body"));
+    };
+    let mut events = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let bad = |what: &str| bad_request(format!("line {n}: {what}"), &format!("/line/{n}"));
+        let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) else {
+            return Err(bad("not a JSON object"));
+        };
+        let topic = match obj.remove("topic") {
+            Some(Value::String(t)) if valid_topic(&t) => t,
+            Some(_) => return Err(bad("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]")),
+            None => return Err(bad("missing \"topic\"")),
+        };
+        let kind = match obj.remove("type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) if valid_type(&t) => Some(t.into_boxed_str()),
+            Some(_) => return Err(bad("invalid type: expected 1-64 of [A-Za-z0-9_.:-]")),
+        };
+        let data = match obj.remove("data") {
+            None => return Err(bad("missing \"data\"")),
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+        };
+        if data.len() > max_event_bytes {
+            return Err(bad(&format!("data larger than max_event_bytes ({max_event_bytes})")));
+        }
+        events.push(NewEvent { topic: topic.into(), kind, data: Bytes::from(data) });
+    }
+    if events.is_empty() {
+        return Err(bad_request("empty batch: send one JSON object per line", "/body"));
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_path(r: Result<Vec<NewEvent>, Response>) -> String {
+        let body: Value = serde_json::from_slice(&r.err().expect("an error").body).unwrap();
+        body["error"]["path"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn batch_lines_and_data_encoding() {
+        let body = b"{\"topic\":\"a\",\"data\":\"x\"}\r\n\n{\"topic\":\"b\",\"type\":\"t\",\"data\":{\"n\": 1}}\n";
+        let ev = parse_batch(body, 100).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(&ev[0].data[..], b"x");
+        assert_eq!(&ev[1].data[..], b"{\"n\":1}");
+        assert_eq!(ev[1].kind.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        assert_eq!(err_path(parse_batch(b"{\"topic\":\"a\",\"data\":1}\nnope", 100)), "/line/2");
+        assert_eq!(err_path(parse_batch(b"{\"topic\":\"a b\",\"data\":1}", 100)), "/line/1");
+        assert_eq!(err_path(parse_batch(b"{\"data\":1}", 100)), "/line/1");
+        assert_eq!(err_path(parse_batch(b"{\"topic\":\"a\"}", 100)), "/line/1");
+        assert_eq!(err_path(parse_batch(b"{\"topic\":\"a\",\"type\":5,\"data\":1}", 100)), "/line/1");
+        assert_eq!(err_path(parse_batch(b"\n{\"topic\":\"a\",\"data\":\"123456\"}", 5)), "/line/2");
+        assert_eq!(err_path(parse_batch(b"[1]", 5)), "/line/1");
+        assert_eq!(err_path(parse_batch(b"\n\n", 5)), "/body");
+        assert_eq!(err_path(parse_batch(b"\xff", 5)), "/body");
+    }
+}

@@ -1,0 +1,321 @@
+//! Every setting, once: its command-line flag, its TOML key, its default and its validation.
+//!
+//! A setting named `snake_case` in the API is the TOML key `snake_case` and the flag
+//! `--kebab-case`. Flags win over the file. Bad values are refused at startup with a
+//! message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Which io driver the workers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when it can be set up, else epoll.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// herald — an event fanout server: publish over HTTP, deliver over SSE, WebSocket and long-poll.
+#[derive(Debug, Parser, Default)]
+#[command(name = "herald", version, about, long_about = None, allow_negative_numbers = true)]
+pub struct Flags {
+    /// TOML file with any of the settings below (keys in snake_case); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address(es) to listen on, comma-separated [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR[,ADDR]")]
+    pub listen: Option<String>,
+    /// Worker threads, each pinned to a core [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// I/O driver: auto (io_uring, else epoll), uring or epoll [default: auto].
+    #[arg(long, value_name = "DRIVER")]
+    pub driver: Option<String>,
+    /// Events kept per topic for resuming [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
+    /// Seconds an event stays in history [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub history_ttl: Option<f64>,
+    /// Seconds of silence before a stream gets a heartbeat [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat: Option<f64>,
+    /// Largest event data in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Largest batch-publish body in bytes [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub max_batch_bytes: Option<usize>,
+    /// Output queued for one connection before it is cut as a slow consumer [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_pending_bytes: Option<usize>,
+    /// Open connections accepted before new ones get 503 [default: 100000, capped by the open-files limit].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a request head may take to arrive [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub head_timeout: Option<f64>,
+    /// Reconnect delay sent to SSE clients as `retry:`, in seconds [default: 3].
+    #[arg(long, value_name = "SECS")]
+    pub sse_retry: Option<f64>,
+    /// Key publishers must send as `Authorization: Bearer <key>` [default: none; loopback may publish].
+    #[arg(long, value_name = "KEY")]
+    pub publish_key: Option<String>,
+    /// HS256 secret for subscriber JWTs [default: none].
+    #[arg(long, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+    /// Allowed CORS origins, comma-separated, or * [default: none].
+    #[arg(long, value_name = "ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The TOML file: the same settings, by their snake_case keys.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<StringOrList>,
+    workers: Option<usize>,
+    driver: Option<String>,
+    history: Option<usize>,
+    history_ttl: Option<f64>,
+    heartbeat: Option<f64>,
+    max_event_bytes: Option<usize>,
+    max_batch_bytes: Option<usize>,
+    max_pending_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    head_timeout: Option<f64>,
+    sse_retry: Option<f64>,
+    publish_key: Option<String>,
+    jwt_secret: Option<String>,
+    cors_origins: Option<StringOrList>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn joined(self) -> String {
+        match self {
+            StringOrList::One(s) => s,
+            StringOrList::Many(v) => v.join(","),
+        }
+    }
+}
+
+/// The validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub workers: usize,
+    pub driver: Driver,
+    pub history: usize,
+    pub history_ttl: Duration,
+    pub heartbeat: Duration,
+    pub max_event_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_pending_bytes: usize,
+    pub max_connections: usize,
+    pub head_timeout: Duration,
+    pub sse_retry: Duration,
+    pub publish_key: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(Flags::default()).expect("defaults are valid")
+    }
+}
+
+/// A setting that was refused, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting `{setting}`: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { setting, reason: reason.into() }
+}
+
+impl Config {
+    /// Parses the command line (and the `--config` file it names).
+    pub fn from_args() -> Result<Config, ConfigError> {
+        Config::resolve(Flags::parse())
+    }
+
+    /// Merges flags over the file over the defaults, and validates the result.
+    pub fn resolve(flags: Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str::<File>(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?
+            }
+            None => File::default(),
+        };
+        let listen = flags.listen.or(file.listen.map(StringOrList::joined)).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen
+            .split(',')
+            .map(|a| a.trim().parse::<SocketAddr>().map_err(|e| bad("listen", format!("{a:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = flags.workers.or(file.workers).unwrap_or(cpus);
+        if !(1..=crate::mesh::MAX_WORKERS).contains(&workers) {
+            return Err(bad("workers", format!("must be 1 to {}", crate::mesh::MAX_WORKERS)));
+        }
+        let driver = match flags.driver.or(file.driver).as_deref().unwrap_or("auto") {
+            "auto" => Driver::Auto,
+            "uring" | "io_uring" => Driver::Uring,
+            "epoll" | "legacy" => Driver::Epoll,
+            other => return Err(bad("driver", format!("{other:?} is not one of auto, uring, epoll"))),
+        };
+        let secs = |name: &'static str, v: Option<f64>, default: f64, min: f64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if !v.is_finite() || v < min || v > 1.0e7 {
+                return Err(bad(name, format!("{v} is not a number of seconds ≥ {min}")));
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        let positive = |name: &'static str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                return Err(bad(name, "must be greater than 0"));
+            }
+            Ok(v)
+        };
+        let history = flags.history.or(file.history).unwrap_or(1000);
+        if history > 10_000_000 {
+            return Err(bad("history", "at most 10000000"));
+        }
+        let history_ttl = secs("history_ttl", flags.history_ttl.or(file.history_ttl), 300.0, 0.001)?;
+        let heartbeat = secs("heartbeat", flags.heartbeat.or(file.heartbeat), 15.0, 0.01)?;
+        let max_event_bytes = positive("max_event_bytes", flags.max_event_bytes.or(file.max_event_bytes), 65536)?;
+        if max_event_bytes > 64 << 20 {
+            return Err(bad("max_event_bytes", "at most 67108864"));
+        }
+        let max_batch_bytes = positive("max_batch_bytes", flags.max_batch_bytes.or(file.max_batch_bytes), 4 << 20)?;
+        if max_batch_bytes > 1 << 30 {
+            return Err(bad("max_batch_bytes", "at most 1073741824"));
+        }
+        let max_pending_bytes =
+            positive("max_pending_bytes", flags.max_pending_bytes.or(file.max_pending_bytes), 1 << 20)?;
+        let max_connections = positive("max_connections", flags.max_connections.or(file.max_connections), 100_000)?;
+        let head_timeout = secs("head_timeout", flags.head_timeout.or(file.head_timeout), 10.0, 0.01)?;
+        let sse_retry = secs("sse_retry", flags.sse_retry.or(file.sse_retry), 3.0, 0.0)?;
+        let cors_origins = flags
+            .cors_origins
+            .or(file.cors_origins.map(StringOrList::joined))
+            .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        let log_level = flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(bad("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
+        }
+        let nonempty = |name: &'static str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) if s.is_empty() => Err(bad(name, "must not be empty")),
+                other => Ok(other),
+            }
+        };
+        Ok(Config {
+            listen,
+            workers,
+            driver,
+            history,
+            history_ttl,
+            heartbeat,
+            max_event_bytes,
+            max_batch_bytes,
+            max_pending_bytes,
+            max_connections,
+            head_timeout,
+            sse_retry,
+            publish_key: nonempty("publish_key", flags.publish_key.or(file.publish_key))?,
+            jwt_secret: nonempty("jwt_secret", flags.jwt_secret.or(file.jwt_secret))?,
+            cors_origins,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["herald"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn defaults_follow_the_api() {
+        let c = Config::resolve(flags(&[])).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.history, 1000);
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.max_event_bytes, 65536);
+        assert_eq!(c.max_pending_bytes, 1 << 20);
+        assert_eq!(c.max_connections, 100_000);
+        assert_eq!(c.driver, Driver::Auto);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("herald-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        std::fs::write(&path, "history = 5\nheartbeat = 2.5\nlisten = \"127.0.0.1:9000\"\ncors_origins = [\"https://a.example\", \"*\"]\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::resolve(flags(&["--config", p, "--history", "7"])).unwrap();
+        assert_eq!(c.history, 7);
+        assert_eq!(c.heartbeat, Duration::from_millis(2500));
+        assert_eq!(c.listen, vec!["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(c.cors_origins, vec!["https://a.example".to_string(), "*".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (args, setting) in [
+            (&["--driver", "kqueue"][..], "driver"),
+            (&["--workers", "0"][..], "workers"),
+            (&["--heartbeat", "-1"][..], "heartbeat"),
+            (&["--heartbeat", "NaN"][..], "heartbeat"),
+            (&["--listen", "nowhere"][..], "listen"),
+            (&["--max-event-bytes", "0"][..], "max_event_bytes"),
+            (&["--log-level", "loud"][..], "log_level"),
+        ] {
+            let err = Config::resolve(flags(args)).unwrap_err();
+            assert_eq!(err.setting, setting, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("herald-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        std::fs::write(&path, "histroy = 5\n").unwrap();
+        let err = Config::resolve(flags(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert_eq!(err.setting, "config");
+        assert!(err.reason.contains("histroy"), "{}", err.reason);
+    }
+}

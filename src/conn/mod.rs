@@ -1,0 +1,119 @@
+//! A connection's life: read requests, answer them in order, and maybe become a stream.
+//!
+//! Each connection is one monoio task on the worker that accepted it. While it speaks
+//! request/response it owns a read buffer; once it becomes a stream the buffer is dropped and
+//! the task only waits for the peer to go away or for the socket to take more bytes.
+
+pub mod outbox;
+mod request;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::api::{self, subscribe::Transport};
+use crate::config::Config;
+use crate::mesh::Mesh;
+use crate::proto::http1::{BodyKind, Method, Response, Status};
+use crate::route::{Route, route};
+use crate::shard::state::{ConnKey, ShardRef};
+use request::{ReadError, RequestReader};
+
+/// How long a keep-alive connection may sit idle between requests.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// What a handler needs to know about the connection it serves.
+pub struct Ctx {
+    pub shard: ShardRef,
+    pub key: ConnKey,
+    pub peer: SocketAddr,
+    pub config: Arc<Config>,
+    pub mesh: Arc<Mesh>,
+    pub worker: usize,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
+    let (config, mesh, worker) = {
+        let s = shard.borrow();
+        (s.config.clone(), s.mesh.clone(), s.id)
+    };
+    let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
+    let ctx = Ctx { shard, key, peer, config, mesh, worker };
+    serve_requests(&ctx, stream).await;
+    let mut s = ctx.shard.borrow_mut();
+    s.leave(key);
+    s.remove_conn(key);
+    drop(s);
+    ctx.mesh.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve_requests(ctx: &Ctx, mut stream: TcpStream) {
+    let mut reader = RequestReader::new();
+    let mut first = true;
+    loop {
+        let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
+        first = false;
+        let head = match reader.read_head(&mut stream, idle, ctx.config.head_timeout).await {
+            Ok(head) => head,
+            Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return,
+            Err(ReadError::Refused(resp, status)) => {
+                return request::refuse(&stream, resp, status).await;
+            }
+        };
+        let path = head.path().to_string();
+        let route = route(&head.method, &path);
+        let limit = route.body_limit(ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
+        if let BodyKind::Length(n) = head.body
+            && n > limit as u64
+        {
+            let r =
+                Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
+            return request::refuse(&stream, r, head.minor_version).await;
+        }
+        let body = match reader.read_body(&mut stream, &head, limit, ctx.config.head_timeout).await {
+            Ok(body) => body,
+            Err(ReadError::Refused(resp, _)) => return request::refuse(&stream, resp, head.minor_version).await,
+            Err(_) => return,
+        };
+        let head_only = head.method == Method::Head;
+        let response = match route {
+            Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
+            Route::Publish(topic) => api::publish::single(ctx, &head, topic, body).await,
+            Route::PublishBatch => api::publish::batch(ctx, &head, body).await,
+            Route::Subscribe(topics) => match api::subscribe::transport(&head) {
+                Transport::EventStream => match api::subscribe::event_stream(&head, topics) {
+                    Ok(req) => {
+                        // The connection is a stream from here on: no read buffer needed.
+                        drop(reader);
+                        return stream::run(ctx, stream, req, head.minor_version == 1).await;
+                    }
+                    Err(r) => r,
+                },
+                other => api::subscribe::unsupported(other),
+            },
+            Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
+            Route::MethodNotAllowed(allow) => {
+                Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
+                    .with_header("Allow", allow)
+            }
+        };
+        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
+        let bytes = response.encode(head.minor_version, keep_alive, head_only);
+        if request::write_all(&stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err()
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+/// Answers `resp` on a connection that will not be served, then closes it cleanly.
+pub async fn refuse_now(stream: &TcpStream, resp: Response) {
+    request::refuse(stream, resp, 1).await;
+}

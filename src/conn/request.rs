@@ -1,0 +1,196 @@
+//! Reading requests off a socket: heads within their deadline, bodies within their limit,
+//! and the lingering close that lets a client read a refusal.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use monoio::io::AsyncReadRent;
+use monoio::net::TcpStream;
+use monoio::time::{Instant, timeout_at};
+
+use crate::proto::http1::{
+    BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, head::MAX_HEAD_BYTES, parse_head,
+    response::CONTINUE,
+};
+use crate::sys;
+
+/// Why no request came.
+pub enum ReadError {
+    /// The peer closed (or reset) the connection.
+    Closed,
+    /// The head (or a body read) did not complete in time.
+    TimedOut,
+    Io,
+    /// Refused with this response; the `u8` is the HTTP minor version to answer in.
+    Refused(Response, u8),
+}
+
+/// The read side of a connection in request/response mode.
+pub struct RequestReader {
+    buf: Vec<u8>,
+}
+
+const READ_CHUNK: usize = 4096;
+
+impl RequestReader {
+    pub fn new() -> RequestReader {
+        RequestReader { buf: Vec::new() }
+    }
+
+    async fn fill(&mut self, stream: &mut TcpStream, deadline: Instant) -> Result<(), ReadError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        let (res, buf) = match timeout_at(deadline, stream.read(buf)).await {
+            Ok(r) => r,
+            Err(_) => return Err(ReadError::TimedOut),
+        };
+        self.buf = buf;
+        match res {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(ReadError::Closed),
+            Err(_) => Err(ReadError::Io),
+        }
+    }
+
+    /// Reads one request head. The connection may idle for `idle` before the first byte;
+    /// from then on the head must complete within `head_timeout`.
+    pub async fn read_head(
+        &mut self,
+        stream: &mut TcpStream,
+        idle: Duration,
+        head_timeout: Duration,
+    ) -> Result<RequestHead, ReadError> {
+        let start = Instant::now();
+        let mut deadline = if self.buf.is_empty() { start + idle } else { start + head_timeout };
+        let mut started = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&self.buf) {
+                    Ok(Some(head)) => {
+                        self.buf.drain(..head.len);
+                        return Ok(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(refusal(e, &self.buf)),
+                }
+            }
+            if self.buf.len() > MAX_HEAD_BYTES {
+                return Err(refusal(HeadError::TooLarge, &self.buf));
+            }
+            self.fill(stream, deadline).await?;
+            if !started {
+                started = true;
+                deadline = deadline.min(Instant::now() + head_timeout);
+            }
+        }
+    }
+
+    /// Reads the body `head` announces, up to `limit` bytes. Each read must make progress
+    /// within `timeout`.
+    pub async fn read_body(
+        &mut self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, ReadError> {
+        let mut decoder = match head.body {
+            BodyKind::None => return Ok(Bytes::new()),
+            BodyKind::Length(n) => BodyDecoder::length(n, limit),
+            BodyKind::Chunked => BodyDecoder::chunked(limit),
+        };
+        if head.expect_continue && self.buf.is_empty() {
+            write_all(stream, Bytes::from_static(CONTINUE), Instant::now() + timeout)
+                .await
+                .map_err(|_| ReadError::Io)?;
+        }
+        let mut body = Vec::new();
+        loop {
+            let used = decoder.decode(&self.buf, &mut body).map_err(|e| match e {
+                BodyError::TooLarge(n) => ReadError::Refused(
+                    Response::error(Status::PayloadTooLarge, &format!("request body larger than {n} bytes"), "/body"),
+                    head.minor_version,
+                ),
+                BodyError::BadChunk(why) => ReadError::Refused(
+                    Response::error(Status::BadRequest, &format!("malformed chunked body: {why}"), "/body"),
+                    head.minor_version,
+                ),
+            })?;
+            self.buf.drain(..used);
+            if decoder.is_done() {
+                // A large body should not leave a large buffer behind on a keep-alive connection.
+                if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
+                    self.buf.shrink_to(READ_CHUNK);
+                }
+                return Ok(Bytes::from(body));
+            }
+            self.fill(stream, Instant::now() + timeout).await?;
+        }
+    }
+}
+
+fn refusal(e: HeadError, buf: &[u8]) -> ReadError {
+    let status = match e {
+        HeadError::TooLarge | HeadError::TooManyHeaders => Status::HeadersTooLarge,
+        _ => Status::BadRequest,
+    };
+    // Answer in the client's version when the request line got that far.
+    let minor =
+        if buf.starts_with(b"HTTP/1.0") || buf.windows(10).take(8200).any(|w| w == b" HTTP/1.0\r") { 0 } else { 1 };
+    ReadError::Refused(Response::error(status, &e.to_string(), &e.path()), minor)
+}
+
+/// Writes all of `data`, waiting for writability when the socket is full, until `deadline`.
+pub async fn write_all(stream: &TcpStream, mut data: Bytes, deadline: Instant) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    while !data.is_empty() {
+        match sys::send_vectored(fd, std::slice::from_ref(&data)) {
+            Ok(n) => data.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match timeout_at(deadline, stream.writable(false)).await
+            {
+                Ok(r) => r?,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Answers with `resp` and closes: half-close first, then read and discard a bounded amount
+/// for a short while, so the client sees the response rather than a reset.
+pub async fn refuse(stream: &TcpStream, resp: Response, minor_version: u8) {
+    let bytes = resp.encode(minor_version, false, false);
+    if write_all(stream, bytes, Instant::now() + Duration::from_secs(5)).await.is_err() {
+        return;
+    }
+    linger(stream).await;
+}
+
+/// Half-closes and drains what the peer still sends, bounded in bytes and time.
+pub async fn linger(stream: &TcpStream) {
+    let fd = stream.as_raw_fd();
+    sys::shutdown_write(fd);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut drained = 0usize;
+    let mut scratch = [0u8; 4096];
+    while drained < 256 * 1024 {
+        match sys::recv_nonblocking(fd, &mut scratch) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                match timeout_at(deadline, stream.readable(false)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}

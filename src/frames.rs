@@ -1,0 +1,91 @@
+//! One event, encoded once for every transport, shared by reference with every subscriber.
+//!
+//! The owner worker builds a `Frame` when it accepts a publish; the same `Arc<Frame>` sits in
+//! the topic's history ring and travels to every worker with subscribers, where each
+//! subscriber's outbox gets a reference-counted slice of the pre-encoded bytes. Encodings a
+//! stream needs less often (the id-less SSE body for multi-topic streams; later WebSocket
+//! and long-poll JSON) are built lazily, still once per event, by whichever worker needs them
+//! first.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::proto::sse::{self, Chunk};
+use crate::pubsub::cursor::Cursor;
+
+#[derive(Debug)]
+pub struct Frame {
+    pub topic: Arc<str>,
+    pub cursor: Cursor,
+    /// The event type; `None` is the default SSE `message` event.
+    pub kind: Option<Box<str>>,
+    pub data: Bytes,
+    /// Server receive time, Unix microseconds.
+    pub ts_micros: u64,
+    /// SSE with the `id:` line: what a single-topic stream sends.
+    sse: Chunk,
+    /// SSE without the `id:` line, for multi-topic streams whose id is per stream.
+    sse_anonymous: OnceLock<Chunk>,
+}
+
+impl Frame {
+    pub fn new(topic: Arc<str>, cursor: Cursor, kind: Option<Box<str>>, data: Bytes, ts_micros: u64) -> Frame {
+        let id = cursor.to_string();
+        let sse = sse::event_chunk(Some(&id), kind.as_deref(), &data);
+        Frame { topic, cursor, kind, data, ts_micros, sse, sse_anonymous: OnceLock::new() }
+    }
+
+    /// The event as a single-topic SSE stream sends it (`id:` = the topic cursor).
+    pub fn sse(&self, chunked: bool) -> Bytes {
+        self.sse.for_version(chunked)
+    }
+
+    /// The event without its `id:` line, for streams that send their own id first.
+    pub fn sse_anonymous(&self, chunked: bool) -> Bytes {
+        self.sse_anonymous.get_or_init(|| sse::event_chunk(None, self.kind.as_deref(), &self.data)).for_version(chunked)
+    }
+
+    /// Whether a `types=` filter lets this event through (`message` names untyped events).
+    pub fn passes(&self, types: Option<&[Box<str>]>) -> bool {
+        match types {
+            None => true,
+            Some(list) => {
+                let name = self.kind.as_deref().unwrap_or("message");
+                list.iter().any(|t| &**t == name)
+            }
+        }
+    }
+
+    /// Bytes this frame keeps alive, for history accounting.
+    pub fn weight(&self) -> usize {
+        self.data.len() + self.sse.framed.len() + self.topic.len() + 96
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_share_one_buffer() {
+        let f = Frame::new("t".into(), Cursor::new(0xab, 7), Some("score".into()), Bytes::from_static(b"1-0"), 1);
+        let a = f.sse(true);
+        let b = f.sse(true);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a copy");
+        assert_eq!(&f.sse(false)[..], b"id: ab-7\nevent: score\ndata: 1-0\n\n");
+        assert_eq!(&f.sse_anonymous(false)[..], b"event: score\ndata: 1-0\n\n");
+        assert_eq!(f.sse_anonymous(true).as_ptr(), f.sse_anonymous(true).as_ptr());
+    }
+
+    #[test]
+    fn type_filters() {
+        let typed = Frame::new("t".into(), Cursor::new(1, 1), Some("a".into()), Bytes::new(), 1);
+        let plain = Frame::new("t".into(), Cursor::new(1, 2), None, Bytes::new(), 1);
+        let only_a: Vec<Box<str>> = vec!["a".into()];
+        let only_msg: Vec<Box<str>> = vec!["message".into()];
+        assert!(typed.passes(None) && plain.passes(None));
+        assert!(typed.passes(Some(&only_a)) && !plain.passes(Some(&only_a)));
+        assert!(!typed.passes(Some(&only_msg)) && plain.passes(Some(&only_msg)));
+    }
+}

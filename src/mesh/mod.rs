@@ -1,0 +1,204 @@
+//! Bounded cross-core queues: the only way values move between workers.
+//!
+//! Every worker has two inboxes, each a bounded lock-free MPSC queue (crossbeam's
+//! `ArrayQueue`; one producer's messages stay in order):
+//! - `to_owner`: work for the worker as a topic *owner* (publish, subscribe, unsubscribe).
+//!   Its consumer may wait for room in other workers' `to_worker` queues.
+//! - `to_worker`: work for the worker as a *subscriber host* (events to fan out, replies).
+//!   Its consumer never waits on any queue, so it always drains, and the owners waiting on it
+//!   always make progress: the two classes cannot deadlock each other.
+//!
+//! A full queue is a decision made here: the sender yields to its own runtime and retries
+//! with a short back-off (never blocking its thread), and the wait is counted. Consumers drain
+//! in batches and are woken only when they registered a waker, i.e. only when parked.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::ArrayQueue;
+
+use crate::pubsub::msg::{ToOwner, ToWorker};
+
+/// Most workers one process runs (owner sets are bitmaps of this size).
+pub const MAX_WORKERS: usize = 256;
+/// Capacity of each inbox.
+pub const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// One worker's bounded inbox of `T`.
+pub struct Inbox<T> {
+    queue: ArrayQueue<T>,
+    waker: AtomicWaker,
+    /// Times a sender found the queue full and had to wait.
+    pub full_waits: AtomicU64,
+}
+
+impl<T> Inbox<T> {
+    fn new(capacity: usize) -> Inbox<T> {
+        Inbox { queue: ArrayQueue::new(capacity), waker: AtomicWaker::new(), full_waits: AtomicU64::new(0) }
+    }
+
+    /// Enqueues without waking the consumer; call `wake` after a batch.
+    pub fn try_send(&self, msg: T) -> Result<(), T> {
+        self.queue.push(msg)
+    }
+
+    /// Wakes the consumer if it is parked.
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Enqueues and wakes, waiting (without blocking the thread) while the queue is full.
+    pub async fn send(&self, msg: T) {
+        let mut msg = msg;
+        let mut backoff = Duration::from_micros(50);
+        loop {
+            match self.queue.push(msg) {
+                Ok(()) => {
+                    self.wake();
+                    return;
+                }
+                Err(back) => {
+                    msg = back;
+                    self.full_waits.fetch_add(1, Ordering::Relaxed);
+                    self.wake();
+                    monoio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    pub fn pop(&self) -> Option<T> {
+        self.queue.pop()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Resolves once the queue has something; registers the waker before the last check so
+    /// no wake-up can fall between.
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            if !self.queue.is_empty() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.queue.is_empty() { Poll::Pending } else { Poll::Ready(()) }
+        })
+        .await
+    }
+}
+
+/// All inboxes of all workers, plus the process-wide flags they share.
+pub struct Mesh {
+    pub workers: usize,
+    pub to_owner: Box<[Inbox<ToOwner>]>,
+    pub to_worker: Box<[Inbox<ToWorker>]>,
+    shutdown: AtomicBool,
+    shutdown_wakers: Box<[AtomicWaker]>,
+    /// Open connections across all workers, against the connection cap.
+    pub connections: AtomicUsize,
+}
+
+impl Mesh {
+    pub fn new(workers: usize) -> Mesh {
+        Mesh {
+            workers,
+            to_owner: (0..workers).map(|_| Inbox::new(INBOX_CAPACITY)).collect(),
+            to_worker: (0..workers).map(|_| Inbox::new(INBOX_CAPACITY)).collect(),
+            shutdown: AtomicBool::new(false),
+            shutdown_wakers: (0..workers).map(|_| AtomicWaker::new()).collect(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts the graceful stop on every worker.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for w in self.shutdown_wakers.iter() {
+            w.wake();
+        }
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the stop begins.
+    pub async fn shutdown_signal(&self, worker: usize) {
+        poll_fn(|cx| {
+            if self.shutting_down() {
+                return Poll::Ready(());
+            }
+            self.shutdown_wakers[worker].register(cx.waker());
+            if self.shutting_down() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
+    }
+}
+
+/// A set of worker indices (the workers that have subscribers of a topic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSet([u64; MAX_WORKERS / 64]);
+
+impl WorkerSet {
+    pub fn insert(&mut self, w: usize) {
+        self.0[w / 64] |= 1 << (w % 64);
+    }
+    pub fn remove(&mut self, w: usize) {
+        self.0[w / 64] &= !(1 << (w % 64));
+    }
+    pub fn contains(&self, w: usize) -> bool {
+        self.0[w / 64] & (1 << (w % 64)) != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&b| b == 0)
+    }
+    pub fn union(&mut self, other: &WorkerSet) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &bits)| (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| i * 64 + b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_sets() {
+        let mut s = WorkerSet::default();
+        assert!(s.is_empty());
+        for w in [0, 63, 64, 200, 255] {
+            s.insert(w);
+        }
+        assert_eq!(s.iter().collect::<Vec<_>>(), [0, 63, 64, 200, 255]);
+        s.remove(64);
+        assert!(!s.contains(64) && s.contains(63));
+    }
+
+    #[test]
+    fn inbox_is_bounded_and_fifo() {
+        let q: Inbox<u32> = Inbox::new(4);
+        for i in 0..4 {
+            q.try_send(i).unwrap();
+        }
+        assert_eq!(q.try_send(9), Err(9));
+        assert_eq!((0..4).map(|_| q.pop().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert!(q.pop().is_none());
+    }
+}

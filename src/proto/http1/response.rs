@@ -1,0 +1,162 @@
+//! Response encoding: status lines, the few headers herald sends, and JSON error bodies.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The statuses herald answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Continue,
+    Ok,
+    NoContent,
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    PayloadTooLarge,
+    UpgradeRequired,
+    HeadersTooLarge,
+    Internal,
+    NotImplemented,
+    Unavailable,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Continue => 100,
+            Status::Ok => 200,
+            Status::NoContent => 204,
+            Status::BadRequest => 400,
+            Status::Unauthorized => 401,
+            Status::Forbidden => 403,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::RequestTimeout => 408,
+            Status::PayloadTooLarge => 413,
+            Status::UpgradeRequired => 426,
+            Status::HeadersTooLarge => 431,
+            Status::Internal => 500,
+            Status::NotImplemented => 501,
+            Status::Unavailable => 503,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::Continue => "Continue",
+            Status::Ok => "OK",
+            Status::NoContent => "No Content",
+            Status::BadRequest => "Bad Request",
+            Status::Unauthorized => "Unauthorized",
+            Status::Forbidden => "Forbidden",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::RequestTimeout => "Request Timeout",
+            Status::PayloadTooLarge => "Payload Too Large",
+            Status::UpgradeRequired => "Upgrade Required",
+            Status::HeadersTooLarge => "Request Header Fields Too Large",
+            Status::Internal => "Internal Server Error",
+            Status::NotImplemented => "Not Implemented",
+            Status::Unavailable => "Service Unavailable",
+        }
+    }
+}
+
+/// The interim response sent before reading a body the client is holding back.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A complete response with a body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: Status,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn new(status: Status, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+        Response { status, content_type, headers: Vec::new(), body: body.into() }
+    }
+
+    /// `200 application/json` with `body`.
+    pub fn json(status: Status, body: &serde_json::Value) -> Response {
+        Response::new(status, "application/json", body.to_string())
+    }
+
+    /// The JSON error body every error carries: `{"error":{"message","path"}}`.
+    pub fn error(status: Status, message: &str, path: &str) -> Response {
+        let body = serde_json::json!({"error": {"message": message, "path": path}});
+        Response::json(status, &body)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Encodes head and body. `keep_alive` decides the `Connection` header; `head_only`
+    /// (for HEAD requests) keeps the length but drops the body.
+    pub fn encode(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Bytes {
+        let mut out = BytesMut::with_capacity(160 + self.body.len());
+        out.put_slice(if minor_version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+        out.put_slice(itoa::Buffer::new().format(self.status.code()).as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(self.status.reason().as_bytes());
+        out.put_slice(b"\r\n");
+        if self.status != Status::NoContent {
+            out.put_slice(b"Content-Type: ");
+            out.put_slice(self.content_type.as_bytes());
+            out.put_slice(b"\r\nContent-Length: ");
+            out.put_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        for (k, v) in &self.headers {
+            out.put_slice(k.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(v.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        match (keep_alive, minor_version) {
+            (false, 1) => out.put_slice(b"Connection: close\r\n"),
+            (true, 0) => out.put_slice(b"Connection: keep-alive\r\n"),
+            _ => {}
+        }
+        out.put_slice(b"\r\n");
+        if !head_only && self.status != Status::NoContent {
+            out.put_slice(&self.body);
+        }
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_json_with_message_and_path() {
+        let r = Response::error(Status::BadRequest, "bad \"topic\"", "/topic");
+        let text = String::from_utf8(r.encode(1, true, false).to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["message"], "bad \"topic\"");
+        assert_eq!(v["error"]["path"], "/topic");
+    }
+
+    #[test]
+    fn connection_header_follows_version_and_keep_alive() {
+        let r = Response::new(Status::Ok, "text/plain", "ok");
+        let s = |v, k| String::from_utf8(r.encode(v, k, false).to_vec()).unwrap();
+        assert!(s(1, false).contains("Connection: close\r\n"));
+        assert!(!s(1, true).contains("Connection"));
+        assert!(s(0, true).contains("Connection: keep-alive\r\n"));
+        assert!(s(0, true).starts_with("HTTP/1.0 200 OK"));
+        let head = String::from_utf8(r.encode(1, true, true).to_vec()).unwrap();
+        assert!(head.ends_with("\r\n\r\n") && head.contains("Content-Length: 2"));
+    }
+}

@@ -1,0 +1,133 @@
+//! A topic's history ring: its last `history` events for `history_ttl`, and what a resume
+//! from a cursor gets out of it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::frames::Frame;
+
+/// What a subscriber resuming after sequence `after` gets.
+#[derive(Debug)]
+pub struct Replay {
+    /// Some events after the cursor are gone (count or TTL): the client must be told.
+    pub gap: bool,
+    /// The retained events after the cursor, oldest first.
+    pub frames: Vec<Arc<Frame>>,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    ring: VecDeque<(Instant, Arc<Frame>)>,
+}
+
+impl History {
+    /// Appends the newest event, dropping the oldest past `cap`.
+    pub fn push(&mut self, frame: Arc<Frame>, now: Instant, cap: usize) {
+        if cap == 0 {
+            return;
+        }
+        while self.ring.len() >= cap {
+            self.ring.pop_front();
+        }
+        self.ring.push_back((now, frame));
+    }
+
+    /// Drops events older than `ttl`; returns how many went.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+        let mut n = 0;
+        while let Some((at, _)) = self.ring.front() {
+            if now.saturating_duration_since(*at) < ttl {
+                break;
+            }
+            self.ring.pop_front();
+            n += 1;
+        }
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The events after sequence `after`, given the topic's newest sequence `head`.
+    pub fn since(&self, after: u64, head: u64) -> Replay {
+        if after >= head {
+            return Replay { gap: false, frames: Vec::new() };
+        }
+        // Sequences in the ring are contiguous and end at `head`.
+        let oldest = self.ring.front().map_or(head + 1, |(_, f)| f.cursor.seq);
+        let gap = after + 1 < oldest;
+        let skip = (after + 1).saturating_sub(oldest) as usize;
+        let frames = self.ring.iter().skip(skip).map(|(_, f)| f.clone()).collect();
+        Replay { gap, frames }
+    }
+
+    /// Every retained event (for a cursor from another epoch).
+    pub fn all(&self) -> Vec<Arc<Frame>> {
+        self.ring.iter().map(|(_, f)| f.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::cursor::Cursor;
+    use bytes::Bytes;
+
+    fn ring(seqs: std::ops::RangeInclusive<u64>, cap: usize, at: Instant) -> History {
+        let mut h = History::default();
+        for s in seqs {
+            h.push(Arc::new(Frame::new("t".into(), Cursor::new(1, s), None, Bytes::new(), 0)), at, cap);
+        }
+        h
+    }
+
+    fn seqs(r: &Replay) -> Vec<u64> {
+        r.frames.iter().map(|f| f.cursor.seq).collect()
+    }
+
+    #[test]
+    fn exact_replay_without_gap() {
+        let h = ring(1..=5, 10, Instant::now());
+        let r = h.since(2, 5);
+        assert!(!r.gap);
+        assert_eq!(seqs(&r), [3, 4, 5]);
+        assert!(h.since(5, 5).frames.is_empty() && !h.since(5, 5).gap);
+        assert_eq!(seqs(&h.since(0, 5)), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn overflow_is_a_gap() {
+        let h = ring(1..=10, 3, Instant::now());
+        assert_eq!(h.len(), 3);
+        let r = h.since(1, 10);
+        assert!(r.gap);
+        assert_eq!(seqs(&r), [8, 9, 10]);
+        let r = h.since(7, 10);
+        assert!(!r.gap);
+        assert_eq!(seqs(&r), [8, 9, 10]);
+    }
+
+    #[test]
+    fn ttl_expiry_is_a_gap_but_the_newest_cursor_is_not() {
+        let t0 = Instant::now();
+        let mut h = ring(1..=4, 10, t0);
+        assert_eq!(h.expire(t0 + Duration::from_secs(2), Duration::from_secs(1)), 4);
+        assert!(h.is_empty());
+        let r = h.since(2, 4);
+        assert!(r.gap && r.frames.is_empty());
+        assert!(!h.since(4, 4).gap);
+    }
+
+    #[test]
+    fn zero_history_keeps_nothing() {
+        let h = ring(1..=3, 0, Instant::now());
+        assert!(h.is_empty());
+        assert!(h.since(1, 3).gap);
+    }
+}

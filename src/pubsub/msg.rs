@@ -1,0 +1,56 @@
+//! The messages that cross cores, between topic owners and the workers hosting subscribers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::frames::Frame;
+use crate::pubsub::cursor::Cursor;
+
+/// Where a reply goes: a worker, a token that worker chose (a pending-publish slot or a
+/// connection key) and an index within it (a batch line or a topic of a subscription).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub worker: u16,
+    pub token: u64,
+    pub index: u32,
+}
+
+/// Work for a topic's owner.
+#[derive(Debug)]
+pub enum ToOwner {
+    /// Assign a cursor, keep it in history, forward it, reply with the cursor.
+    Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo },
+    /// Register `reply.worker` as hosting subscribers of `topic` and reply with the head
+    /// and, when resuming, the events after `from` — in one step, so nothing falls between.
+    Subscribe { topic: Arc<str>, from: Option<Cursor>, reply: ReplyTo },
+    /// `worker` no longer hosts subscribers of `topic`.
+    Unsubscribe { topic: Arc<str>, worker: u16 },
+    /// Periodic housekeeping: expire history by TTL, forget idle topics.
+    Tick,
+}
+
+/// Work for a worker hosting subscribers.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// An event to fan out to the local subscribers of its topic.
+    Event(Arc<Frame>),
+    /// The cursor a publish got.
+    Published { reply: ReplyTo, cursor: Cursor },
+    /// The owner registered this worker for a topic (see `ToOwner::Subscribe`).
+    Subscribed(Box<SubscribeAck>),
+}
+
+#[derive(Debug)]
+pub struct SubscribeAck {
+    pub reply: ReplyTo,
+    pub topic: Arc<str>,
+    /// The resume cursor the subscriber asked with, if any.
+    pub from: Option<Cursor>,
+    /// The topic's newest cursor when the registration took effect.
+    pub head: Cursor,
+    /// Set when history could not cover the resume: the client's cursor.
+    pub gap: Option<Cursor>,
+    /// Retained events after the resume cursor, oldest first.
+    pub replay: Vec<Arc<Frame>>,
+}

@@ -1,0 +1,59 @@
+//! Topic and event-type names, and which worker owns a topic.
+
+/// Most topics in one subscription (API.md §3).
+pub const MAX_TOPICS_PER_SUBSCRIPTION: usize = 64;
+
+/// `[A-Za-z0-9_.:@-]{1,128}`
+pub fn valid_topic(t: &str) -> bool {
+    (1..=128).contains(&t.len())
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'))
+}
+
+/// `[A-Za-z0-9_.:-]{1,64}`
+pub fn valid_type(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// The worker that owns `topic`: assigns its cursors, keeps its history, forwards its events.
+/// FNV-1a: stable across runs and threads, so every worker computes the same owner.
+pub fn owner_of(topic: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_topic("user:42"));
+        assert!(valid_topic("a.b-c_d@e:f"));
+        assert!(valid_topic(&"x".repeat(128)));
+        assert!(!valid_topic(&"x".repeat(129)));
+        assert!(!valid_topic(""));
+        assert!(!valid_topic("a b"));
+        assert!(!valid_topic("a/b"));
+        assert!(!valid_topic("a,b"));
+        assert!(!valid_topic("é"));
+        assert!(valid_type("herald.gap"));
+        assert!(!valid_type("a@b"));
+        assert!(!valid_type(&"t".repeat(65)));
+    }
+
+    #[test]
+    fn owners_spread_and_are_stable() {
+        let mut seen = [0usize; 4];
+        for i in 0..1000 {
+            let o = owner_of(&format!("topic-{i}"), 4);
+            assert_eq!(o, owner_of(&format!("topic-{i}"), 4));
+            seen[o] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+}

@@ -1,0 +1,198 @@
+//! One worker's runtime: its tasks (owner, delivery, ticker, accept loops) and its stop.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use super::state::{Shard, ShardRef, flags};
+use crate::config::{Config, Driver};
+use crate::conn;
+use crate::mesh::Mesh;
+use crate::proto::http1::{Response, Status};
+use crate::proto::sse;
+use crate::pubsub::msg::ToOwner;
+use crate::pubsub::{local, owner};
+
+/// io_uring submission queue size: every idle stream keeps one readiness wait in flight.
+const URING_ENTRIES: u32 = 16 * 1024;
+/// How long a stopping worker waits for its streams to end.
+const STREAMS_END: Duration = Duration::from_millis(3500);
+
+pub struct Args {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub mesh: Arc<Mesh>,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub cap: usize,
+    pub run_epoch: u32,
+}
+
+pub fn driver_name(uring: bool) -> &'static str {
+    if uring { "io_uring" } else { "epoll" }
+}
+
+/// Builds this thread's runtime on the configured driver and runs the worker on it.
+pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String>>) {
+    let want = args.config.driver;
+    if want != Driver::Epoll {
+        match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
+            Ok(mut rt) => {
+                let _ = ready.send(Ok(driver_name(true)));
+                return rt.block_on(main(args));
+            }
+            Err(e) if want == Driver::Uring => {
+                let _ = ready.send(Err(format!("io_uring requested but unavailable: {e}")));
+                return;
+            }
+            Err(e) => tracing::info!(worker = args.id, "io_uring unavailable ({e}); using epoll"),
+        }
+    }
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => {
+            let _ = ready.send(Ok(driver_name(false)));
+            rt.block_on(main(args))
+        }
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start the epoll driver: {e}")));
+        }
+    }
+}
+
+async fn main(args: Args) {
+    let Args { id, config, mesh, listeners, cap, run_epoch } = args;
+    let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone())));
+    monoio::spawn(owner::run(owner::Owner::new(id, run_epoch, &config), mesh.clone()));
+    monoio::spawn(local::run(shard.clone()));
+    monoio::spawn(ticker(shard.clone()));
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(shard.clone(), l, cap));
+            }
+            Err(e) => tracing::error!(worker = id, "cannot use listener: {e}"),
+        }
+    }
+    mesh.shutdown_signal(id).await;
+    end_streams(&shard);
+    let deadline = Instant::now() + STREAMS_END;
+    while streams_open(&shard) > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts connections until the stop begins.
+async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize) {
+    let (mesh, id) = {
+        let s = shard.borrow();
+        (s.mesh.clone(), s.id)
+    };
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = mesh.shutdown_signal(id) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                if mesh.connections.fetch_add(1, Ordering::Relaxed) >= cap {
+                    mesh.connections.fetch_sub(1, Ordering::Relaxed);
+                    monoio::spawn(refuse_over_cap(stream));
+                    continue;
+                }
+                monoio::spawn(conn::serve(shard.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on the error.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    tracing::warn!(worker = id, "accept failed: {e}");
+                    last_warning = Some(Instant::now());
+                }
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn refuse_over_cap(stream: TcpStream) {
+    let r = Response::error(Status::Unavailable, "too many connections", "/");
+    conn::refuse_now(&stream, r).await;
+}
+
+/// Periodic work: heartbeats on quiet streams, the owner's housekeeping, deferred messages.
+async fn ticker(shard: ShardRef) {
+    let (heartbeat, mesh, id) = {
+        let s = shard.borrow();
+        (s.config.heartbeat, s.mesh.clone(), s.id)
+    };
+    let tick = (heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let mut last_housekeeping = Instant::now();
+    let beat = sse::heartbeat();
+    loop {
+        monoio::time::sleep(tick).await;
+        let now = Instant::now();
+        {
+            let mut s = shard.borrow_mut();
+            let quiet: Vec<_> = s
+                .conns
+                .iter_mut()
+                .filter(|(_, c)| {
+                    c.sub.is_some()
+                        && c.has(flags::READY)
+                        && !c.has(flags::CLOSED | flags::CLOSING)
+                        && c.outbox.is_empty()
+                        && now.saturating_duration_since(c.last_write) >= heartbeat
+                })
+                .map(|(i, c)| {
+                    let chunked = c.sub.as_ref().is_some_and(|s| s.chunked);
+                    c.outbox.push(beat.for_version(chunked));
+                    super::state::ConnKey { index: i as u32, generation: c.generation() }
+                })
+                .collect();
+            for key in quiet {
+                s.flush(key);
+            }
+            s.send_deferred();
+        }
+        if now.saturating_duration_since(last_housekeeping) >= Duration::from_secs(1) {
+            last_housekeeping = now;
+            let _ = mesh.to_owner[id].try_send(ToOwner::Tick);
+            mesh.to_owner[id].wake();
+        }
+    }
+}
+
+/// Ends every stream: the terminating chunk goes last, then the connection closes.
+fn end_streams(shard: &ShardRef) {
+    let mut s = shard.borrow_mut();
+    let keys: Vec<_> = s
+        .conns
+        .iter_mut()
+        .filter(|(_, c)| c.sub.is_some())
+        .map(|(i, c)| {
+            if c.sub.as_ref().is_some_and(|s| s.chunked) && c.has(flags::READY) {
+                c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR));
+            }
+            if c.has(flags::READY) {
+                c.flags |= flags::CLOSING;
+            } else {
+                c.flags |= flags::CLOSED;
+            }
+            c.wake();
+            super::state::ConnKey { index: i as u32, generation: c.generation() }
+        })
+        .collect();
+    for key in keys {
+        s.flush(key);
+    }
+}
+
+fn streams_open(shard: &ShardRef) -> usize {
+    shard.borrow().conns.iter().filter(|(_, c)| c.sub.is_some()).count()
+}
