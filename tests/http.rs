@@ -248,6 +248,7 @@ fn expect_100_continue_with_too_large_length_gets_413_without_100() {
         let r = read_response(&mut c).expect("a response without sending the body");
         assert_ne!(r.status, 100, "must not invite a body it will refuse");
         assert_json_error(&r, 413);
+        wait_closed(&mut c, DEADLINE); // sent before closing
     });
 }
 
@@ -267,6 +268,7 @@ fn body_over_max_event_bytes_is_413_before_the_body_is_sent() {
         c.write_all(b"POST /pub/big HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n").unwrap();
         let r = read_response(&mut c).expect("413 without the body being sent");
         assert_json_error(&r, 413);
+        wait_closed(&mut c, DEADLINE); // sent before closing
     });
 }
 
@@ -284,6 +286,7 @@ fn chunked_body_over_max_event_bytes_is_413() {
         write_lossy(&mut c, &raw);
         let r = read_response(&mut c).expect("a response to an oversized chunked body");
         assert_json_error(&r, 413);
+        wait_closed(&mut c, DEADLINE); // sent before closing
     });
 }
 
@@ -303,6 +306,7 @@ fn one_huge_header_is_431() {
         write_lossy(&mut c, raw.as_bytes());
         let r = read_response(&mut c).expect("431 response");
         assert_json_error(&r, 431);
+        wait_closed(&mut c, DEADLINE); // sent before closing
     });
 }
 
@@ -319,6 +323,7 @@ fn many_small_headers_over_16k_is_431() {
         write_lossy(&mut c, raw.as_bytes());
         let r = read_response(&mut c).expect("431 response");
         assert_json_error(&r, 431);
+        wait_closed(&mut c, DEADLINE); // sent before closing
     });
 }
 

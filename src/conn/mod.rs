@@ -16,7 +16,8 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use crate::api::{self, subscribe::Transport};
+use crate::api::subscribe::{StreamRequest, Transport};
+use crate::api::{self};
 use crate::config::Config;
 use crate::mesh::Mesh;
 use crate::proto::http1::{BodyKind, Method, Response, Status};
@@ -45,7 +46,12 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     };
     let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
     let ctx = Ctx { shard, key, peer, config, mesh, worker };
-    serve_requests(&ctx, stream).await;
+    let mut stream = stream;
+    // Boxed: request handling needs more state than a waiting stream, and an idle stream
+    // should not carry it.
+    if let Some((req, chunked)) = Box::pin(serve_requests(&ctx, &mut stream)).await {
+        stream::run(&ctx, &stream, req, chunked).await;
+    }
     let mut s = ctx.shard.borrow_mut();
     s.leave(key);
     s.remove_conn(key);
@@ -53,17 +59,19 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     ctx.mesh.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn serve_requests(ctx: &Ctx, mut stream: TcpStream) {
+/// Answers requests in order until the connection closes (`None`) or becomes a stream.
+async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequest, bool)> {
     let mut reader = RequestReader::new();
     let mut first = true;
     loop {
         let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
         first = false;
-        let head = match reader.read_head(&mut stream, idle, ctx.config.head_timeout).await {
+        let head = match reader.read_head(stream, idle, ctx.config.head_timeout).await {
             Ok(head) => head,
-            Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return,
-            Err(ReadError::Refused(resp, status)) => {
-                return request::refuse(&stream, resp, status).await;
+            Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return None,
+            Err(ReadError::Refused(resp, version)) => {
+                request::refuse(stream, resp, version).await;
+                return None;
             }
         };
         let path = head.path().to_string();
@@ -74,12 +82,16 @@ async fn serve_requests(ctx: &Ctx, mut stream: TcpStream) {
         {
             let r =
                 Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
-            return request::refuse(&stream, r, head.minor_version).await;
+            request::refuse(stream, r, head.minor_version).await;
+            return None;
         }
-        let body = match reader.read_body(&mut stream, &head, limit, ctx.config.head_timeout).await {
+        let body = match reader.read_body(stream, &head, limit, ctx.config.head_timeout).await {
             Ok(body) => body,
-            Err(ReadError::Refused(resp, _)) => return request::refuse(&stream, resp, head.minor_version).await,
-            Err(_) => return,
+            Err(ReadError::Refused(resp, _)) => {
+                request::refuse(stream, resp, head.minor_version).await;
+                return None;
+            }
+            Err(_) => return None,
         };
         let head_only = head.method == Method::Head;
         let response = match route {
@@ -88,11 +100,8 @@ async fn serve_requests(ctx: &Ctx, mut stream: TcpStream) {
             Route::PublishBatch => api::publish::batch(ctx, &head, body).await,
             Route::Subscribe(topics) => match api::subscribe::transport(&head) {
                 Transport::EventStream => match api::subscribe::event_stream(&head, topics) {
-                    Ok(req) => {
-                        // The connection is a stream from here on: no read buffer needed.
-                        drop(reader);
-                        return stream::run(ctx, stream, req, head.minor_version == 1).await;
-                    }
+                    // The connection is a stream from here on; its read buffer goes with `reader`.
+                    Ok(req) => return Some((req, head.minor_version == 1)),
                     Err(r) => r,
                 },
                 other => api::subscribe::unsupported(other),
@@ -108,7 +117,7 @@ async fn serve_requests(ctx: &Ctx, mut stream: TcpStream) {
         if request::write_all(&stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err()
             || !keep_alive
         {
-            return;
+            return None;
         }
     }
 }

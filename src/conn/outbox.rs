@@ -81,10 +81,9 @@ impl Outbox {
             total += n;
             self.advance(n);
         }
-        // An empty queue gives back its memory: an idle stream holds no buffer.
-        if self.queue.capacity() > 16 {
-            self.queue = VecDeque::new();
-        }
+        // An empty queue gives back its memory: an idle stream holds no buffer. (Cheap next
+        // to the system call that just emptied it.)
+        self.queue = VecDeque::new();
         Ok((total, Flushed::All))
     }
 

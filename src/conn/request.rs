@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
@@ -44,11 +45,13 @@ impl RequestReader {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        let (res, buf) = match timeout_at(deadline, stream.read(buf)).await {
+        // Read into the spare capacity, after what is already buffered.
+        let len = buf.len();
+        let (res, buf) = match timeout_at(deadline, stream.read(buf.slice_mut(len..))).await {
             Ok(r) => r,
             Err(_) => return Err(ReadError::TimedOut),
         };
-        self.buf = buf;
+        self.buf = buf.into_inner();
         match res {
             Ok(0) => Err(ReadError::Closed),
             Ok(_) => Ok(()),
@@ -135,6 +138,7 @@ impl RequestReader {
 }
 
 fn refusal(e: HeadError, buf: &[u8]) -> ReadError {
+    tracing::debug!("request refused: {e}; head begins {:?}", String::from_utf8_lossy(&buf[..buf.len().min(200)]));
     let status = match e {
         HeadError::TooLarge | HeadError::TooManyHeaders => Status::HeadersTooLarge,
         _ => Status::BadRequest,

@@ -5,6 +5,10 @@
 //! for the peer to close (a read-readiness wait kept armed for the stream's whole life, with
 //! no buffer pinned), for the socket to take more bytes after it filled up, or to be told to
 //! close. The fanout itself writes to the socket from the delivery task (see `outbox`).
+//!
+//! Memory per idle stream is what this task holds while it waits, so the waiting loop keeps
+//! only the readiness wait inline; setting up and closing are boxed futures that exist only
+//! while they run.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -33,37 +37,16 @@ enum Event {
 }
 
 /// Runs an SSE stream until the peer leaves, the stream is cut, or the server stops.
-pub async fn run(ctx: &Ctx, stream: TcpStream, req: StreamRequest, chunked: bool) {
-    let key = ctx.key;
-    let worker = ctx.worker.to_string();
-    let head = sse::stream_head(chunked, &[("Herald-Worker", &worker)]);
-    let retry_ms = ctx.config.sse_retry.as_millis() as u64;
-    let requests = {
-        let mut s = ctx.shard.borrow_mut();
-        let Some(c) = s.conn(key) else { return };
-        c.outbox.push(head);
-        c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
-        let sub = Subscription::new(req.topics, req.types, chunked);
-        s.join(key, sub, &req.from)
-    };
-    for (owner, msg) in requests {
-        ctx.mesh.to_owner[owner].send(msg).await;
-    }
-    // Registered with every owner before the head goes out (API.md §7).
-    let f =
-        poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING, cx)).await;
-    if f & flags::CLOSED != 0 {
+pub async fn run(ctx: &Ctx, stream: &TcpStream, req: StreamRequest, chunked: bool) {
+    if !Box::pin(open(ctx, req, chunked)).await {
         return;
     }
-    ctx.shard.borrow_mut().flush(key);
-
+    let key = ctx.key;
     let fd = stream.as_raw_fd();
     let mut readable = pin!(stream.readable(false));
     let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
-    let mut close_deadline: Option<Instant> = None;
     loop {
         let wanted = flags::CLOSED | flags::CLOSING | if writable.is_none() { flags::WANT_WRITE } else { 0 };
-        let closing = close_deadline.is_some();
         let event = poll_fn(|cx| {
             if let Poll::Ready(r) = readable.as_mut().poll(cx) {
                 return Poll::Ready(Event::Readable(r));
@@ -73,33 +56,12 @@ pub async fn run(ctx: &Ctx, stream: TcpStream, req: StreamRequest, chunked: bool
             {
                 return Poll::Ready(Event::Writable(r));
             }
-            // While closing, only the socket matters; the flags are already seen.
-            if closing {
-                return Poll::Pending;
-            }
             ctx.shard.borrow_mut().poll_flags(key, wanted, cx).map(Event::Flags)
-        });
-        let event = match close_deadline {
-            Some(deadline) => match timeout_at(deadline, event).await {
-                Ok(e) => e,
-                Err(_) => return,
-            },
-            None => event.await,
-        };
+        })
+        .await;
         match event {
-            Event::Readable(Err(_)) => return,
-            Event::Readable(Ok(())) => {
-                // Streams take no input: read to see whether the peer left, discard the rest.
-                let mut scratch = [0u8; 512];
-                match sys::recv_nonblocking(fd, &mut scratch) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-                readable.set(stream.readable(false));
-            }
-            Event::Writable(Err(_)) => return,
+            Event::Readable(Ok(())) if peer_still_there(fd) => readable.set(stream.readable(false)),
+            Event::Readable(_) | Event::Writable(Err(_)) => return,
             Event::Writable(Ok(())) => {
                 writable = None;
                 let mut s = ctx.shard.borrow_mut();
@@ -108,37 +70,88 @@ pub async fn run(ctx: &Ctx, stream: TcpStream, req: StreamRequest, chunked: bool
                 }
                 s.flush(key);
             }
-            Event::Flags(f) => {
-                if f & flags::CLOSED != 0 {
-                    return;
-                }
-                if f & flags::WANT_WRITE != 0 && writable.is_none() {
-                    writable = Some(Box::pin(stream.writable(false)));
-                }
-                if f & flags::CLOSING != 0 && close_deadline.is_none() {
-                    close_deadline = Some(Instant::now() + CLOSE_FLUSH);
-                    // A blocked socket keeps its writability wait; otherwise flush now.
-                    if writable.is_none() {
-                        ctx.shard.borrow_mut().flush(key);
-                    }
-                }
+            Event::Flags(f) if f & flags::CLOSED != 0 => return,
+            Event::Flags(f) if f & flags::CLOSING != 0 => {
+                return Box::pin(close(ctx, stream, readable.as_mut())).await;
             }
+            Event::Flags(_) => writable = Some(Box::pin(stream.writable(false))),
         }
-        if close_deadline.is_some() {
+    }
+}
+
+/// Streams take no input: reads only tell whether the peer left; anything sent is dropped.
+fn peer_still_there(fd: std::os::fd::RawFd) -> bool {
+    let mut scratch = [0u8; 512];
+    match sys::recv_nonblocking(fd, &mut scratch) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
+    }
+}
+
+/// Queues the head and the stream's opening, joins the topics, and waits until every owner
+/// has registered the subscription: it is live before its head goes out (API.md §7).
+async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool) -> bool {
+    let key = ctx.key;
+    let worker = ctx.worker.to_string();
+    let head = sse::stream_head(chunked, &[("Herald-Worker", &worker)]);
+    let retry_ms = ctx.config.sse_retry.as_millis() as u64;
+    let requests = {
+        let mut s = ctx.shard.borrow_mut();
+        let Some(c) = s.conn(key) else { return false };
+        c.outbox.push(head);
+        c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
+        let sub = Subscription::new(req.topics, req.types, chunked);
+        s.join(key, sub, &req.from)
+    };
+    for (owner, msg) in requests {
+        ctx.mesh.to_owner[owner].send(msg).await;
+    }
+    let f =
+        poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING, cx)).await;
+    if f & flags::CLOSED != 0 {
+        return false;
+    }
+    ctx.shard.borrow_mut().flush(key);
+    true
+}
+
+/// Ends the stream cleanly: flush what is queued (the stream's end included) within a
+/// deadline, then half-close and drain until the peer closes too, so the close is a FIN and
+/// never a reset.
+async fn close<F: Future<Output = io::Result<()>>>(ctx: &Ctx, stream: &TcpStream, mut readable: Pin<&mut F>) {
+    let key = ctx.key;
+    let fd = stream.as_raw_fd();
+    let deadline = Instant::now() + CLOSE_FLUSH;
+    loop {
+        let blocked = {
             let mut s = ctx.shard.borrow_mut();
+            let Some(c) = s.conn(key) else { return };
+            c.flags &= !flags::WANT_WRITE;
+            s.flush(key);
             let Some(c) = s.conn(key) else { return };
             if c.has(flags::CLOSED) {
                 return;
             }
             if c.outbox.is_empty() {
-                drop(s);
-                // A clean end: half-close after the last byte, then drain until the peer
-                // closes too (bounded), so the close is a FIN and never a reset.
-                return super::request::linger(&stream).await;
+                break;
             }
-            if c.has(flags::WANT_WRITE) && writable.is_none() {
-                writable = Some(Box::pin(stream.writable(false)));
+            c.has(flags::WANT_WRITE)
+        };
+        if !blocked {
+            continue;
+        }
+        let mut writable = pin!(stream.writable(false));
+        let ready = poll_fn(|cx| {
+            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                return Poll::Ready(r.is_ok() && peer_still_there(fd));
             }
+            writable.as_mut().poll(cx).map(|r| r.is_ok())
+        });
+        match timeout_at(deadline, ready).await {
+            Ok(true) => {}
+            _ => return,
         }
     }
+    super::request::linger(stream).await;
 }

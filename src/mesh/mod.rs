@@ -52,7 +52,15 @@ impl<T> Inbox<T> {
 
     /// Enqueues and wakes, waiting (without blocking the thread) while the queue is full.
     pub async fn send(&self, msg: T) {
-        let mut msg = msg;
+        match self.queue.push(msg) {
+            Ok(()) => self.wake(),
+            // The waiting path is boxed so the common case adds almost nothing to the
+            // state of every task that sends.
+            Err(msg) => Box::pin(self.send_when_room(msg)).await,
+        }
+    }
+
+    async fn send_when_room(&self, mut msg: T) {
         let mut backoff = Duration::from_micros(50);
         loop {
             match self.queue.push(msg) {
@@ -132,7 +140,7 @@ impl Mesh {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    /// Resolves when the stop begins.
+    /// Resolves when the stop begins. One waiter per worker: it passes the stop on locally.
     pub async fn shutdown_signal(&self, worker: usize) {
         poll_fn(|cx| {
             if self.shutting_down() {

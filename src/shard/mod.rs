@@ -57,6 +57,17 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// SO_REUSEPORT would let a second herald (or anything else of the same user) share a port
+/// already in use, silently splitting its traffic: check with a plain bind first.
+fn refuse_if_taken(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
+    probe.set_reuse_address(true).map_err(|e| e.to_string())?;
+    probe.bind(&addr.into()).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
 impl Server {
     /// Binds every listener, starts the workers and waits until each runs.
     pub fn start(config: Config) -> Result<Server, String> {
@@ -72,6 +83,7 @@ impl Server {
         let mut addrs = Vec::new();
         let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
         for &want in &config.listen {
+            refuse_if_taken(want)?;
             let first = listener(want).map_err(|e| format!("cannot listen on {want}: {e}"))?;
             let addr = first.local_addr().map_err(|e| e.to_string())?;
             per_worker[0].push(first);

@@ -215,3 +215,17 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_that_every_connection_pays() {
+        // Not a limit, a report: `cargo test sizes -- --nocapture` shows what an idle
+        // stream's slab entry costs.
+        println!("Conn: {} bytes, Subscription: {} bytes", size_of::<Conn>(), size_of::<Subscription>());
+        println!("TcpStream: {} bytes", size_of::<monoio::net::TcpStream>());
+        assert!(size_of::<Conn>() <= 128);
+    }
+}

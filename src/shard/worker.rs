@@ -1,10 +1,12 @@
 //! One worker's runtime: its tasks (owner, delivery, ticker, accept loops) and its stop.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
@@ -23,6 +25,33 @@ use crate::pubsub::{local, owner};
 const URING_ENTRIES: u32 = 16 * 1024;
 /// How long a stopping worker waits for its streams to end.
 const STREAMS_END: Duration = Duration::from_millis(3500);
+
+/// The stop, broadcast to any number of tasks on this worker.
+#[derive(Default)]
+struct Stop {
+    stopped: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Stop {
+    fn trigger(&self) {
+        self.stopped.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.stopped.get() {
+                return Poll::Ready(());
+            }
+            self.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
 
 pub struct Args {
     pub id: usize,
@@ -44,7 +73,7 @@ pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String
         match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
             Ok(mut rt) => {
                 let _ = ready.send(Ok(driver_name(true)));
-                return rt.block_on(main(args));
+                return rt.block_on(as_task(args));
             }
             Err(e) if want == Driver::Uring => {
                 let _ = ready.send(Err(format!("io_uring requested but unavailable: {e}")));
@@ -56,12 +85,19 @@ pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String
     match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
         Ok(mut rt) => {
             let _ = ready.send(Ok(driver_name(false)));
-            rt.block_on(main(args))
+            rt.block_on(as_task(args))
         }
         Err(e) => {
             let _ = ready.send(Err(format!("cannot start the epoll driver: {e}")));
         }
     }
+}
+
+/// Runs the worker as a spawned task: wake-ups from other threads (the stop signal, the
+/// mesh) reach spawned tasks on either driver, while `block_on`'s own future may only be
+/// polled again by the runtime thread itself.
+async fn as_task(args: Args) {
+    let _ = monoio::spawn(main(args)).await;
 }
 
 async fn main(args: Args) {
@@ -70,15 +106,18 @@ async fn main(args: Args) {
     monoio::spawn(owner::run(owner::Owner::new(id, run_epoch, &config), mesh.clone()));
     monoio::spawn(local::run(shard.clone()));
     monoio::spawn(ticker(shard.clone()));
+    let stop = Rc::new(Stop::default());
     for l in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(shard.clone(), l, cap));
+                monoio::spawn(accept_loop(shard.clone(), l, cap, stop.clone()));
             }
             Err(e) => tracing::error!(worker = id, "cannot use listener: {e}"),
         }
     }
+    // The one waiter on the cross-thread signal; it passes the stop on to local tasks.
     mesh.shutdown_signal(id).await;
+    stop.trigger();
     end_streams(&shard);
     let deadline = Instant::now() + STREAMS_END;
     while streams_open(&shard) > 0 && Instant::now() < deadline {
@@ -87,7 +126,7 @@ async fn main(args: Args) {
 }
 
 /// Accepts connections until the stop begins.
-async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize) {
+async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize, stop: Rc<Stop>) {
     let (mesh, id) = {
         let s = shard.borrow();
         (s.mesh.clone(), s.id)
@@ -96,7 +135,7 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = mesh.shutdown_signal(id) => return,
+            _ = stop.wait() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
