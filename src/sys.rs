@@ -68,7 +68,7 @@ pub fn open_files_limit() -> (u64, u64) {
     if r != 0 {
         return (1024, 1024);
     }
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.

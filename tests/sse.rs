@@ -394,7 +394,7 @@ fn sse_resume_within_history_has_no_gap() {
         let mut newest = SseClient::open(s, "/sub/nogap", &[&last_id_header(&ids[9])]);
         expect_events(&mut oldest, &ids[8..], &data[8..]);
         let live = p.publish("nogap", "n11");
-        expect_events(&mut oldest, &[live.clone()], &["n11".to_string()]);
+        expect_events(&mut oldest, std::slice::from_ref(&live), &["n11".to_string()]);
         expect_events(&mut newest, &[live], &["n11".to_string()]);
     });
 }
@@ -422,7 +422,7 @@ fn sse_gap_when_history_ttl_expired_but_not_from_newest_cursor() {
         // "two" is the newest cursor, itself expired: resuming from it is not a gap.
         let mut newest = SseClient::open(s, "/sub/ttl", &[&last_id_header(&e2)]);
         let e3 = p.publish("ttl", "three");
-        expect_events(&mut gapped, &[e3.clone()], &["three".to_string()]);
+        expect_events(&mut gapped, std::slice::from_ref(&e3), &["three".to_string()]);
         let ev = newest.next_event().expect("event");
         assert_ne!(ev.event.as_deref(), Some("herald.gap"), "resuming from the newest cursor is not a gap");
         assert_eq!(ev.data, "three");
@@ -501,6 +501,9 @@ fn sse_stalled_reader_is_disconnected_and_others_get_everything() {
         let count = 384;
         let size = 16 * 1024;
         let total_bytes = count * size;
+        // The publisher keeps at most two events ahead of the healthy reader (well under the
+        // 64 KiB cap), so only the stalled one can fall behind.
+        let (acked_tx, acked) = std::sync::mpsc::channel::<usize>();
         std::thread::scope(|sc| {
             let reader = sc.spawn(move || {
                 let mut healthy = healthy;
@@ -509,10 +512,14 @@ fn sse_stalled_reader_is_disconnected_and_others_get_everything() {
                         healthy.next_event().unwrap_or_else(|| panic!("healthy subscriber cut off after {i} events"));
                     assert_eq!(ev.data.len(), size);
                     assert!(ev.data.starts_with(&format!("{i:05}:")), "event {i} out of order");
+                    let _ = acked_tx.send(i);
                 }
             });
             let mut p = Publisher::new(s);
             for i in 0..count {
+                if i >= 2 {
+                    acked.recv_timeout(DEADLINE).expect("healthy subscriber keeps up");
+                }
                 let mut d = format!("{i:05}:");
                 d.push_str(&"s".repeat(size - d.len()));
                 p.publish("slow", &d);

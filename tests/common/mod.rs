@@ -27,6 +27,8 @@ pub struct Server {
 
 impl Server {
     /// Starts herald with `--listen 127.0.0.1:0` plus `args`, and waits until it listens.
+    // The child is killed and waited for by `Drop`, or here before a panic.
+    #[allow(clippy::zombie_processes)]
     pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["--listen", "127.0.0.1:0"])
