@@ -114,8 +114,7 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequ
         };
         let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
         let bytes = response.encode(head.minor_version, keep_alive, head_only);
-        if request::write_all(stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err()
-            || !keep_alive
+        if request::write_all(stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err() || !keep_alive
         {
             return None;
         }
