@@ -3,7 +3,7 @@ mod common;
 
 use common::*;
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -560,4 +560,20 @@ fn sse_sigterm_ends_streams_and_exits_zero() {
             assert!(sub.ended, "{driver}: stream {i} was not ended with the terminating chunk");
         }
     }
+}
+
+#[test]
+fn sse_http10_client_gets_a_bare_stream() {
+    each_driver(2, &[], |s| {
+        let mut c = s.connect();
+        c.write_all(b"GET /sub/old HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        let (status, headers) = read_head(&mut c).expect("head");
+        assert_eq!(status, 200);
+        assert!(!headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding")), "{headers:?}");
+        let id = publish_ok(s, "old", "one\ntwo");
+        let want = format!("retry: 3000\n\nid: {id}\ndata: one\ndata: two\n\n");
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+    });
 }
