@@ -96,8 +96,9 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequ
         let head_only = head.method == Method::Head;
         let response = match route {
             Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
-            Route::Publish(topic) => api::publish::single(ctx, &head, topic, body).await,
-            Route::PublishBatch => api::publish::batch(ctx, &head, body).await,
+            // Boxed so the state of a publish does not size every connection task.
+            Route::Publish(topic) => Box::pin(api::publish::single(ctx, &head, topic, body)).await,
+            Route::PublishBatch => Box::pin(api::publish::batch(ctx, &head, body)).await,
             Route::Subscribe(topics) => match api::subscribe::transport(&head) {
                 Transport::EventStream => match api::subscribe::event_stream(&head, topics) {
                     // The connection is a stream from here on; its read buffer goes with `reader`.

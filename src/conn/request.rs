@@ -33,7 +33,8 @@ pub struct RequestReader {
     buf: Vec<u8>,
 }
 
-const READ_CHUNK: usize = 4096;
+/// What a read asks for at least: most request heads fit in one; bodies grow the buffer.
+const READ_CHUNK: usize = 1024;
 
 impl RequestReader {
     pub fn new() -> RequestReader {
@@ -42,7 +43,7 @@ impl RequestReader {
 
     async fn fill(&mut self, stream: &mut TcpStream, deadline: Instant) -> Result<(), ReadError> {
         let mut buf = std::mem::take(&mut self.buf);
-        if buf.capacity() - buf.len() < 1024 {
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
         // Read into the spare capacity, after what is already buffered.
