@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::proto::longpoll;
 use crate::proto::sse::{self, Chunk};
 use crate::pubsub::cursor::Cursor;
 
@@ -27,13 +28,28 @@ pub struct Frame {
     sse: Chunk,
     /// SSE without the `id:` line, for multi-topic streams whose id is per stream.
     sse_anonymous: OnceLock<Chunk>,
+    /// The event's JSON object, as long-poll answers list it.
+    json: OnceLock<Bytes>,
+    /// A whole long-poll answer carrying only this event (HTTP/1.1, keep-alive): what every
+    /// single-topic poll released by this event is sent.
+    longpoll_answer: OnceLock<Bytes>,
 }
 
 impl Frame {
     pub fn new(topic: Arc<str>, cursor: Cursor, kind: Option<Box<str>>, data: Bytes, ts_micros: u64) -> Frame {
         let id = cursor.to_string();
         let sse = sse::event_chunk(Some(&id), kind.as_deref(), &data);
-        Frame { topic, cursor, kind, data, ts_micros, sse, sse_anonymous: OnceLock::new() }
+        Frame {
+            topic,
+            cursor,
+            kind,
+            data,
+            ts_micros,
+            sse,
+            sse_anonymous: OnceLock::new(),
+            json: OnceLock::new(),
+            longpoll_answer: OnceLock::new(),
+        }
     }
 
     /// The event as a single-topic SSE stream sends it (`id:` = the topic cursor).
@@ -44,6 +60,22 @@ impl Frame {
     /// The event without its `id:` line, for streams that send their own id first.
     pub fn sse_anonymous(&self, chunked: bool) -> Bytes {
         self.sse_anonymous.get_or_init(|| sse::event_chunk(None, self.kind.as_deref(), &self.data)).for_version(chunked)
+    }
+
+    /// The event's JSON object for long-poll answers.
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| {
+                let data = std::str::from_utf8(&self.data).unwrap_or_default();
+                let id = self.cursor.to_string();
+                longpoll::event_object(&self.topic, &id, self.kind.as_deref(), data, self.ts_micros)
+            })
+            .clone()
+    }
+
+    /// The complete long-poll answer with just this event, built once with `build`.
+    pub fn longpoll_answer(&self, build: impl FnOnce() -> Bytes) -> Bytes {
+        self.longpoll_answer.get_or_init(build).clone()
     }
 
     /// Whether a `types=` filter lets this event through (`message` names untyped events).

@@ -52,6 +52,14 @@ pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
 }
 
+/// Whether the peer sent something (`Ok(n > 0)`) or closed (`Ok(0)`), without consuming it.
+pub fn peek(fd: RawFd) -> io::Result<usize> {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is a valid, writable one-byte region for the whole call.
+    let r = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
+}
+
 /// Half-closes the socket: no more writes from us, the peer reads EOF after our data.
 pub fn shutdown_write(fd: RawFd) {
     // SAFETY: shutdown on any fd is memory-safe; errors (e.g. already disconnected) are ignored.

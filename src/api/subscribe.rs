@@ -114,6 +114,47 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
     Ok(StreamRequest { topics, from, types, padding })
 }
 
+/// Most events one long-poll answer may carry.
+pub const MAX_POLL_EVENTS: usize = 10_000;
+/// Longest a poll may be held (API.md §3.3); longer requests are clamped.
+pub const MAX_POLL_TIMEOUT: f64 = 300.0;
+
+/// A validated long-poll request.
+#[derive(Debug)]
+pub struct PollRequest {
+    pub stream: StreamRequest,
+    /// Most events in the answer.
+    pub max: usize,
+    pub timeout: std::time::Duration,
+}
+
+/// Validates a long-poll (`max` default 100, `timeout` default 30 s, at most 300).
+pub fn long_poll(head: &RequestHead, raw_topics: &str) -> Result<PollRequest, Response> {
+    let stream = event_stream(head, raw_topics)?;
+    let max = match param(head.query(), "max") {
+        None => 100,
+        Some(Ok(v)) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_POLL_EVENTS).contains(&n) => n,
+            _ => {
+                return Err(bad_request(
+                    format!("max must be a whole number from 1 to {MAX_POLL_EVENTS}"),
+                    "/query/max",
+                ));
+            }
+        },
+        Some(Err(())) => return Err(bad_request("max is not valid percent-encoding", "/query/max")),
+    };
+    let timeout = match param(head.query(), "timeout") {
+        None => 30.0,
+        Some(Ok(v)) => match v.parse::<f64>() {
+            Ok(t) if t.is_finite() && t >= 0.0 => t.min(MAX_POLL_TIMEOUT),
+            _ => return Err(bad_request("timeout must be a number of seconds ≥ 0", "/query/timeout")),
+        },
+        Some(Err(())) => return Err(bad_request("timeout is not valid percent-encoding", "/query/timeout")),
+    };
+    Ok(PollRequest { stream, max, timeout: std::time::Duration::from_secs_f64(timeout) })
+}
+
 /// The answer for transports this build does not serve yet.
 pub fn unsupported(t: Transport) -> Response {
     let what = match t {
@@ -123,7 +164,7 @@ pub fn unsupported(t: Transport) -> Response {
     };
     Response::error(
         Status::NotImplemented,
-        &format!("{what} delivery is not available in this build; send Accept: text/event-stream"),
-        "/headers/accept",
+        &format!("{what} delivery is not available in this build; use Server-Sent Events or long-poll"),
+        "/headers/upgrade",
     )
 }

@@ -4,6 +4,7 @@
 //! request/response it owns a read buffer; once it becomes a stream the buffer is dropped and
 //! the task only waits for the peer to go away or for the socket to take more bytes.
 
+mod longpoll;
 pub mod outbox;
 mod request;
 pub mod stream;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use crate::api::subscribe::{StreamRequest, Transport};
+use crate::api::subscribe::{PollRequest, StreamRequest, Transport};
 use crate::api::{self};
 use crate::config::Config;
 use crate::mesh::Mesh;
@@ -47,10 +48,26 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
     let ctx = Ctx { shard, key, peer, config, mesh, worker };
     let mut stream = stream;
-    // Boxed: request handling needs more state than a waiting stream, and an idle stream
-    // should not carry it.
-    if let Some((req, chunked)) = Box::pin(serve_requests(&ctx, &mut stream)).await {
-        stream::run(&ctx, &stream, req, chunked).await;
+    let mut reader = RequestReader::new();
+    let mut first = true;
+    loop {
+        // Boxed: request handling needs more state than a waiting stream or a held poll,
+        // and those should not carry it.
+        match Box::pin(serve_requests(&ctx, &mut stream, &mut reader, first)).await {
+            Next::Close => break,
+            Next::Stream(req, chunked) => {
+                drop(reader);
+                stream::run(&ctx, &stream, req, chunked).await;
+                break;
+            }
+            Next::Poll(req, framing) => {
+                reader.release();
+                if !longpoll::hold(&ctx, &stream, req, framing).await {
+                    break;
+                }
+            }
+        }
+        first = false;
     }
     let mut s = ctx.shard.borrow_mut();
     s.leave(key);
@@ -59,19 +76,26 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     ctx.mesh.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Answers requests in order until the connection closes (`None`) or becomes a stream.
-async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequest, bool)> {
-    let mut reader = RequestReader::new();
-    let mut first = true;
+/// What a connection does after its plain requests.
+enum Next {
+    Close,
+    /// Becomes an event stream (`true`: HTTP/1.1 chunked).
+    Stream(StreamRequest, bool),
+    /// Holds a long-poll, then reads requests again if the connection stays.
+    Poll(PollRequest, longpoll::Framing),
+}
+
+/// Answers requests in order until the connection closes, becomes a stream or holds a poll.
+async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestReader, mut first: bool) -> Next {
     loop {
         let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
         first = false;
         let head = match reader.read_head(stream, idle, ctx.config.head_timeout).await {
             Ok(head) => head,
-            Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return None,
+            Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return Next::Close,
             Err(ReadError::Refused(resp, version)) => {
                 request::refuse(stream, resp, version).await;
-                return None;
+                return Next::Close;
             }
         };
         let path = head.path().to_string();
@@ -83,15 +107,15 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequ
             let r =
                 Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
             request::refuse(stream, r, head.minor_version).await;
-            return None;
+            return Next::Close;
         }
         let body = match reader.read_body(stream, &head, limit, ctx.config.head_timeout).await {
             Ok(body) => body,
             Err(ReadError::Refused(resp, _)) => {
                 request::refuse(stream, resp, head.minor_version).await;
-                return None;
+                return Next::Close;
             }
-            Err(_) => return None,
+            Err(_) => return Next::Close,
         };
         let head_only = head.method == Method::Head;
         let response = match route {
@@ -101,8 +125,14 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequ
             Route::PublishBatch => Box::pin(api::publish::batch(ctx, &head, body)).await,
             Route::Subscribe(topics) => match api::subscribe::transport(&head) {
                 Transport::EventStream => match api::subscribe::event_stream(&head, topics) {
-                    // The connection is a stream from here on; its read buffer goes with `reader`.
-                    Ok(req) => return Some((req, head.minor_version == 1)),
+                    Ok(req) => return Next::Stream(req, head.minor_version == 1),
+                    Err(r) => r,
+                },
+                Transport::LongPoll => match api::subscribe::long_poll(&head, topics) {
+                    Ok(req) => {
+                        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
+                        return Next::Poll(req, longpoll::Framing { minor_version: head.minor_version, keep_alive });
+                    }
                     Err(r) => r,
                 },
                 other => api::subscribe::unsupported(other),
@@ -117,7 +147,7 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream) -> Option<(StreamRequ
         let bytes = response.encode(head.minor_version, keep_alive, head_only);
         if request::write_all(stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err() || !keep_alive
         {
-            return None;
+            return Next::Close;
         }
     }
 }

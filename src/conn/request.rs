@@ -41,6 +41,13 @@ impl RequestReader {
         RequestReader { buf: Vec::new() }
     }
 
+    /// Gives the buffer's memory back while nothing is buffered (a held poll keeps none).
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     async fn fill(&mut self, stream: &mut TcpStream, deadline: Instant) -> Result<(), ReadError> {
         let mut buf = std::mem::take(&mut self.buf);
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {

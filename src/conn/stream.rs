@@ -23,7 +23,7 @@ use monoio::time::{Instant, timeout_at};
 use super::Ctx;
 use crate::api::subscribe::StreamRequest;
 use crate::proto::sse;
-use crate::pubsub::local::Subscription;
+use crate::pubsub::local::{Delivery, Subscription};
 use crate::shard::state::flags;
 use crate::sys;
 
@@ -101,7 +101,7 @@ async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool) -> bool {
         let Some(c) = s.conn(key) else { return false };
         c.outbox.push(head);
         c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
-        let sub = Subscription::new(req.topics, req.types, chunked);
+        let sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
         s.join(key, sub, &req.from)
     };
     for (owner, msg) in requests {

@@ -2,5 +2,6 @@
 //! Each is tested and fuzzed on its own; the connection code in `conn` does the I/O.
 
 pub mod http1;
+pub mod longpoll;
 pub mod query;
 pub mod sse;

@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use crate::conn::outbox::Outbox;
 use crate::frames::Frame;
 use crate::mesh::WorkerSet;
-use crate::proto::sse;
+use crate::proto::{longpoll, sse};
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::msg::{ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::owner_of;
@@ -28,15 +28,46 @@ const BATCH: usize = 128;
 /// Most connections flushed before the delivery task yields to the rest of the worker.
 const FLUSHES_PER_YIELD: usize = 2048;
 
-/// One stream's subscription.
+/// How a subscription's events reach its connection.
+#[derive(Debug)]
+pub enum Delivery {
+    /// An event stream: each event goes to the outbox as it comes. `chunked` is HTTP/1.1
+    /// framing (else HTTP/1.0, bare bytes until close).
+    Sse { chunked: bool },
+    /// A held long-poll: events are collected, up to its `max`, for one answer.
+    Held(Box<Held>),
+}
+
+/// What a held long-poll has collected.
+#[derive(Debug)]
+pub struct Held {
+    pub max: usize,
+    pub items: Vec<HeldItem>,
+    /// When to answer `204` if nothing came.
+    pub deadline: std::time::Instant,
+}
+
+#[derive(Debug)]
+pub enum HeldItem {
+    Event(Arc<Frame>),
+    /// A gap notice, already encoded.
+    Gap(Bytes),
+}
+
+impl Held {
+    fn events(&self) -> usize {
+        self.items.iter().filter(|i| matches!(i, HeldItem::Event(_))).count()
+    }
+}
+
+/// One connection's subscription.
 #[derive(Debug)]
 pub struct Subscription {
     pub topics: Box<[Arc<str>]>,
-    /// Per topic, the cursor of the last event this stream was given (or its starting point).
+    /// Per topic, the cursor of the last event this connection was given (or its start).
     pub positions: Box<[Cursor]>,
     pub types: Option<Box<[Box<str>]>>,
-    /// HTTP/1.1 chunked framing (else HTTP/1.0, bare bytes until close).
-    pub chunked: bool,
+    pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
     pub pending_acks: usize,
     /// What arrived while acknowledgements were outstanding, in arrival order. It is
@@ -51,55 +82,109 @@ enum Prelude {
     Event { idx: usize, frame: Arc<Frame>, replay: bool },
 }
 
-/// Most events a stream may collect while waiting for its acknowledgements.
+/// An item handed to a subscription, by reference (the fanout must not touch the frame's
+/// reference count more than the bytes it queues already do).
+enum Item<'a> {
+    Gap { idx: usize, missed: Cursor, resume_at: Cursor },
+    Event { idx: usize, frame: &'a Arc<Frame>, replay: bool },
+}
+
+impl Prelude {
+    fn as_item(&self) -> Item<'_> {
+        match *self {
+            Prelude::Gap { idx, missed, resume_at } => Item::Gap { idx, missed, resume_at },
+            Prelude::Event { idx, ref frame, replay } => Item::Event { idx, frame, replay },
+        }
+    }
+}
+
+/// Where `Subscription::take` put an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Nothing,
+    /// Queued on the outbox: flush it.
+    Outbox,
+    /// Collected by a held poll: wake its task to answer.
+    Held,
+}
+
+/// Most events a subscription may collect while waiting for its acknowledgements.
 const MAX_PRELUDE: usize = 1 << 16;
 
 impl Subscription {
-    pub fn new(topics: Vec<Arc<str>>, types: Option<Box<[Box<str>]>>, chunked: bool) -> Subscription {
+    pub fn new(topics: Vec<Arc<str>>, types: Option<Box<[Box<str>]>>, delivery: Delivery) -> Subscription {
         let n = topics.len();
         Subscription {
             topics: topics.into(),
             positions: vec![Cursor::new(0, 0); n].into(),
             types,
-            chunked,
+            delivery,
             pending_acks: 0,
             prelude: Vec::new(),
         }
     }
 
-    /// Queues `frame` on `outbox`: a single-topic stream shares the frame's bytes as they are;
-    /// a multi-topic stream sends its own id (every topic's position) in front of them.
-    fn queue(&mut self, idx: usize, frame: &Frame, replay: bool, outbox: &mut Outbox) {
-        self.positions[idx] = frame.cursor;
-        if !frame.passes(self.types.as_deref()) {
-            return;
-        }
-        if self.topics.len() == 1 {
-            push(outbox, frame.sse(self.chunked), replay);
-        } else {
-            push(outbox, self.id_chunk(), replay);
-            push(outbox, frame.sse_anonymous(self.chunked), replay);
-        }
+    /// The id that resumes this subscription where it stands: the topic's cursor for one
+    /// topic, the list of every topic's cursor for several.
+    pub fn resume_id(&self) -> String {
+        Cursor::join(&self.positions)
     }
 
-    /// The stream's id line for its current positions (multi-topic streams only).
-    fn id_chunk(&self) -> Bytes {
-        sse::id_chunk(&Cursor::join(&self.positions)).for_version(self.chunked)
-    }
-
-    /// Renders the prelude into `outbox`, now that every starting position is known.
-    fn render_prelude(&mut self, outbox: &mut Outbox) {
-        for item in std::mem::take(&mut self.prelude) {
-            match item {
-                Prelude::Gap { idx, missed, resume_at } => {
-                    self.positions[idx] = resume_at;
-                    let id = if self.topics.len() == 1 { resume_at.to_string() } else { Cursor::join(&self.positions) };
-                    let gap = sse::gap_chunk(&self.topics[idx], &missed.to_string(), &id);
-                    outbox.push_replay(gap.for_version(self.chunked));
+    /// Takes one event or gap notice: an event stream queues it on `outbox` (a single-topic
+    /// stream shares the frame's bytes as they are; a multi-topic stream sends its own id —
+    /// every topic's position — in front of them); a held poll collects it up to its `max`,
+    /// and once full takes nothing more, so its positions stay those of what it answers with.
+    fn take(&mut self, item: Item<'_>, outbox: &mut Outbox) -> Taken {
+        let multi = self.topics.len() > 1;
+        match (&mut self.delivery, item) {
+            (Delivery::Held(held), _) if held.events() >= held.max => Taken::Nothing,
+            (Delivery::Held(held), Item::Gap { idx, missed, resume_at }) => {
+                self.positions[idx] = resume_at;
+                let now = crate::api::publish::now_micros();
+                held.items.push(HeldItem::Gap(longpoll::gap_object(&self.topics[idx], resume_at, missed, now)));
+                Taken::Held
+            }
+            (Delivery::Held(held), Item::Event { idx, frame, .. }) => {
+                self.positions[idx] = frame.cursor;
+                if !frame.passes(self.types.as_deref()) {
+                    return Taken::Nothing;
                 }
-                Prelude::Event { idx, frame, replay } => self.queue(idx, &frame, replay, outbox),
+                held.items.push(HeldItem::Event(frame.clone()));
+                Taken::Held
+            }
+            (&mut Delivery::Sse { chunked }, Item::Gap { idx, missed, resume_at }) => {
+                self.positions[idx] = resume_at;
+                let id = Cursor::join(&self.positions);
+                let gap = sse::gap_chunk(&self.topics[idx], &missed.to_string(), &id);
+                outbox.push_replay(gap.for_version(chunked));
+                Taken::Outbox
+            }
+            (&mut Delivery::Sse { chunked }, Item::Event { idx, frame, replay }) => {
+                self.positions[idx] = frame.cursor;
+                if !frame.passes(self.types.as_deref()) {
+                    return Taken::Nothing;
+                }
+                if multi {
+                    push(outbox, sse::id_chunk(&Cursor::join(&self.positions)).for_version(chunked), replay);
+                    push(outbox, frame.sse_anonymous(chunked), replay);
+                } else {
+                    push(outbox, frame.sse(chunked), replay);
+                }
+                Taken::Outbox
             }
         }
+    }
+
+    /// Renders the prelude, now that every starting position is known.
+    fn render_prelude(&mut self, outbox: &mut Outbox) -> Taken {
+        let mut taken = Taken::Nothing;
+        for item in std::mem::take(&mut self.prelude) {
+            match self.take(item.as_item(), outbox) {
+                Taken::Nothing => {}
+                t => taken = t,
+            }
+        }
+        taken
     }
 }
 
@@ -133,8 +218,14 @@ impl Shard {
             self.deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
             let t = self.topics.entry(topic.clone()).or_default();
             match from[i] {
+                // Live, or resuming from exactly the newest event seen here: nothing to
+                // replay, so no need to ask the owner.
                 None if t.registered => {
                     sub.positions[i] = t.head;
+                    t.subs.insert(key.to_token(), i);
+                }
+                Some(c) if t.registered && c == t.head => {
+                    sub.positions[i] = c;
                     t.subs.insert(key.to_token(), i);
                 }
                 from => {
@@ -159,9 +250,9 @@ impl Shard {
         requests
     }
 
-    /// Takes the connection out of every topic it was in.
-    pub fn leave(&mut self, key: ConnKey) {
-        let Some(sub) = self.conn(key).and_then(|c| c.sub.take()) else { return };
+    /// Takes the connection out of every topic it was in, and hands back its subscription.
+    pub fn leave(&mut self, key: ConnKey) -> Option<Box<Subscription>> {
+        let sub = self.conn(key).and_then(|c| c.sub.take())?;
         for topic in sub.topics.iter() {
             if let Some(t) = self.topics.get_mut(topic) {
                 t.subs.swap_remove(&key.to_token());
@@ -169,6 +260,7 @@ impl Shard {
             self.release(topic);
         }
         self.send_deferred();
+        Some(sub)
     }
 
     /// Forgets a topic nobody here listens to or waits for, telling its owner to stop.
@@ -252,8 +344,16 @@ impl Shard {
                 }
                 continue;
             }
-            sub.queue(idx, frame, false, &mut c.outbox);
-            stats.deliveries += 1;
+            match sub.take(Item::Event { idx, frame, replay: false }, &mut c.outbox) {
+                Taken::Nothing => continue,
+                Taken::Held => {
+                    stats.deliveries += 1;
+                    c.flags |= flags::DATA;
+                    c.wake();
+                    continue;
+                }
+                Taken::Outbox => stats.deliveries += 1,
+            }
             if c.outbox.over(cap) {
                 // A slow consumer: cut it rather than let its queue grow. It can resume.
                 c.flags |= flags::CLOSED;
@@ -301,7 +401,9 @@ impl Shard {
         sub.pending_acks -= 1;
         let ready = sub.pending_acks == 0;
         if ready {
-            sub.render_prelude(&mut c.outbox);
+            if sub.render_prelude(&mut c.outbox) == Taken::Held {
+                c.flags |= flags::DATA;
+            }
             c.flags |= flags::READY;
             c.wake();
         }

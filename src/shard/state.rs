@@ -52,6 +52,10 @@ pub mod flags {
     pub const CLOSED: u8 = 8;
     /// Ending cleanly: flush what is queued (the stream's end included), then close.
     pub const CLOSING: u8 = 16;
+    /// A held long-poll has collected something to answer with.
+    pub const DATA: u8 = 32;
+    /// A held long-poll reached its timeout.
+    pub const EXPIRED: u8 = 64;
 }
 
 pub struct Conn {

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use super::state::{Shard, ShardRef, flags};
+use super::state::{ConnKey, Shard, ShardRef, flags};
 use crate::config::{Config, Driver};
 use crate::conn;
 use crate::mesh::Mesh;
 use crate::proto::http1::{Response, Status};
 use crate::proto::sse;
+use crate::pubsub::local::Delivery;
 use crate::pubsub::msg::ToOwner;
 use crate::pubsub::{local, owner};
 
@@ -178,22 +179,27 @@ async fn ticker(shard: ShardRef) {
         let now = Instant::now();
         {
             let mut s = shard.borrow_mut();
-            let quiet: Vec<_> = s
-                .conns
-                .iter_mut()
-                .filter(|(_, c)| {
-                    c.sub.is_some()
-                        && c.has(flags::READY)
-                        && !c.has(flags::CLOSED | flags::CLOSING)
-                        && c.outbox.is_empty()
-                        && now.saturating_duration_since(c.last_write) >= heartbeat
-                })
-                .map(|(i, c)| {
-                    let chunked = c.sub.as_ref().is_some_and(|s| s.chunked);
-                    c.outbox.push(beat.for_version(chunked));
-                    super::state::ConnKey { index: i as u32, generation: c.generation() }
-                })
-                .collect();
+            let mut quiet = Vec::new();
+            for (i, c) in s.conns.iter_mut() {
+                let Some(sub) = c.sub.as_ref() else { continue };
+                if !c.has(flags::READY) || c.has(flags::CLOSED | flags::CLOSING) {
+                    continue;
+                }
+                match &sub.delivery {
+                    Delivery::Sse { chunked } => {
+                        if c.outbox.is_empty() && now.saturating_duration_since(c.last_write) >= heartbeat {
+                            c.outbox.push(beat.for_version(*chunked));
+                            quiet.push(ConnKey { index: i as u32, generation: c.generation() });
+                        }
+                    }
+                    Delivery::Held(held) => {
+                        if now >= held.deadline && !c.has(flags::EXPIRED) {
+                            c.flags |= flags::EXPIRED;
+                            c.wake();
+                        }
+                    }
+                }
+            }
             for key in quiet {
                 s.flush(key);
             }
@@ -207,26 +213,23 @@ async fn ticker(shard: ShardRef) {
     }
 }
 
-/// Ends every stream: the terminating chunk goes last, then the connection closes.
+/// Ends every stream: the terminating chunk goes last, then the connection closes. Held
+/// polls are answered now with what they have.
 fn end_streams(shard: &ShardRef) {
     let mut s = shard.borrow_mut();
-    let keys: Vec<_> = s
-        .conns
-        .iter_mut()
-        .filter(|(_, c)| c.sub.is_some())
-        .map(|(i, c)| {
-            if c.sub.as_ref().is_some_and(|s| s.chunked) && c.has(flags::READY) {
-                c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR));
-            }
-            if c.has(flags::READY) {
-                c.flags |= flags::CLOSING;
-            } else {
-                c.flags |= flags::CLOSED;
-            }
-            c.wake();
-            super::state::ConnKey { index: i as u32, generation: c.generation() }
-        })
-        .collect();
+    let mut keys = Vec::new();
+    for (i, c) in s.conns.iter_mut() {
+        let Some(sub) = c.sub.as_ref() else { continue };
+        let ready = c.has(flags::READY);
+        if let Delivery::Sse { chunked: true } = sub.delivery
+            && ready
+        {
+            c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR));
+        }
+        c.flags |= if ready { flags::CLOSING | flags::EXPIRED } else { flags::CLOSED };
+        c.wake();
+        keys.push(ConnKey { index: i as u32, generation: c.generation() });
+    }
     for key in keys {
         s.flush(key);
     }

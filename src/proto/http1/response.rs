@@ -100,8 +100,36 @@ impl Response {
     /// Encodes head and body. `keep_alive` decides the `Connection` header; `head_only`
     /// (for HEAD requests) keeps the length but drops the body.
     pub fn encode(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Bytes {
+        let head = Head {
+            status: self.status,
+            content_type: self.content_type,
+            content_length: self.body.len(),
+            headers: &self.headers,
+            minor_version,
+            keep_alive,
+        };
         let mut out = BytesMut::with_capacity(160 + self.body.len());
-        out.put_slice(if minor_version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+        head.write(&mut out);
+        if !head_only && self.status != Status::NoContent {
+            out.put_slice(&self.body);
+        }
+        out.freeze()
+    }
+}
+
+/// A response head on its own, for bodies sent as separate pieces.
+pub struct Head<'a> {
+    pub status: Status,
+    pub content_type: &'static str,
+    pub content_length: usize,
+    pub headers: &'a [(&'static str, String)],
+    pub minor_version: u8,
+    pub keep_alive: bool,
+}
+
+impl Head<'_> {
+    pub fn write(&self, out: &mut BytesMut) {
+        out.put_slice(if self.minor_version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
         out.put_slice(itoa::Buffer::new().format(self.status.code()).as_bytes());
         out.put_u8(b' ');
         out.put_slice(self.status.reason().as_bytes());
@@ -110,24 +138,26 @@ impl Response {
             out.put_slice(b"Content-Type: ");
             out.put_slice(self.content_type.as_bytes());
             out.put_slice(b"\r\nContent-Length: ");
-            out.put_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+            out.put_slice(itoa::Buffer::new().format(self.content_length).as_bytes());
             out.put_slice(b"\r\n");
         }
-        for (k, v) in &self.headers {
+        for (k, v) in self.headers {
             out.put_slice(k.as_bytes());
             out.put_slice(b": ");
             out.put_slice(v.as_bytes());
             out.put_slice(b"\r\n");
         }
-        match (keep_alive, minor_version) {
+        match (self.keep_alive, self.minor_version) {
             (false, 1) => out.put_slice(b"Connection: close\r\n"),
             (true, 0) => out.put_slice(b"Connection: keep-alive\r\n"),
             _ => {}
         }
         out.put_slice(b"\r\n");
-        if !head_only && self.status != Status::NoContent {
-            out.put_slice(&self.body);
-        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(192);
+        self.write(&mut out);
         out.freeze()
     }
 }

@@ -1,0 +1,166 @@
+//! A held long-poll (API.md §3.3): register like a stream, wait for the first events (or the
+//! timeout), answer once, and go back to reading requests on the same connection.
+//!
+//! While held the connection keeps no read buffer and no timer of its own (the worker's
+//! ticker expires polls): it costs what an idle stream costs. Answers are assembled from the
+//! events' shared JSON encodings; a single-topic poll released by one event is sent that
+//! event's cached complete answer, so one publish releases thousands of polls without
+//! building thousands of responses.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+
+use super::Ctx;
+use super::outbox::{Flushed, Outbox};
+use crate::api::subscribe::PollRequest;
+use crate::proto::http1::{Head, Status};
+use crate::proto::longpoll;
+use crate::pubsub::local::{Delivery, Held, HeldItem, Subscription};
+use crate::shard::state::flags;
+use crate::sys;
+
+/// How the answer is framed: the client's HTTP version and whether the connection stays.
+#[derive(Clone, Copy)]
+pub struct Framing {
+    pub minor_version: u8,
+    pub keep_alive: bool,
+}
+
+enum Event {
+    Readable(io::Result<()>),
+    Flags(u8),
+}
+
+/// Holds the poll until it can be answered; returns whether the connection stays open.
+pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Framing) -> bool {
+    let key = ctx.key;
+    let held = Held { max: req.max, items: Vec::new(), deadline: Instant::now() + req.timeout };
+    let requests = {
+        let mut s = ctx.shard.borrow_mut();
+        let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(Box::new(held)));
+        s.join(key, sub, &req.stream.from)
+    };
+    for (owner, msg) in requests {
+        ctx.mesh.to_owner[owner].send(msg).await;
+    }
+    if req.timeout.is_zero() {
+        // Nothing to wait for: answer as soon as the owners have replied.
+        if let Some(c) = ctx.shard.borrow_mut().conn(key) {
+            c.flags |= flags::EXPIRED;
+        }
+    }
+    let fd = stream.as_raw_fd();
+    let mut readable = pin!(stream.readable(false));
+    // Watch for the peer leaving until it sends its next request (then just answer).
+    let mut watching = true;
+    loop {
+        let wanted = flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED;
+        let event = poll_fn(|cx| {
+            if watching && let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                return Poll::Ready(Event::Readable(r));
+            }
+            ctx.shard.borrow_mut().poll_flags(key, wanted, cx).map(Event::Flags)
+        })
+        .await;
+        match event {
+            Event::Readable(Err(_)) => return false,
+            Event::Readable(Ok(())) => match sys::peek(fd) {
+                Ok(0) => return false,
+                Ok(_) => watching = false,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                    readable.set(stream.readable(false))
+                }
+                Err(_) => return false,
+            },
+            Event::Flags(f) if f & flags::CLOSED != 0 => return false,
+            Event::Flags(f) if f & flags::READY != 0 => break,
+            // Expired or closing before the owners answered: wait for them (briefly).
+            Event::Flags(_) => {
+                let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, flags::READY | flags::CLOSED, cx));
+                if monoio::time::timeout(Duration::from_secs(5), ready).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    let (sub, closing) = {
+        let mut s = ctx.shard.borrow_mut();
+        let closing = s.conn(key).is_some_and(|c| c.has(flags::CLOSING));
+        if let Some(c) = s.conn(key) {
+            c.flags &= !(flags::READY | flags::DATA | flags::EXPIRED);
+        }
+        (s.leave(key), closing)
+    };
+    let Some(sub) = sub else { return false };
+    let framing = Framing { keep_alive: framing.keep_alive && !closing, ..framing };
+    let mut out = Outbox::default();
+    for piece in answer(*sub, framing) {
+        out.push(piece);
+    }
+    send(stream, &mut out).await && framing.keep_alive
+}
+
+/// The answer's pieces: `204` with the resume id when nothing came, else the events.
+fn answer(sub: Subscription, framing: Framing) -> Vec<Bytes> {
+    let id = sub.resume_id();
+    let Delivery::Held(held) = sub.delivery else { return Vec::new() };
+    let headers = [("Last-Event-ID", id.clone()), ("Cache-Control", "no-cache".to_string())];
+    let head = |status, len| {
+        Head {
+            status,
+            content_type: "application/json",
+            content_length: len,
+            headers: &headers,
+            minor_version: framing.minor_version,
+            keep_alive: framing.keep_alive,
+        }
+        .encode()
+    };
+    if held.items.is_empty() {
+        return vec![head(Status::NoContent, 0)];
+    }
+    if let [HeldItem::Event(frame)] = &held.items[..]
+        && sub.topics.len() == 1
+        && framing.minor_version == 1
+        && framing.keep_alive
+    {
+        // Every single-topic poll released by this event gets the same bytes.
+        return vec![frame.longpoll_answer(|| {
+            let pieces = longpoll::answer(&[frame.json()], &id, |len| head(Status::Ok, len));
+            pieces.concat().into()
+        })];
+    }
+    let events: Vec<Bytes> = held
+        .items
+        .iter()
+        .map(|i| match i {
+            HeldItem::Event(f) => f.json(),
+            HeldItem::Gap(g) => g.clone(),
+        })
+        .collect();
+    longpoll::answer(&events, &id, |len| head(Status::Ok, len))
+}
+
+/// Writes the whole answer, waiting for writability when the socket is full (bounded).
+async fn send(stream: &TcpStream, out: &mut Outbox) -> bool {
+    let fd = stream.as_raw_fd();
+    let deadline = monoio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match out.flush(fd) {
+            Ok((_, Flushed::All)) => return true,
+            Ok((_, Flushed::Blocked)) => {
+                if monoio::time::timeout_at(deadline, stream.writable(false)).await.map_or(true, |r| r.is_err()) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
