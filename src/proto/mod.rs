@@ -5,3 +5,4 @@ pub mod http1;
 pub mod longpoll;
 pub mod query;
 pub mod sse;
+pub mod ws;
