@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::proto::longpoll;
 use crate::proto::sse::{self, Chunk};
+use crate::proto::{longpoll, ws};
 use crate::pubsub::cursor::Cursor;
 
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub struct Frame {
     sse_anonymous: OnceLock<Chunk>,
     /// The event's JSON object, as long-poll answers list it.
     json: OnceLock<Bytes>,
+    /// The WebSocket `message` event, as one unmasked text frame.
+    ws: OnceLock<Bytes>,
     /// A whole long-poll answer carrying only this event (HTTP/1.1, keep-alive): what every
     /// single-topic poll released by this event is sent.
     longpoll_answer: OnceLock<Bytes>,
@@ -48,6 +50,7 @@ impl Frame {
             sse,
             sse_anonymous: OnceLock::new(),
             json: OnceLock::new(),
+            ws: OnceLock::new(),
             longpoll_answer: OnceLock::new(),
         }
     }
@@ -69,6 +72,20 @@ impl Frame {
                 let data = std::str::from_utf8(&self.data).unwrap_or_default();
                 let id = self.cursor.to_string();
                 longpoll::event_object(&self.topic, &id, self.kind.as_deref(), data, self.ts_micros)
+            })
+            .clone()
+    }
+
+    /// The event as a WebSocket text frame:
+    /// `{"event":"message","topic","id","type"?,"data","ts"}`.
+    pub fn ws(&self) -> Bytes {
+        self.ws
+            .get_or_init(|| {
+                let json = self.json();
+                let mut payload = Vec::with_capacity(json.len() + 18);
+                payload.extend_from_slice(b"{\"event\":\"message\",");
+                payload.extend_from_slice(&json[1..]);
+                ws::encode_frame(ws::Opcode::Text, &payload)
             })
             .clone()
     }
@@ -108,6 +125,16 @@ mod tests {
         assert_eq!(&f.sse(false)[..], b"id: ab-7\nevent: score\ndata: 1-0\n\n");
         assert_eq!(&f.sse_anonymous(false)[..], b"event: score\ndata: 1-0\n\n");
         assert_eq!(f.sse_anonymous(true).as_ptr(), f.sse_anonymous(true).as_ptr());
+    }
+
+    #[test]
+    fn websocket_message_frame() {
+        let f = Frame::new("t".into(), Cursor::new(0xab, 7), None, Bytes::from_static(b"hi"), 1_500_000);
+        let frame = f.ws();
+        assert_eq!(frame[0], 0x81);
+        let v: serde_json::Value = serde_json::from_slice(&frame[2..]).unwrap();
+        assert_eq!(v, serde_json::json!({"event": "message", "topic": "t", "id": "ab-7", "data": "hi", "ts": 1.5}));
+        assert_eq!(f.ws().as_ptr(), frame.as_ptr());
     }
 
     #[test]

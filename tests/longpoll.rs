@@ -7,8 +7,8 @@ use common::*;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// One checked long-poll answer.
@@ -30,11 +30,7 @@ fn sub_path(topics: &str, cursor: Option<&str>, extra: &str) -> String {
     if !extra.is_empty() {
         q.push(extra.to_string());
     }
-    if q.is_empty() {
-        format!("/sub/{topics}")
-    } else {
-        format!("/sub/{topics}?{}", q.join("&"))
-    }
+    if q.is_empty() { format!("/sub/{topics}") } else { format!("/sub/{topics}?{}", q.join("&")) }
 }
 
 /// A plain GET (no `Accept: text/event-stream`, no `Upgrade`): a long-poll.

@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use crate::conn::outbox::Outbox;
 use crate::frames::Frame;
 use crate::mesh::WorkerSet;
-use crate::proto::{longpoll, sse};
+use crate::proto::{longpoll, sse, ws};
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::msg::{ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::owner_of;
@@ -36,6 +36,8 @@ pub enum Delivery {
     Sse { chunked: bool },
     /// A held long-poll: events are collected, up to its `max`, for one answer.
     Held(Box<Held>),
+    /// A WebSocket: each event goes to the outbox as a text frame; topics come and go.
+    Ws,
 }
 
 /// What a held long-poll has collected.
@@ -63,9 +65,9 @@ impl Held {
 /// One connection's subscription.
 #[derive(Debug)]
 pub struct Subscription {
-    pub topics: Box<[Arc<str>]>,
+    pub topics: Vec<Arc<str>>,
     /// Per topic, the cursor of the last event this connection was given (or its start).
-    pub positions: Box<[Cursor]>,
+    pub positions: Vec<Cursor>,
     pub types: Option<Box<[Box<str>]>>,
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
@@ -74,6 +76,8 @@ pub struct Subscription {
     /// rendered once all are in, when every topic's starting position is known, so the ids
     /// of a multi-topic stream are right from its first event.
     prelude: Vec<Prelude>,
+    /// A reply that must reach the client before the prelude (a WebSocket `subscribed`).
+    reply: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -115,12 +119,13 @@ impl Subscription {
     pub fn new(topics: Vec<Arc<str>>, types: Option<Box<[Box<str>]>>, delivery: Delivery) -> Subscription {
         let n = topics.len();
         Subscription {
-            topics: topics.into(),
-            positions: vec![Cursor::new(0, 0); n].into(),
+            topics,
+            positions: vec![Cursor::new(0, 0); n],
             types,
             delivery,
             pending_acks: 0,
             prelude: Vec::new(),
+            reply: None,
         }
     }
 
@@ -152,6 +157,20 @@ impl Subscription {
                 held.items.push(HeldItem::Event(frame.clone()));
                 Taken::Held
             }
+            (Delivery::Ws, Item::Gap { idx, missed, .. }) => {
+                let gap =
+                    serde_json::json!({"event": "gap", "topic": &*self.topics[idx], "missed_from": missed.to_string()});
+                outbox.push_replay(ws::encode_frame(ws::Opcode::Text, gap.to_string().as_bytes()));
+                Taken::Outbox
+            }
+            (Delivery::Ws, Item::Event { idx, frame, replay }) => {
+                self.positions[idx] = frame.cursor;
+                if !frame.passes(self.types.as_deref()) {
+                    return Taken::Nothing;
+                }
+                push(outbox, frame.ws(), replay);
+                Taken::Outbox
+            }
             (&mut Delivery::Sse { chunked }, Item::Gap { idx, missed, resume_at }) => {
                 self.positions[idx] = resume_at;
                 let id = Cursor::join(&self.positions);
@@ -178,6 +197,10 @@ impl Subscription {
     /// Renders the prelude, now that every starting position is known.
     fn render_prelude(&mut self, outbox: &mut Outbox) -> Taken {
         let mut taken = Taken::Nothing;
+        if let Some(reply) = self.reply.take() {
+            outbox.push(reply);
+            taken = Taken::Outbox;
+        }
         for item in std::mem::take(&mut self.prelude) {
             match self.take(item.as_item(), outbox) {
                 Taken::Nothing => {}
@@ -208,16 +231,101 @@ pub struct LocalTopic {
 impl Shard {
     /// Puts the connection's subscription into the index. Topics this worker is registered
     /// for (and not resumed) are joined at once; for the others the returned requests must be
-    /// sent to their owners. The stream becomes `READY` when the last one is acknowledged.
-    pub fn join(&mut self, key: ConnKey, mut sub: Subscription, from: &[Option<Cursor>]) -> Vec<(usize, ToOwner)> {
+    /// sent to their owners. The subscription becomes `READY` when the last one is answered.
+    pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Option<Cursor>]) -> Vec<(usize, ToOwner)> {
+        let n = sub.topics.len();
+        let Some(c) = self.conn(key) else { return Vec::new() };
+        c.sub = Some(Box::new(sub));
+        let requests = self.attach(key, 0..n, from);
+        if let Some(c) = self.conn(key)
+            && c.sub.as_ref().is_some_and(|s| s.pending_acks == 0)
+        {
+            c.flags |= flags::READY;
+        }
+        requests
+    }
+
+    /// Adds topics to a WebSocket's subscription. `reply` reaches the client before any
+    /// event of the new topics. Returns the requests for the owners (none when every topic
+    /// could be joined here at once, in which case the reply is already queued).
+    pub fn join_more(
+        &mut self,
+        key: ConnKey,
+        topics: Vec<Arc<str>>,
+        from: &[Option<Cursor>],
+        reply: Bytes,
+    ) -> Vec<(usize, ToOwner)> {
+        let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return Vec::new() };
+        let start = sub.topics.len();
+        sub.positions.extend(std::iter::repeat_n(Cursor::default(), topics.len()));
+        sub.topics.extend(topics);
+        let end = sub.topics.len();
+        sub.reply = Some(reply);
+        let requests = self.attach(key, start..end, from);
+        if let Some(c) = self.conn(key)
+            && let Some(sub) = c.sub.as_mut()
+            && sub.pending_acks == 0
+        {
+            sub.render_prelude(&mut c.outbox);
+        }
+        requests
+    }
+
+    /// Whether the connection's subscription has every acknowledgement it waits for.
+    pub fn acked(&mut self, key: ConnKey) -> bool {
+        self.conn(key).and_then(|c| c.sub.as_ref()).is_none_or(|s| s.pending_acks == 0)
+    }
+
+    /// Removes topics from a WebSocket's subscription; returns those it was not in.
+    pub fn leave_some(&mut self, key: ConnKey, names: &[Arc<str>]) -> Vec<Arc<str>> {
+        let token = key.to_token();
+        let mut missing = Vec::new();
+        for name in names {
+            let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return missing };
+            let Some(idx) = sub.topics.iter().position(|t| t == name) else {
+                missing.push(name.clone());
+                continue;
+            };
+            sub.topics.swap_remove(idx);
+            sub.positions.swap_remove(idx);
+            let moved = sub.topics.get(idx).cloned();
+            if let Some(t) = self.topics.get_mut(name) {
+                t.subs.swap_remove(&token);
+            }
+            // The topic that took the freed place must be found there from now on.
+            if let Some(moved) = moved
+                && let Some(t) = self.topics.get_mut(&moved)
+                && let Some(slot) = t.subs.get_mut(&token)
+            {
+                *slot = idx;
+            }
+            self.release(name);
+        }
+        self.send_deferred();
+        missing
+    }
+
+    /// Joins `range` of the connection's topics (see `join`).
+    fn attach(
+        &mut self,
+        key: ConnKey,
+        range: std::ops::Range<usize>,
+        from: &[Option<Cursor>],
+    ) -> Vec<(usize, ToOwner)> {
         let mut requests = Vec::new();
-        let workers = self.mesh.workers;
-        let id = self.id;
-        for (i, topic) in sub.topics.iter().enumerate() {
+        let (workers, id) = (self.mesh.workers, self.id);
+        let Shard { conns, topics, deferred, .. } = self;
+        let Some(sub) =
+            conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation).and_then(|c| c.sub.as_mut())
+        else {
+            return requests;
+        };
+        for (i, from) in range.zip(from.iter().copied()) {
+            let topic = &sub.topics[i];
             // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
-            self.deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
-            let t = self.topics.entry(topic.clone()).or_default();
-            match from[i] {
+            deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
+            let t = topics.entry(topic.clone()).or_default();
+            match from {
                 // Live, or resuming from exactly the newest event seen here: nothing to
                 // replay, so no need to ask the owner.
                 None if t.registered => {
@@ -240,12 +348,6 @@ impl Shard {
                     requests.push((owner_of(topic, workers), ToOwner::Subscribe { topic: topic.clone(), from, reply }));
                 }
             }
-        }
-        if let Some(c) = self.conn(key) {
-            if sub.pending_acks == 0 {
-                c.flags |= flags::READY;
-            }
-            c.sub = Some(Box::new(sub));
         }
         requests
     }

@@ -65,6 +65,8 @@ pub struct Conn {
     pub flags: u8,
     waker: Option<Waker>,
     pub last_write: Instant,
+    /// When the peer last sent something (WebSocket liveness).
+    pub last_read: Instant,
     /// Set once the connection has become a stream.
     pub sub: Option<Box<Subscription>>,
 }
@@ -141,6 +143,7 @@ impl Shard {
             flags: 0,
             waker: None,
             last_write: Instant::now(),
+            last_read: Instant::now(),
             sub: None,
         });
         ConnKey { index: index as u32, generation }

@@ -17,7 +17,7 @@ use crate::config::{Config, Driver};
 use crate::conn;
 use crate::mesh::Mesh;
 use crate::proto::http1::{Response, Status};
-use crate::proto::sse;
+use crate::proto::{sse, ws};
 use crate::pubsub::local::Delivery;
 use crate::pubsub::msg::ToOwner;
 use crate::pubsub::{local, owner};
@@ -174,6 +174,7 @@ async fn ticker(shard: ShardRef) {
     let tick = (heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
     let mut last_housekeeping = Instant::now();
     let beat = sse::heartbeat();
+    let ping = ws::encode_frame(ws::Opcode::Ping, b"");
     loop {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
@@ -196,6 +197,16 @@ async fn ticker(shard: ShardRef) {
                         if now >= held.deadline && !c.has(flags::EXPIRED) {
                             c.flags |= flags::EXPIRED;
                             c.wake();
+                        }
+                    }
+                    Delivery::Ws => {
+                        // A peer that answered no ping for two intervals is gone.
+                        if now.saturating_duration_since(c.last_read) >= heartbeat * 2 {
+                            c.flags |= flags::CLOSED;
+                            c.wake();
+                        } else if c.outbox.is_empty() && now.saturating_duration_since(c.last_write) >= heartbeat {
+                            c.outbox.push(ping.clone());
+                            quiet.push(ConnKey { index: i as u32, generation: c.generation() });
                         }
                     }
                 }
@@ -221,10 +232,12 @@ fn end_streams(shard: &ShardRef) {
     for (i, c) in s.conns.iter_mut() {
         let Some(sub) = c.sub.as_ref() else { continue };
         let ready = c.has(flags::READY);
-        if let Delivery::Sse { chunked: true } = sub.delivery
-            && ready
-        {
-            c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR));
+        if ready {
+            match sub.delivery {
+                Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
+                Delivery::Ws => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
+                _ => {}
+            }
         }
         c.flags |= if ready { flags::CLOSING | flags::EXPIRED } else { flags::CLOSED };
         c.wake();

@@ -24,15 +24,18 @@ pub fn check(head: &RequestHead) -> Result<String, Response> {
     if head.method != Method::Get || head.minor_version != 1 {
         return Err(bad("a WebSocket upgrade must be an HTTP/1.1 GET", "/method"));
     }
-    let connection_upgrade = head
-        .header_str("connection")
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let connection_upgrade =
+        head.header_str("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
     if !connection_upgrade {
         return Err(bad("a WebSocket upgrade needs Connection: Upgrade", "/headers/connection"));
     }
     if head.header_str("sec-websocket-version") != Some("13") {
-        return Err(Response::error(Status::UpgradeRequired, "only WebSocket version 13 is supported", "/headers/sec-websocket-version")
-            .with_header("Sec-WebSocket-Version", "13"));
+        return Err(Response::error(
+            Status::UpgradeRequired,
+            "only WebSocket version 13 is supported",
+            "/headers/sec-websocket-version",
+        )
+        .with_header("Sec-WebSocket-Version", "13"));
     }
     let key = head.header_str("sec-websocket-key").unwrap_or("");
     match STANDARD.decode(key) {
@@ -67,9 +70,12 @@ mod tests {
 
     #[test]
     fn checks() {
-        let ok = head("Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+        let ok = head(
+            "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        );
         assert_eq!(check(&ok).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let v8 = head("Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+        let v8 =
+            head("Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
         let r = check(&v8).unwrap_err();
         assert_eq!(r.status, Status::UpgradeRequired);
         assert!(r.headers.iter().any(|(k, v)| *k == "Sec-WebSocket-Version" && v == "13"));

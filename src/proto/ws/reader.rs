@@ -15,7 +15,10 @@ pub enum WsEvent {
     Ping(Vec<u8>),
     Pong,
     /// The peer's close; `code` is `None` for an empty close frame.
-    Close { code: Option<u16>, reason: String },
+    Close {
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 /// A broken rule: the connection is closed with `code`.
