@@ -75,6 +75,9 @@ pub struct Flags {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Serve `GET /ws/echo`, a WebSocket that echoes every message (for conformance suites).
+    #[arg(long)]
+    pub ws_echo: bool,
 }
 
 /// The TOML file: the same settings, by their snake_case keys.
@@ -97,6 +100,7 @@ struct File {
     jwt_secret: Option<String>,
     cors_origins: Option<StringOrList>,
     log_level: Option<String>,
+    ws_echo: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +138,7 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub cors_origins: Vec<String>,
     pub log_level: String,
+    pub ws_echo: bool,
 }
 
 impl Default for Config {
@@ -251,6 +256,7 @@ impl Config {
             jwt_secret: nonempty("jwt_secret", flags.jwt_secret.or(file.jwt_secret))?,
             cors_origins,
             log_level,
+            ws_echo: flags.ws_echo || file.ws_echo.unwrap_or(false),
         })
     }
 }

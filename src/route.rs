@@ -11,6 +11,8 @@ pub enum Route<'a> {
     PublishBatch,
     /// `GET /sub/{topics}` (comma-separated, still percent-encoded).
     Subscribe(&'a str),
+    /// `GET /ws/echo` (served only with `--ws-echo`).
+    WsEcho,
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -39,6 +41,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
     if let Some(topic) = path.strip_prefix("/pub/") {
         return allow("POST", post, Route::Publish(topic));
+    }
+    if path == "/ws/echo" {
+        return allow("GET", *method == Method::Get, Route::WsEcho);
     }
     if let Some(topics) = path.strip_prefix("/sub/") {
         return allow("GET", *method == Method::Get, Route::Subscribe(topics));

@@ -379,7 +379,7 @@ fn longpoll_types_filter_returns_only_listed_types() {
 
         let b = poll(s, &sub_path("typ", Some(&start), "types=b"));
         assert_eq!(data_of(&b.events), ["2"], "types=b: {b:?}");
-        assert_eq!(ids_of(&b.events), [i2.clone()]);
+        assert_eq!(ids_of(&b.events), std::slice::from_ref(&i2));
         assert_eq!(b.events[0]["type"].as_str(), Some("b"));
 
         let cb = poll(s, &sub_path("typ", Some(&start), "types=c,b"));

@@ -3,6 +3,7 @@
 
 pub mod publish;
 pub mod subscribe;
+pub mod ws;
 
 use crate::proto::http1::{Response, Status};
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::bad_request;
-use crate::proto::http1::{RequestHead, Response, Status};
+use crate::proto::http1::{RequestHead, Response};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
@@ -153,18 +153,4 @@ pub fn long_poll(head: &RequestHead, raw_topics: &str) -> Result<PollRequest, Re
         Some(Err(())) => return Err(bad_request("timeout is not valid percent-encoding", "/query/timeout")),
     };
     Ok(PollRequest { stream, max, timeout: std::time::Duration::from_secs_f64(timeout) })
-}
-
-/// The answer for transports this build does not serve yet.
-pub fn unsupported(t: Transport) -> Response {
-    let what = match t {
-        Transport::WebSocket => "WebSocket",
-        Transport::LongPoll => "long-poll",
-        Transport::EventStream => "event-stream",
-    };
-    Response::error(
-        Status::NotImplemented,
-        &format!("{what} delivery is not available in this build; use Server-Sent Events or long-poll"),
-        "/headers/upgrade",
-    )
 }

@@ -8,6 +8,7 @@ mod longpoll;
 pub mod outbox;
 mod request;
 pub mod stream;
+mod ws;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -21,7 +22,8 @@ use crate::api::subscribe::{PollRequest, StreamRequest, Transport};
 use crate::api::{self};
 use crate::config::Config;
 use crate::mesh::Mesh;
-use crate::proto::http1::{BodyKind, Method, Response, Status};
+use crate::proto;
+use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
 use crate::route::{Route, route};
 use crate::shard::state::{ConnKey, ShardRef};
 use request::{ReadError, RequestReader};
@@ -60,6 +62,11 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
                 stream::run(&ctx, &stream, req, chunked).await;
                 break;
             }
+            Next::WebSocket(mode, accept) => {
+                drop(reader);
+                ws::run(&ctx, &stream, mode, accept).await;
+                break;
+            }
             Next::Poll(req, framing) => {
                 reader.release();
                 if !longpoll::hold(&ctx, &stream, req, framing).await {
@@ -81,6 +88,8 @@ enum Next {
     Close,
     /// Becomes an event stream (`true`: HTTP/1.1 chunked).
     Stream(StreamRequest, bool),
+    /// Upgrades to a WebSocket (the accept key is computed).
+    WebSocket(ws::Mode, String),
     /// Holds a long-poll, then reads requests again if the connection stays.
     Poll(PollRequest, longpoll::Framing),
 }
@@ -135,8 +144,16 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
                     }
                     Err(r) => r,
                 },
-                other => api::subscribe::unsupported(other),
+                Transport::WebSocket => match upgrade(ctx, &head, topics) {
+                    Ok((mode, accept)) => return Next::WebSocket(mode, accept),
+                    Err(r) => r,
+                },
             },
+            Route::WsEcho if ctx.config.ws_echo => match proto::ws::handshake::check(&head) {
+                Ok(accept) => return Next::WebSocket(ws::Mode::Echo, accept),
+                Err(r) => r,
+            },
+            Route::WsEcho => Response::error(Status::NotFound, "no route for /ws/echo (start with --ws-echo)", "/path"),
             Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
             Route::MethodNotAllowed(allow) => {
                 Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
@@ -150,6 +167,15 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             return Next::Close;
         }
     }
+}
+
+/// Checks a WebSocket upgrade on `/sub/{topics}`: every refusal is an HTTP answer, before
+/// anything is upgraded.
+fn upgrade(ctx: &Ctx, head: &RequestHead, topics: &str) -> Result<(ws::Mode, String), Response> {
+    let accept = proto::ws::handshake::check(head)?;
+    let req = api::subscribe::event_stream(head, topics)?;
+    let may_publish = api::publish::check_rights(ctx, head).is_ok();
+    Ok((ws::Mode::PubSub { req, may_publish }, accept))
 }
 
 /// Answers `resp` on a connection that will not be served, then closes it cleanly.

@@ -119,7 +119,11 @@ async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool) -> bool {
 /// Ends the stream cleanly: flush what is queued (the stream's end included) within a
 /// deadline, then half-close and drain until the peer closes too, so the close is a FIN and
 /// never a reset.
-async fn close<F: Future<Output = io::Result<()>>>(ctx: &Ctx, stream: &TcpStream, mut readable: Pin<&mut F>) {
+pub(super) async fn close<F: Future<Output = io::Result<()>>>(
+    ctx: &Ctx,
+    stream: &TcpStream,
+    mut readable: Pin<&mut F>,
+) {
     let key = ctx.key;
     let fd = stream.as_raw_fd();
     let deadline = Instant::now() + CLOSE_FLUSH;

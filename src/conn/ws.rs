@@ -1,0 +1,297 @@
+//! A connection that has become a WebSocket.
+//!
+//! Like an event stream, the task keeps a read-readiness wait armed and lets the delivery
+//! task write events into the outbox; unlike one, it also reads: frames go through the pure
+//! `proto::ws` reader (no read buffer is kept between messages), text messages through the
+//! JSON protocol in `api::ws`, pings are answered, and the close handshake is echoed. A
+//! broken rule closes with its RFC code.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::{Pin, pin};
+use std::task::Poll;
+
+use bytes::Bytes;
+use monoio::net::TcpStream;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::api::publish::{NewEvent, now_micros, publish};
+use crate::api::subscribe::StreamRequest;
+use crate::api::ws::{Request, error_reply, parse, reply};
+use crate::proto::longpoll::ts_json;
+use crate::proto::ws::frame::close_frame;
+use crate::proto::ws::reader::Violation;
+use crate::proto::ws::{Opcode, WsEvent, WsReader, encode_frame, handshake};
+use crate::pubsub::local::{Delivery, Subscription};
+use crate::shard::state::flags;
+use crate::sys;
+
+/// Most topics one WebSocket may hold at once.
+const MAX_TOPICS: usize = 256;
+/// Slack on top of `max_event_bytes` for the JSON around a published event (API.md §7).
+const ENVELOPE_SLACK: usize = 4096;
+
+/// What the WebSocket is for.
+pub enum Mode {
+    /// `GET /sub/{topics}`: the pub/sub protocol, starting with these topics.
+    PubSub { req: StreamRequest, may_publish: bool },
+    /// `GET /ws/echo`: every message back, for conformance suites.
+    Echo,
+}
+
+enum Event {
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Flags(u8),
+}
+
+/// Runs the WebSocket until either side closes it.
+pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
+    let may_publish = match &mode {
+        Mode::PubSub { may_publish, .. } => *may_publish,
+        Mode::Echo => false,
+    };
+    let echo = matches!(mode, Mode::Echo);
+    if !Box::pin(open(ctx, mode, accept)).await {
+        return;
+    }
+    let key = ctx.key;
+    let fd = stream.as_raw_fd();
+    let mut reader = WsReader::new(ctx.config.max_event_bytes + ENVELOPE_SLACK);
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut readable = pin!(stream.readable(false));
+    let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+    loop {
+        let wanted = flags::CLOSED | flags::CLOSING | if writable.is_none() { flags::WANT_WRITE } else { 0 };
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                return Poll::Ready(Event::Readable(r));
+            }
+            if let Some(w) = writable.as_mut()
+                && let Poll::Ready(r) = w.as_mut().poll(cx)
+            {
+                return Poll::Ready(Event::Writable(r));
+            }
+            ctx.shard.borrow_mut().poll_flags(key, wanted, cx).map(Event::Flags)
+        })
+        .await;
+        match event {
+            Event::Readable(Err(_)) | Event::Writable(Err(_)) => return,
+            Event::Readable(Ok(())) => {
+                let mut events = Vec::new();
+                let read = read_frames(fd, &mut inbuf, &mut reader, &mut events);
+                if !events.is_empty()
+                    && let Some(c) = ctx.shard.borrow_mut().conn(key)
+                {
+                    c.last_read = std::time::Instant::now();
+                }
+                for ev in events {
+                    match ev {
+                        WsEvent::Text(text) if echo => queue(ctx, encode_frame(Opcode::Text, text.as_bytes())),
+                        WsEvent::Binary(data) if echo => queue(ctx, encode_frame(Opcode::Binary, &data)),
+                        WsEvent::Text(text) => Box::pin(on_message(ctx, &text, may_publish)).await,
+                        WsEvent::Binary(_) => {
+                            let errors = [(
+                                "binary messages are not part of the protocol; send JSON text".into(),
+                                "/".to_string(),
+                            )];
+                            queue(ctx, error_reply("error", &Default::default(), &errors));
+                        }
+                        WsEvent::Ping(payload) => queue(ctx, encode_frame(Opcode::Pong, &payload)),
+                        WsEvent::Pong => {}
+                        WsEvent::Close { code, .. } => {
+                            // Echo the close (its code, or none for an empty close), then end.
+                            let echo = match code {
+                                Some(code) => close_frame(code, ""),
+                                None => encode_frame(Opcode::Close, b""),
+                            };
+                            queue(ctx, echo);
+                            return finish(ctx, stream, readable.as_mut()).await;
+                        }
+                    }
+                }
+                match read {
+                    Ok(true) => readable.set(stream.readable(false)),
+                    Ok(false) => return,
+                    Err(v) => {
+                        queue(ctx, close_frame(v.code.code(), v.reason));
+                        return finish(ctx, stream, readable.as_mut()).await;
+                    }
+                }
+            }
+            Event::Writable(Ok(())) => {
+                writable = None;
+                let mut s = ctx.shard.borrow_mut();
+                if let Some(c) = s.conn(key) {
+                    c.flags &= !flags::WANT_WRITE;
+                }
+                s.flush(key);
+            }
+            Event::Flags(f) if f & flags::CLOSED != 0 => return,
+            Event::Flags(f) if f & flags::CLOSING != 0 => return finish(ctx, stream, readable.as_mut()).await,
+            Event::Flags(_) => writable = Some(Box::pin(stream.writable(false))),
+        }
+    }
+}
+
+/// Sends what is queued (a close frame last), then closes cleanly.
+async fn finish<F: Future<Output = io::Result<()>>>(ctx: &Ctx, stream: &TcpStream, readable: Pin<&mut F>) {
+    if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
+        c.flags |= flags::CLOSING;
+    }
+    Box::pin(super::stream::close(ctx, stream, readable)).await
+}
+
+/// Queues a frame for this connection and flushes.
+fn queue(ctx: &Ctx, frame: Bytes) {
+    let mut s = ctx.shard.borrow_mut();
+    if let Some(c) = s.conn(ctx.key) {
+        c.outbox.push(frame);
+    }
+    s.flush(ctx.key);
+}
+
+/// Reads what the socket has, parsing complete frames into `events`. `Ok(false)` when the
+/// peer has gone. Only an unfinished frame stays in `inbuf` (bounded by the reader's cap).
+fn read_frames(
+    fd: i32,
+    inbuf: &mut Vec<u8>,
+    reader: &mut WsReader,
+    events: &mut Vec<WsEvent>,
+) -> Result<bool, Violation> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match sys::recv_nonblocking(fd, &mut chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                inbuf.extend_from_slice(&chunk[..n]);
+                let used = reader.read(inbuf, events)?;
+                inbuf.drain(..used);
+                if inbuf.is_empty() {
+                    *inbuf = Vec::new();
+                }
+                // Act on what arrived before reading more: a close ends reading, and many
+                // messages at once get answered before more are taken in.
+                if events.iter().any(|e| matches!(e, WsEvent::Close { .. })) || events.len() >= 64 {
+                    return Ok(true);
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Ok(true),
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
+/// Queues the 101 and, for the pub/sub protocol, joins the URL's topics: the upgrade goes
+/// out once every owner has registered the subscription.
+async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
+    let key = ctx.key;
+    let requests = {
+        let mut s = ctx.shard.borrow_mut();
+        let Some(c) = s.conn(key) else { return false };
+        c.outbox.push(handshake::switching(&accept));
+        match mode {
+            Mode::Echo => Vec::new(),
+            Mode::PubSub { req, .. } => {
+                let sub = Subscription::new(req.topics, req.types, Delivery::Ws);
+                s.join(key, sub, &req.from)
+            }
+        }
+    };
+    for (owner, msg) in requests {
+        ctx.mesh.to_owner[owner].send(msg).await;
+    }
+    let f = poll_fn(|cx| {
+        let mut s = ctx.shard.borrow_mut();
+        if s.conn(key).is_some_and(|c| c.sub.is_none()) {
+            return Poll::Ready(flags::READY);
+        }
+        s.poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING, cx)
+    })
+    .await;
+    if f & flags::CLOSED != 0 {
+        return false;
+    }
+    ctx.shard.borrow_mut().flush(key);
+    true
+}
+
+/// One message of the JSON protocol.
+async fn on_message(ctx: &Ctx, text: &str, may_publish: bool) {
+    let m = parse(text, ctx.config.max_event_bytes);
+    let frame = match m.request {
+        Err(errors) => error_reply(m.reply_event, &m.input, &errors),
+        Ok(Request::Ping) => {
+            let ts: Value = serde_json::from_str(&ts_json(now_micros())).unwrap_or(Value::Null);
+            reply("pong", &m.input, json!({ "ts": ts }))
+        }
+        Ok(Request::Publish { .. }) if !may_publish => {
+            let errors =
+                [("publishing needs rights: loopback, or the publish key at the handshake".into(), "/".to_string())];
+            error_reply(m.reply_event, &m.input, &errors)
+        }
+        Ok(Request::Publish { topic, kind, data }) => {
+            let cursor = publish(ctx, vec![NewEvent { topic, kind, data }]).await[0];
+            reply("published", &m.input, json!({ "event_id": cursor.to_string() }))
+        }
+        Ok(Request::Unsubscribe { topics }) => {
+            let missing = ctx.shard.borrow_mut().leave_some(ctx.key, &topics);
+            if missing.is_empty() {
+                reply("unsubscribed", &m.input, json!({ "topics": m.input.get("topics") }))
+            } else {
+                let errors: Vec<_> = topics
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| missing.contains(t))
+                    .map(|(i, t)| (format!("not subscribed to {t:?}"), format!("/topics/{i}")))
+                    .collect();
+                error_reply(m.reply_event, &m.input, &errors)
+            }
+        }
+        Ok(Request::Subscribe { topics, from }) => return subscribe(ctx, &m.input, topics, from).await,
+    };
+    queue(ctx, frame);
+}
+
+async fn subscribe(
+    ctx: &Ctx,
+    input: &serde_json::Map<String, Value>,
+    topics: Vec<std::sync::Arc<str>>,
+    from: Vec<Option<crate::pubsub::cursor::Cursor>>,
+) {
+    let key = ctx.key;
+    let held: Vec<std::sync::Arc<str>> =
+        ctx.shard.borrow_mut().conn(key).and_then(|c| c.sub.as_ref()).map(|s| s.topics.clone()).unwrap_or_default();
+    let mut errors: Vec<(String, String)> = topics
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| held.contains(t))
+        .map(|(i, t)| (format!("already subscribed to {t:?}"), format!("/topics/{i}")))
+        .collect();
+    if held.len() + topics.len() > MAX_TOPICS {
+        errors.push((format!("at most {MAX_TOPICS} topics per connection"), "/topics".into()));
+    }
+    if !errors.is_empty() {
+        return queue(ctx, error_reply("subscribed", input, &errors));
+    }
+    let ack = reply("subscribed", input, json!({ "topics": input.get("topics") }));
+    let requests = ctx.shard.borrow_mut().join_more(key, topics, &from, ack);
+    if requests.is_empty() {
+        return ctx.shard.borrow_mut().flush(key);
+    }
+    for (owner, msg) in requests {
+        ctx.mesh.to_owner[owner].send(msg).await;
+    }
+    // The reply (then any replay) is queued when the last owner has answered.
+    poll_fn(|cx| {
+        let mut s = ctx.shard.borrow_mut();
+        if s.acked(key) {
+            return Poll::Ready(());
+        }
+        s.poll_flags(key, flags::CLOSED | flags::CLOSING, cx).map(|_| ())
+    })
+    .await;
+    ctx.shard.borrow_mut().flush(key);
+}
