@@ -32,6 +32,8 @@ use crate::sys;
 const MAX_TOPICS: usize = 256;
 /// Slack on top of `max_event_bytes` for the JSON around a published event (API.md §7).
 const ENVELOPE_SLACK: usize = 4096;
+/// The echo endpoint exists for conformance suites, whose largest messages are 16 MiB.
+const ECHO_MAX_MESSAGE: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// What the WebSocket is for.
 pub enum Mode {
@@ -59,7 +61,8 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
     }
     let key = ctx.key;
     let fd = stream.as_raw_fd();
-    let mut reader = WsReader::new(ctx.config.max_event_bytes + ENVELOPE_SLACK);
+    let max_message = if echo { ECHO_MAX_MESSAGE } else { ctx.config.max_event_bytes + ENVELOPE_SLACK };
+    let mut reader = WsReader::new(max_message);
     let mut inbuf: Vec<u8> = Vec::new();
     let mut readable = pin!(stream.readable(false));
     let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
