@@ -4,13 +4,22 @@
 //! - `idle`: opens N idle SSE subscriptions and reports the server's RSS growth per
 //!   connection (read from /proc/PID/status), the figure ARCHITECTURE.md budgets.
 //!
-//! Usage: `herald-load idle --url http://127.0.0.1:8080/sub/idle-{i} --connections 10000 --server-pid PID`
+//! Usage: `herald-load idle --url http://127.0.0.1:8080/sub/idle-{i} --connections 10000 --server-pid PID
+//!         [--transport sse|ws|longpoll]`
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Sse,
+    Ws,
+    LongPoll,
+}
+
 struct Args {
+    transport: Transport,
     url: String,
     connections: usize,
     server_pid: Option<u32>,
@@ -19,7 +28,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: herald-load idle --url URL --connections N [--server-pid PID] [--hold SECS]\n\
+        "usage: herald-load idle --url URL --connections N [--server-pid PID] [--hold SECS] [--transport sse|ws|longpoll]\n\
          URL may contain {{i}} (the connection number), e.g. http://127.0.0.1:8080/sub/t-{{i}}"
     );
     std::process::exit(2)
@@ -30,7 +39,13 @@ fn parse_args() -> Args {
     if it.next().as_deref() != Some("idle") {
         usage();
     }
-    let mut args = Args { url: String::new(), connections: 1000, server_pid: None, hold: Duration::ZERO };
+    let mut args = Args {
+        transport: Transport::Sse,
+        url: String::new(),
+        connections: 1000,
+        server_pid: None,
+        hold: Duration::ZERO,
+    };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
@@ -38,6 +53,14 @@ fn parse_args() -> Args {
             "--connections" => args.connections = value.parse().unwrap_or_else(|_| usage()),
             "--server-pid" => args.server_pid = Some(value.parse().unwrap_or_else(|_| usage())),
             "--hold" => args.hold = Duration::from_secs_f64(value.parse().unwrap_or_else(|_| usage())),
+            "--transport" => {
+                args.transport = match value.as_str() {
+                    "sse" => Transport::Sse,
+                    "ws" => Transport::Ws,
+                    "longpoll" => Transport::LongPoll,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
@@ -64,11 +87,27 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Opens one SSE subscription and reads its response head.
-fn open(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
+/// Opens one idle subscription: an SSE stream or a WebSocket (reading the response head),
+/// or a held long-poll (nothing comes back until an event or its timeout).
+fn open(addr: SocketAddr, path: &str, transport: Transport) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n\r\n")?;
+    let request = match transport {
+        Transport::Sse => format!("GET {path} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n\r\n"),
+        Transport::Ws => format!(
+            "GET {path} HTTP/1.1\r\nHost: load\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+        Transport::LongPoll => {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("GET {path}{sep}timeout=300 HTTP/1.1\r\nHost: load\r\n\r\n")
+        }
+    };
+    // One write, so the server sees the whole head at once.
+    s.write_all(request.as_bytes())?;
+    if transport == Transport::LongPoll {
+        return Ok(s);
+    }
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -80,7 +119,7 @@ fn open(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
             return Err(std::io::ErrorKind::InvalidData.into());
         }
     }
-    if !head.starts_with(b"HTTP/1.1 200") {
+    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.1 101") {
         return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
     }
     Ok(s)
@@ -93,7 +132,7 @@ fn main() {
     let started = Instant::now();
     let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        match open(addr, &path.replace("{i}", &i.to_string())) {
+        match open(addr, &path.replace("{i}", &i.to_string()), args.transport) {
             Ok(s) => conns.push(s),
             Err(e) => {
                 eprintln!("herald-load: connection {i} failed: {e}");

@@ -39,7 +39,17 @@ enum Event {
 }
 
 /// Holds the poll until it can be answered; returns whether the connection stays open.
+/// Only the waiting loop is inline: registering and answering are boxed, so a held poll
+/// costs little more than its readiness wait.
 pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Framing) -> bool {
+    Box::pin(register(ctx, req)).await;
+    if !wait(ctx, stream).await {
+        return false;
+    }
+    Box::pin(respond(ctx, stream, framing)).await
+}
+
+async fn register(ctx: &Ctx, req: PollRequest) {
     let key = ctx.key;
     let held = Held { max: req.max, items: Vec::new(), deadline: Instant::now() + req.timeout };
     let requests = {
@@ -56,6 +66,12 @@ pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Fram
             c.flags |= flags::EXPIRED;
         }
     }
+}
+
+/// Waits until the poll has something to answer (events, its timeout, the server stopping);
+/// `false` when the peer left or the connection was cut.
+async fn wait(ctx: &Ctx, stream: &TcpStream) -> bool {
+    let key = ctx.key;
     let fd = stream.as_raw_fd();
     let mut readable = pin!(stream.readable(false));
     // Watch for the peer leaving until it sends its next request (then just answer).
@@ -80,16 +96,21 @@ pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Fram
                 Err(_) => return false,
             },
             Event::Flags(f) if f & flags::CLOSED != 0 => return false,
-            Event::Flags(f) if f & flags::READY != 0 => break,
+            Event::Flags(f) if f & flags::READY != 0 => return true,
             // Expired or closing before the owners answered: wait for them (briefly).
-            Event::Flags(_) => {
-                let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, flags::READY | flags::CLOSED, cx));
-                if monoio::time::timeout(Duration::from_secs(5), ready).await.is_err() {
-                    return false;
-                }
-            }
+            Event::Flags(_) => return Box::pin(owners_answer(ctx)).await,
         }
     }
+}
+
+async fn owners_answer(ctx: &Ctx) -> bool {
+    let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, flags::READY | flags::CLOSED, cx));
+    matches!(monoio::time::timeout(Duration::from_secs(5), ready).await, Ok(f) if f & flags::CLOSED == 0)
+}
+
+/// Leaves the topics and sends the answer.
+async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
+    let key = ctx.key;
     let (sub, closing) = {
         let mut s = ctx.shard.borrow_mut();
         let closing = s.conn(key).is_some_and(|c| c.has(flags::CLOSING));

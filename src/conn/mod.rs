@@ -57,19 +57,21 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
         // and those should not carry it.
         match Box::pin(serve_requests(&ctx, &mut stream, &mut reader, first)).await {
             Next::Close => break,
+            // Each kind of long-lived connection is its own boxed future, so each costs only
+            // its own waiting state, not the largest of the three.
             Next::Stream(req, chunked) => {
                 drop(reader);
-                stream::run(&ctx, &stream, req, chunked).await;
+                Box::pin(stream::run(&ctx, &stream, req, chunked)).await;
                 break;
             }
             Next::WebSocket(mode, accept) => {
                 drop(reader);
-                ws::run(&ctx, &stream, mode, accept).await;
+                Box::pin(ws::run(&ctx, &stream, mode, accept)).await;
                 break;
             }
             Next::Poll(req, framing) => {
                 reader.release();
-                if !longpoll::hold(&ctx, &stream, req, framing).await {
+                if !Box::pin(longpoll::hold(&ctx, &stream, req, framing)).await {
                     break;
                 }
             }
