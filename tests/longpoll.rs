@@ -529,3 +529,20 @@ fn longpoll_timeout_above_300_is_accepted() {
         expect_exact(&got, "long", &[id], &["after".to_string()], "timeout=1000");
     });
 }
+
+#[test]
+fn longpoll_answer_is_capped_by_max_pending_bytes() {
+    // The same cap a stream's queue has: an answer stops growing past max_pending_bytes of
+    // event data, and the next poll carries on from where it stopped.
+    each_driver(2, &["--max-pending-bytes", "65536"], |s| {
+        let big = "b".repeat(16 * 1024);
+        let ids: Vec<String> = (0..10).map(|i| publish_ok(s, "capped", &format!("{i}{big}"))).collect();
+        let first = poll(s, &sub_path("capped", Some(&ids[0]), ""));
+        assert_eq!(first.status, 200);
+        assert_eq!(ids_of(&first.events), &ids[1..5], "16 KiB events up to 64 KiB");
+        let rest = poll(s, &sub_path("capped", Some(&first.cursor), ""));
+        assert_eq!(ids_of(&rest.events), &ids[5..9]);
+        let last = poll(s, &sub_path("capped", Some(&rest.cursor), ""));
+        assert_eq!(ids_of(&last.events), &ids[9..]);
+    });
+}

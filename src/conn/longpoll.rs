@@ -51,7 +51,7 @@ pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Fram
 
 async fn register(ctx: &Ctx, req: PollRequest) {
     let key = ctx.key;
-    let held = Held { max: req.max, items: Vec::new(), deadline: Instant::now() + req.timeout };
+    let held = Held::new(req.max, ctx.config.max_pending_bytes, Instant::now() + req.timeout);
     let requests = {
         let mut s = ctx.shard.borrow_mut();
         let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(Box::new(held)));
@@ -125,7 +125,12 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     for piece in answer(*sub, framing) {
         out.push(piece);
     }
-    send(stream, &mut out).await && framing.keep_alive
+    if !send(stream, &mut out).await {
+        // The client did not take its answer: the same verdict as a stalled stream.
+        ctx.shard.borrow_mut().stats.slow_consumer_closes += 1;
+        return false;
+    }
+    framing.keep_alive
 }
 
 /// The answer's pieces: `204` with the resume id when nothing came, else the events.

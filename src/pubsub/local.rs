@@ -44,7 +44,12 @@ pub enum Delivery {
 #[derive(Debug)]
 pub struct Held {
     pub max: usize,
+    /// The answer stops growing past this many bytes of event data (`max_pending_bytes`):
+    /// the same cap a stream's queue has. What is left comes with the next poll.
+    pub max_bytes: usize,
     pub items: Vec<HeldItem>,
+    events: usize,
+    bytes: usize,
     /// When to answer `204` if nothing came.
     pub deadline: std::time::Instant,
 }
@@ -57,8 +62,18 @@ pub enum HeldItem {
 }
 
 impl Held {
-    fn events(&self) -> usize {
-        self.items.iter().filter(|i| matches!(i, HeldItem::Event(_))).count()
+    pub fn new(max: usize, max_bytes: usize, deadline: std::time::Instant) -> Held {
+        Held { max, max_bytes, items: Vec::new(), events: 0, bytes: 0, deadline }
+    }
+
+    fn full(&self) -> bool {
+        self.events >= self.max || self.bytes >= self.max_bytes
+    }
+
+    fn push(&mut self, frame: &Arc<Frame>) {
+        self.events += 1;
+        self.bytes += frame.data.len();
+        self.items.push(HeldItem::Event(frame.clone()));
     }
 }
 
@@ -142,7 +157,7 @@ impl Subscription {
     fn take(&mut self, item: Item<'_>, outbox: &mut Outbox) -> Taken {
         let multi = self.topics.len() > 1;
         match (&mut self.delivery, item) {
-            (Delivery::Held(held), _) if held.events() >= held.max => Taken::Nothing,
+            (Delivery::Held(held), _) if held.full() => Taken::Nothing,
             (Delivery::Held(held), Item::Gap { idx, missed, resume_at }) => {
                 self.positions[idx] = resume_at;
                 let now = crate::api::publish::now_micros();
@@ -154,7 +169,7 @@ impl Subscription {
                 if !frame.passes(self.types.as_deref()) {
                     return Taken::Nothing;
                 }
-                held.items.push(HeldItem::Event(frame.clone()));
+                held.push(frame);
                 Taken::Held
             }
             (Delivery::Ws, Item::Gap { idx, missed, .. }) => {
