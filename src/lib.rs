@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod frames;
