@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::bad_request;
+use crate::auth::jwt::{self, Claims};
+use crate::auth::rights;
 use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
@@ -61,25 +63,59 @@ pub async fn publish(ctx: &Ctx, events: Vec<NewEvent>) -> Vec<Cursor> {
     done.cursors.into_iter().map(|c| c.expect("every cursor arrived")).collect()
 }
 
-/// Publishing is allowed from loopback, or with the configured key (API.md §6).
-pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<(), Response> {
-    match &ctx.config.publish_key {
-        Some(key) => match head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
-            None => Err(Response::error(
-                Status::Unauthorized,
-                "publishing needs Authorization: Bearer <key>",
-                "/headers/authorization",
-            )),
-            Some(given) if constant_time_eq(given.trim().as_bytes(), key.as_bytes()) => Ok(()),
-            Some(_) => Err(Response::error(Status::Forbidden, "wrong publish key", "/headers/authorization")),
-        },
-        None if is_loopback(ctx.peer) => Ok(()),
-        None => Err(Response::error(
+/// Who is publishing, once their rights are established (API.md §6).
+#[derive(Debug, Clone)]
+pub enum Publisher {
+    /// Loopback (when no key is configured) or the publish key: any topic.
+    Trusted,
+    /// A subscriber token whose `publish` claim lists topic patterns.
+    Token(Claims),
+}
+
+impl Publisher {
+    pub fn may(&self, topic: &str) -> bool {
+        match self {
+            Publisher::Trusted => true,
+            Publisher::Token(c) => rights::token_may_publish(c, topic),
+        }
+    }
+}
+
+/// Publishing is allowed from loopback by default; with `publish_key` set, the request must
+/// carry `Authorization: Bearer <key>` (missing: 401, wrong: 403). A valid subscriber JWT may
+/// also publish to the topics its `publish` claim lists.
+pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response> {
+    let bearer = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let header = "/headers/authorization";
+    if let (Some(key), Some(given)) = (&ctx.config.publish_key, bearer)
+        && constant_time_eq(given.as_bytes(), key.as_bytes())
+    {
+        return Ok(Publisher::Trusted);
+    }
+    if let (Some(secret), Some(given)) = (&ctx.config.jwt_secret, bearer)
+        && jwt::looks_like_jwt(given)
+    {
+        return match jwt::verify(given, secret.as_bytes(), now_micros() as f64 / 1e6) {
+            Ok(claims) => Ok(Publisher::Token(claims)),
+            Err(e) => Err(Response::error(Status::Unauthorized, &e.to_string(), header)),
+        };
+    }
+    match (&ctx.config.publish_key, bearer) {
+        (Some(_), Some(_)) => Err(Response::error(Status::Forbidden, "wrong publish key", header)),
+        (Some(_), None) => {
+            Err(Response::error(Status::Unauthorized, "publishing needs Authorization: Bearer <key>", header))
+        }
+        (None, _) if is_loopback(ctx.peer) => Ok(Publisher::Trusted),
+        (None, _) => Err(Response::error(
             Status::Forbidden,
             "publishing is allowed from loopback only unless publish_key is set",
             "/",
         )),
     }
+}
+
+fn forbidden_topic(topic: &str, path: &str) -> Response {
+    Response::error(Status::Forbidden, &format!("this token may not publish to {topic:?}"), path)
 }
 
 fn is_loopback(peer: SocketAddr) -> bool {
@@ -95,13 +131,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `POST /pub/{topic}`: the body is the event data, verbatim.
 pub async fn single(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes) -> Response {
-    if let Err(r) = check_rights(ctx, head) {
-        return r;
-    }
+    let publisher = match check_rights(ctx, head) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let topic = match percent_decode(raw_topic, false) {
         Some(t) if valid_topic(&t) => t,
         _ => return bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic"),
     };
+    if !publisher.may(&topic) {
+        return forbidden_topic(&topic, "/topic");
+    }
     let kind = match param(head.query(), "type") {
         Some(Ok(t)) if valid_type(&t) => Some(t),
         Some(_) => return bad_request("invalid type: expected 1-64 of [A-Za-z0-9_.:-]", "/query/type"),
@@ -124,19 +164,25 @@ pub async fn single(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes)
 
 /// `POST /pub`: one JSON object per line, validated whole before anything is published.
 pub async fn batch(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
-    if let Err(r) = check_rights(ctx, head) {
-        return r;
-    }
-    let events = match parse_batch(&body, ctx.config.max_event_bytes) {
+    let publisher = match check_rights(ctx, head) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let lines = match parse_batch(&body, ctx.config.max_event_bytes) {
         Ok(events) => events,
         Err(r) => return r,
     };
+    if let Some((n, ev)) = lines.iter().find(|(_, ev)| !publisher.may(&ev.topic)) {
+        return forbidden_topic(&ev.topic, &format!("/line/{n}"));
+    }
+    let events = lines.into_iter().map(|(_, ev)| ev).collect();
     let ids: Vec<String> = publish(ctx, events).await.iter().map(Cursor::to_string).collect();
     Response::json(Status::Ok, &json!({"ids": ids}))
 }
 
-/// Parses and validates a whole ndjson batch; the first bad line rejects it all.
-pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, Response> {
+/// Parses and validates a whole ndjson batch; the first bad line rejects it all. Each event
+/// comes with its 1-based line number.
+pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<(usize, NewEvent)>, Response> {
     let Ok(text) = std::str::from_utf8(body) else {
         return Err(bad_request("batch is not valid UTF-8", "/body"));
     };
@@ -169,7 +215,7 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>,
         if data.len() > max_event_bytes {
             return Err(bad(&format!("data larger than max_event_bytes ({max_event_bytes})")));
         }
-        events.push(NewEvent { topic: topic.into(), kind, data: Bytes::from(data) });
+        events.push((n, NewEvent { topic: topic.into(), kind, data: Bytes::from(data) }));
     }
     if events.is_empty() {
         return Err(bad_request("empty batch: send one JSON object per line", "/body"));
@@ -181,7 +227,7 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>,
 mod tests {
     use super::*;
 
-    fn err_path(r: Result<Vec<NewEvent>, Response>) -> String {
+    fn err_path(r: Result<Vec<(usize, NewEvent)>, Response>) -> String {
         let body: Value = serde_json::from_slice(&r.err().expect("an error").body).unwrap();
         body["error"]["path"].as_str().unwrap().to_string()
     }
@@ -189,7 +235,7 @@ mod tests {
     #[test]
     fn batch_lines_and_data_encoding() {
         let body = b"{\"topic\":\"a\",\"data\":\"x\"}\r\n\n{\"topic\":\"b\",\"type\":\"t\",\"data\":{\"n\": 1}}\n";
-        let ev = parse_batch(body, 100).unwrap();
+        let ev: Vec<NewEvent> = parse_batch(body, 100).unwrap().into_iter().map(|(_, e)| e).collect();
         assert_eq!(ev.len(), 2);
         assert_eq!(&ev[0].data[..], b"x");
         assert_eq!(&ev[1].data[..], b"{\"n\":1}");

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::bad_request;
-use crate::proto::http1::{RequestHead, Response};
+use crate::auth::rights::{self, Denied, Identity};
+use crate::config::Config;
+use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
@@ -102,6 +104,29 @@ pub fn parse_resume(head: &RequestHead, topics: usize) -> Result<Vec<Option<Curs
                 path,
             )),
         },
+    }
+}
+
+/// Who is subscribing, and whether they may read every topic asked for (API.md §6, §7): a
+/// refused token is 401; a private topic without a token is 401, with a token lacking the
+/// claim 403 — each naming the topic.
+pub fn authorize(config: &Config, head: &RequestHead, topics: &[Arc<str>]) -> Result<Identity, Response> {
+    let who = rights::identify(head, config.jwt_secret.as_deref(), crate::api::publish::now_micros() as f64 / 1e6)
+        .map_err(|rights::Refused(e)| Response::error(Status::Unauthorized, &e.to_string(), "/token"))?;
+    for (i, t) in topics.iter().enumerate() {
+        if let Err((status, message)) = check_topic(&who, t) {
+            return Err(Response::error(status, &message, &format!("/topics/{i}")));
+        }
+    }
+    Ok(who)
+}
+
+/// May `who` read `topic`? The refusal's status and message.
+pub fn check_topic(who: &Identity, topic: &str) -> Result<(), (Status, String)> {
+    match rights::may_subscribe(who, topic) {
+        Ok(()) => Ok(()),
+        Err(Denied::NeedToken) => Err((Status::Unauthorized, format!("topic {topic:?} is private: a token is needed"))),
+        Err(Denied::NoClaim) => Err((Status::Forbidden, format!("this token may not subscribe to {topic:?}"))),
     }
 }
 

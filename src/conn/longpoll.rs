@@ -27,10 +27,12 @@ use crate::shard::state::flags;
 use crate::sys;
 
 /// How the answer is framed: the client's HTTP version and whether the connection stays.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Framing {
     pub minor_version: u8,
     pub keep_alive: bool,
+    /// CORS headers for the answer.
+    pub cors: Vec<(&'static str, String)>,
 }
 
 enum Event {
@@ -121,8 +123,9 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     };
     let Some(sub) = sub else { return false };
     let framing = Framing { keep_alive: framing.keep_alive && !closing, ..framing };
+    let keep_alive = framing.keep_alive;
     let mut out = Outbox::default();
-    for piece in answer(*sub, framing) {
+    for piece in answer(*sub, &framing) {
         out.push(piece);
     }
     if !send(stream, &mut out).await {
@@ -130,14 +133,15 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
         ctx.shard.borrow_mut().stats.slow_consumer_closes += 1;
         return false;
     }
-    framing.keep_alive
+    keep_alive
 }
 
 /// The answer's pieces: `204` with the resume id when nothing came, else the events.
-fn answer(sub: Subscription, framing: Framing) -> Vec<Bytes> {
+fn answer(sub: Subscription, framing: &Framing) -> Vec<Bytes> {
     let id = sub.resume_id();
     let Delivery::Held(held) = sub.delivery else { return Vec::new() };
-    let headers = [("Last-Event-ID", id.clone()), ("Cache-Control", "no-cache".to_string())];
+    let mut headers = vec![("Last-Event-ID", id.clone()), ("Cache-Control", "no-cache".to_string())];
+    headers.extend(framing.cors.iter().cloned());
     let head = |status, len| {
         Head {
             status,
@@ -156,6 +160,7 @@ fn answer(sub: Subscription, framing: Framing) -> Vec<Bytes> {
         && sub.topics.len() == 1
         && framing.minor_version == 1
         && framing.keep_alive
+        && framing.cors.is_empty()
     {
         // Every single-topic poll released by this event gets the same bytes.
         return vec![frame.longpoll_answer(|| {

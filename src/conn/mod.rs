@@ -20,6 +20,7 @@ use monoio::time::Instant;
 
 use crate::api::subscribe::{PollRequest, StreamRequest, Transport};
 use crate::api::{self};
+use crate::auth;
 use crate::config::Config;
 use crate::mesh::Mesh;
 use crate::proto;
@@ -59,9 +60,9 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
             Next::Close => break,
             // Each kind of long-lived connection is its own boxed future, so each costs only
             // its own waiting state, not the largest of the three.
-            Next::Stream(req, chunked) => {
+            Next::Stream(req, chunked, cors) => {
                 drop(reader);
-                Box::pin(stream::run(&ctx, &stream, req, chunked)).await;
+                Box::pin(stream::run(&ctx, &stream, req, chunked, cors)).await;
                 break;
             }
             Next::WebSocket(mode, accept) => {
@@ -88,8 +89,8 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
 /// What a connection does after its plain requests.
 enum Next {
     Close,
-    /// Becomes an event stream (`true`: HTTP/1.1 chunked).
-    Stream(StreamRequest, bool),
+    /// Becomes an event stream (`true`: HTTP/1.1 chunked), with these CORS headers.
+    Stream(StreamRequest, bool, Vec<(&'static str, String)>),
     /// Upgrades to a WebSocket (the accept key is computed).
     WebSocket(ws::Mode, String),
     /// Holds a long-poll, then reads requests again if the connection stays.
@@ -129,39 +130,12 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             Err(_) => return Next::Close,
         };
         let head_only = head.method == Method::Head;
-        let response = match route {
-            Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
-            // Boxed so the state of a publish does not size every connection task.
-            Route::Publish(topic) => Box::pin(api::publish::single(ctx, &head, topic, body)).await,
-            Route::PublishBatch => Box::pin(api::publish::batch(ctx, &head, body)).await,
-            Route::Subscribe(topics) => match api::subscribe::transport(&head) {
-                Transport::EventStream => match api::subscribe::event_stream(&head, topics) {
-                    Ok(req) => return Next::Stream(req, head.minor_version == 1),
-                    Err(r) => r,
-                },
-                Transport::LongPoll => match api::subscribe::long_poll(&head, topics) {
-                    Ok(req) => {
-                        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
-                        return Next::Poll(req, longpoll::Framing { minor_version: head.minor_version, keep_alive });
-                    }
-                    Err(r) => r,
-                },
-                Transport::WebSocket => match upgrade(ctx, &head, topics) {
-                    Ok((mode, accept)) => return Next::WebSocket(mode, accept),
-                    Err(r) => r,
-                },
-            },
-            Route::WsEcho if ctx.config.ws_echo => match proto::ws::handshake::check(&head) {
-                Ok(accept) => return Next::WebSocket(ws::Mode::Echo, accept),
-                Err(r) => r,
-            },
-            Route::WsEcho => Response::error(Status::NotFound, "no route for /ws/echo (start with --ws-echo)", "/path"),
-            Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
-            Route::MethodNotAllowed(allow) => {
-                Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
-                    .with_header("Allow", allow)
-            }
+        let cors = auth::cors::headers(&ctx.config.cors_origins, &head);
+        let mut response = match Box::pin(dispatch(ctx, &head, &path, route, body, cors.clone())).await {
+            Ok(next) => return next,
+            Err(response) => response,
         };
+        response.headers.extend(cors);
         let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
         let bytes = response.encode(head.minor_version, keep_alive, head_only);
         if request::write_all(stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err() || !keep_alive
@@ -171,13 +145,62 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
     }
 }
 
-/// Checks a WebSocket upgrade on `/sub/{topics}`: every refusal is an HTTP answer, before
-/// anything is upgraded.
-fn upgrade(ctx: &Ctx, head: &RequestHead, topics: &str) -> Result<(ws::Mode, String), Response> {
-    let accept = proto::ws::handshake::check(head)?;
-    let req = api::subscribe::event_stream(head, topics)?;
-    let may_publish = api::publish::check_rights(ctx, head).is_ok();
-    Ok((ws::Mode::PubSub { req, may_publish }, accept))
+/// Runs the handler `route` names: either the connection goes on as something else
+/// (`Ok(Next)`: a stream, a WebSocket, a held poll) or the request gets a response.
+async fn dispatch(
+    ctx: &Ctx,
+    head: &RequestHead,
+    path: &str,
+    route: Route<'_>,
+    body: bytes::Bytes,
+    cors: Vec<(&'static str, String)>,
+) -> Result<Next, Response> {
+    let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
+    if head.method == Method::Options
+        && let Route::MethodNotAllowed(allow) = route
+    {
+        // A CORS preflight (or a plain OPTIONS): what the path allows, and the CORS grant
+        // when the origin is allowed.
+        let mut r = Response::new(Status::NoContent, "text/plain", "").with_header("Allow", allow);
+        r.headers.extend(auth::cors::preflight(&ctx.config.cors_origins, head, allow).unwrap_or_default());
+        return Err(r);
+    }
+    Err(match route {
+        Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
+        Route::Publish(topic) => api::publish::single(ctx, head, topic, body).await,
+        Route::PublishBatch => api::publish::batch(ctx, head, body).await,
+        Route::Subscribe(topics) => match api::subscribe::transport(head) {
+            Transport::EventStream => {
+                let req = api::subscribe::event_stream(head, topics)?;
+                api::subscribe::authorize(&ctx.config, head, &req.topics)?;
+                return Ok(Next::Stream(req, head.minor_version == 1, cors));
+            }
+            Transport::LongPoll => {
+                let req = api::subscribe::long_poll(head, topics)?;
+                api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?;
+                let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors };
+                return Ok(Next::Poll(req, framing));
+            }
+            Transport::WebSocket => {
+                // Every refusal is an HTTP answer, before anything is upgraded.
+                let accept = proto::ws::handshake::check(head)?;
+                let req = api::subscribe::event_stream(head, topics)?;
+                let identity = api::subscribe::authorize(&ctx.config, head, &req.topics)?;
+                let publisher = api::publish::check_rights(ctx, head).ok();
+                return Ok(Next::WebSocket(ws::Mode::PubSub { req, publisher, identity }, accept));
+            }
+        },
+        Route::WsEcho if ctx.config.ws_echo => {
+            let accept = proto::ws::handshake::check(head)?;
+            return Ok(Next::WebSocket(ws::Mode::Echo, accept));
+        }
+        Route::WsEcho => Response::error(Status::NotFound, "no route for /ws/echo (start with --ws-echo)", "/path"),
+        Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
+        Route::MethodNotAllowed(allow) => {
+            Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
+                .with_header("Allow", allow)
+        }
+    })
 }
 
 /// Answers `resp` on a connection that will not be served, then closes it cleanly.

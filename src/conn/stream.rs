@@ -37,8 +37,8 @@ enum Event {
 }
 
 /// Runs an SSE stream until the peer leaves, the stream is cut, or the server stops.
-pub async fn run(ctx: &Ctx, stream: &TcpStream, req: StreamRequest, chunked: bool) {
-    if !Box::pin(open(ctx, req, chunked)).await {
+pub async fn run(ctx: &Ctx, stream: &TcpStream, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) {
+    if !Box::pin(open(ctx, req, chunked, cors)).await {
         return;
     }
     let key = ctx.key;
@@ -91,10 +91,12 @@ fn peer_still_there(fd: std::os::fd::RawFd) -> bool {
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
 /// has registered the subscription: it is live before its head goes out (API.md §7).
-async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool) -> bool {
+async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) -> bool {
     let key = ctx.key;
     let worker = ctx.worker.to_string();
-    let head = sse::stream_head(chunked, &[("Herald-Worker", &worker)]);
+    let mut extra: Vec<(&str, &str)> = vec![("Herald-Worker", &worker)];
+    extra.extend(cors.iter().map(|(k, v)| (*k, v.as_str())));
+    let head = sse::stream_head(chunked, &extra);
     let retry_ms = ctx.config.sse_retry.as_millis() as u64;
     let requests = {
         let mut s = ctx.shard.borrow_mut();

@@ -17,9 +17,10 @@ use monoio::net::TcpStream;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::api::publish::{NewEvent, now_micros, publish};
-use crate::api::subscribe::StreamRequest;
+use crate::api::publish::{NewEvent, Publisher, now_micros, publish};
+use crate::api::subscribe::{StreamRequest, check_topic};
 use crate::api::ws::{Request, error_reply, parse, reply};
+use crate::auth::rights::Identity;
 use crate::proto::longpoll::ts_json;
 use crate::proto::ws::frame::close_frame;
 use crate::proto::ws::reader::Violation;
@@ -37,8 +38,9 @@ const ECHO_MAX_MESSAGE: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// What the WebSocket is for.
 pub enum Mode {
-    /// `GET /sub/{topics}`: the pub/sub protocol, starting with these topics.
-    PubSub { req: StreamRequest, may_publish: bool },
+    /// `GET /sub/{topics}`: the pub/sub protocol, starting with these topics, for this
+    /// subscriber (and publisher, if the handshake carried publish rights).
+    PubSub { req: StreamRequest, publisher: Option<Publisher>, identity: Identity },
     /// `GET /ws/echo`: every message back, for conformance suites.
     Echo,
 }
@@ -51,9 +53,9 @@ enum Event {
 
 /// Runs the WebSocket until either side closes it.
 pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
-    let may_publish = match &mode {
-        Mode::PubSub { may_publish, .. } => *may_publish,
-        Mode::Echo => false,
+    let rights = match &mode {
+        Mode::PubSub { publisher, identity, .. } => Some((publisher.clone(), identity.clone())),
+        Mode::Echo => None,
     };
     let echo = matches!(mode, Mode::Echo);
     if !Box::pin(open(ctx, mode, accept)).await {
@@ -94,7 +96,10 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
                     match ev {
                         WsEvent::Text(text) if echo => queue(ctx, encode_frame(Opcode::Text, text.as_bytes())),
                         WsEvent::Binary(data) if echo => queue(ctx, encode_frame(Opcode::Binary, &data)),
-                        WsEvent::Text(text) => Box::pin(on_message(ctx, &text, may_publish)).await,
+                        WsEvent::Text(text) => {
+                            let (publisher, identity) = rights.as_ref().expect("pub/sub connections have rights");
+                            Box::pin(on_message(ctx, &text, publisher.as_ref(), identity)).await
+                        }
                         WsEvent::Binary(_) => {
                             let errors = [(
                                 "binary messages are not part of the protocol; send JSON text".into(),
@@ -222,7 +227,7 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
 }
 
 /// One message of the JSON protocol.
-async fn on_message(ctx: &Ctx, text: &str, may_publish: bool) {
+async fn on_message(ctx: &Ctx, text: &str, publisher: Option<&Publisher>, identity: &Identity) {
     let m = parse(text, ctx.config.max_event_bytes);
     let frame = match m.request {
         Err(errors) => error_reply(m.reply_event, &m.input, &errors),
@@ -230,10 +235,12 @@ async fn on_message(ctx: &Ctx, text: &str, may_publish: bool) {
             let ts: Value = serde_json::from_str(&ts_json(now_micros())).unwrap_or(Value::Null);
             reply("pong", &m.input, json!({ "ts": ts }))
         }
-        Ok(Request::Publish { .. }) if !may_publish => {
-            let errors =
-                [("publishing needs rights: loopback, or the publish key at the handshake".into(), "/".to_string())];
-            error_reply(m.reply_event, &m.input, &errors)
+        Ok(Request::Publish { topic, .. }) if !publisher.is_some_and(|p| p.may(&topic)) => {
+            let why = match publisher {
+                None => "publishing needs rights: loopback, or the publish key at the handshake",
+                Some(_) => "this token may not publish to this topic",
+            };
+            error_reply(m.reply_event, &m.input, &[(why.into(), "/topic".to_string())])
         }
         Ok(Request::Publish { topic, kind, data }) => {
             let cursor = publish(ctx, vec![NewEvent { topic, kind, data }]).await[0];
@@ -253,7 +260,7 @@ async fn on_message(ctx: &Ctx, text: &str, may_publish: bool) {
                 error_reply(m.reply_event, &m.input, &errors)
             }
         }
-        Ok(Request::Subscribe { topics, from }) => return subscribe(ctx, &m.input, topics, from).await,
+        Ok(Request::Subscribe { topics, from }) => return subscribe(ctx, &m.input, topics, from, identity).await,
     };
     queue(ctx, frame);
 }
@@ -263,6 +270,7 @@ async fn subscribe(
     input: &serde_json::Map<String, Value>,
     topics: Vec<std::sync::Arc<str>>,
     from: Vec<Option<crate::pubsub::cursor::Cursor>>,
+    identity: &Identity,
 ) {
     let key = ctx.key;
     let held: Vec<std::sync::Arc<str>> =
@@ -273,6 +281,11 @@ async fn subscribe(
         .filter(|(_, t)| held.contains(t))
         .map(|(i, t)| (format!("already subscribed to {t:?}"), format!("/topics/{i}")))
         .collect();
+    for (i, t) in topics.iter().enumerate() {
+        if let Err((_, message)) = check_topic(identity, t) {
+            errors.push((message, format!("/topics/{i}")));
+        }
+    }
     if held.len() + topics.len() > MAX_TOPICS {
         errors.push((format!("at most {MAX_TOPICS} topics per connection"), "/topics".into()));
     }
