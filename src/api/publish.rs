@@ -69,7 +69,7 @@ pub enum Publisher {
     /// Loopback (when no key is configured) or the publish key: any topic.
     Trusted,
     /// A subscriber token whose `publish` claim lists topic patterns.
-    Token(Claims),
+    Token(Box<Claims>),
 }
 
 impl Publisher {
@@ -96,7 +96,7 @@ pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response
         && jwt::looks_like_jwt(given)
     {
         return match jwt::verify(given, secret.as_bytes(), now_micros() as f64 / 1e6) {
-            Ok(claims) => Ok(Publisher::Token(claims)),
+            Ok(claims) => Ok(Publisher::Token(Box::new(claims))),
             Err(e) => Err(Response::error(Status::Unauthorized, &e.to_string(), header)),
         };
     }

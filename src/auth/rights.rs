@@ -14,7 +14,7 @@ pub enum Identity {
     /// No token was presented.
     Anonymous,
     /// A token that verified.
-    Token(Claims),
+    Token(Box<Claims>),
 }
 
 /// A token was presented and refused.
@@ -48,7 +48,7 @@ fn cookie(header: &[u8], name: &str) -> Option<String> {
 /// every request is anonymous.
 pub fn identify(head: &RequestHead, secret: Option<&str>, now: f64) -> Result<Identity, Refused> {
     let (Some(secret), Some(token)) = (secret, token_of(head)) else { return Ok(Identity::Anonymous) };
-    jwt::verify(&token, secret.as_bytes(), now).map(Identity::Token).map_err(Refused)
+    jwt::verify(&token, secret.as_bytes(), now).map(|c| Identity::Token(Box::new(c))).map_err(Refused)
 }
 
 /// Whether `pattern` (with an optional `*` suffix wildcard) covers `topic`.
@@ -116,7 +116,7 @@ mod tests {
         let claims: Claims =
             serde_json::from_value(json!({"sub": "42", "session": "s1", "groups": ["Mkt"], "subscribe": ["user:7*"]}))
                 .unwrap();
-        let who = Identity::Token(claims);
+        let who = Identity::Token(Box::new(claims));
         for ok in ["news", "user:42", "member:42", "session:s1", "group:Mkt", "user:77"] {
             assert_eq!(may_subscribe(&who, ok), Ok(()), "{ok}");
         }
