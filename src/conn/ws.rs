@@ -199,7 +199,8 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
     let requests = {
         let mut s = ctx.shard.borrow_mut();
         let Some(c) = s.conn(key) else { return false };
-        c.outbox.push(handshake::switching(&accept));
+        c.outbox.push(handshake::switching(&accept, &[("Herald-Worker", &ctx.worker.to_string())]));
+        c.flags |= flags::WEBSOCKET;
         match mode {
             Mode::Echo => Vec::new(),
             Mode::PubSub { req, .. } => {

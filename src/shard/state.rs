@@ -56,6 +56,8 @@ pub mod flags {
     pub const DATA: u8 = 32;
     /// A held long-poll reached its timeout.
     pub const EXPIRED: u8 = 64;
+    /// The connection speaks WebSocket (with or without a subscription).
+    pub const WEBSOCKET: u8 = 128;
 }
 
 pub struct Conn {

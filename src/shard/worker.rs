@@ -230,10 +230,14 @@ fn end_streams(shard: &ShardRef) {
     let mut s = shard.borrow_mut();
     let mut keys = Vec::new();
     for (i, c) in s.conns.iter_mut() {
-        let Some(sub) = c.sub.as_ref() else { continue };
-        let ready = c.has(flags::READY);
+        let websocket = c.has(flags::WEBSOCKET);
+        let Some(delivery) = c.sub.as_ref().map(|s| &s.delivery).or(websocket.then_some(&Delivery::Ws)) else {
+            continue;
+        };
+        // A WebSocket without a subscription (the echo endpoint) is ready once upgraded.
+        let ready = c.has(flags::READY) || (websocket && c.sub.is_none());
         if ready {
-            match sub.delivery {
+            match delivery {
                 Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
                 Delivery::Ws => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
                 _ => {}
@@ -249,5 +253,5 @@ fn end_streams(shard: &ShardRef) {
 }
 
 fn streams_open(shard: &ShardRef) -> usize {
-    shard.borrow().conns.iter().filter(|(_, c)| c.sub.is_some()).count()
+    shard.borrow().conns.iter().filter(|(_, c)| c.sub.is_some() || c.has(flags::WEBSOCKET)).count()
 }

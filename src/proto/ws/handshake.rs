@@ -44,13 +44,17 @@ pub fn check(head: &RequestHead) -> Result<String, Response> {
     }
 }
 
-/// The `101 Switching Protocols` head. No extension is negotiated (an offered
-/// permessage-deflate is simply not accepted).
-pub fn switching(accept: &str) -> Bytes {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .into()
+/// The `101 Switching Protocols` head, with `extra` headers. No extension is negotiated (an
+/// offered permessage-deflate is simply not accepted).
+pub fn switching(accept: &str, extra: &[(&str, &str)]) -> Bytes {
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into()
 }
 
 #[cfg(test)]
