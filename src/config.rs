@@ -78,6 +78,9 @@ pub struct Flags {
     /// Serve `GET /ws/echo`, a WebSocket that echoes every message (for conformance suites).
     #[arg(long)]
     pub ws_echo: bool,
+    /// Another path prefix for the member-events routes, e.g. /api (besides /events and /notification/events).
+    #[arg(long, value_name = "PATH")]
+    pub member_events_prefix: Option<String>,
 }
 
 /// The TOML file: the same settings, by their snake_case keys.
@@ -101,6 +104,7 @@ struct File {
     cors_origins: Option<StringOrList>,
     log_level: Option<String>,
     ws_echo: Option<bool>,
+    member_events_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +143,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub log_level: String,
     pub ws_echo: bool,
+    pub member_events_prefix: Option<String>,
 }
 
 impl Default for Config {
@@ -233,6 +238,13 @@ impl Config {
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(bad("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
         }
+        let member_events_prefix = match flags.member_events_prefix.or(file.member_events_prefix) {
+            None => None,
+            Some(p) if p.starts_with('/') && !p.ends_with('/') && !p.contains(['?', '#', ' ']) => Some(p),
+            Some(p) => {
+                return Err(bad("member_events_prefix", format!("{p:?} must be a path like /api (no trailing /)")));
+            }
+        };
         let nonempty = |name: &'static str, v: Option<String>| -> Result<Option<String>, ConfigError> {
             match v {
                 Some(s) if s.is_empty() => Err(bad(name, "must not be empty")),
@@ -257,6 +269,7 @@ impl Config {
             cors_origins,
             log_level,
             ws_echo: flags.ws_echo || file.ws_echo.unwrap_or(false),
+            member_events_prefix,
         })
     }
 }

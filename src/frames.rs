@@ -32,6 +32,8 @@ pub struct Frame {
     json: OnceLock<Bytes>,
     /// The WebSocket `message` event, as one unmasked text frame.
     ws: OnceLock<Bytes>,
+    /// The event's data alone as a text frame (the chat events API pushes events as they are).
+    ws_raw: OnceLock<Bytes>,
     /// A whole long-poll answer carrying only this event (HTTP/1.1, keep-alive): what every
     /// single-topic poll released by this event is sent.
     longpoll_answer: OnceLock<Bytes>,
@@ -51,6 +53,7 @@ impl Frame {
             sse_anonymous: OnceLock::new(),
             json: OnceLock::new(),
             ws: OnceLock::new(),
+            ws_raw: OnceLock::new(),
             longpoll_answer: OnceLock::new(),
         }
     }
@@ -88,6 +91,11 @@ impl Frame {
                 ws::encode_frame(ws::Opcode::Text, &payload)
             })
             .clone()
+    }
+
+    /// The event's data as a text frame, nothing around it.
+    pub fn ws_raw(&self) -> Bytes {
+        self.ws_raw.get_or_init(|| ws::encode_frame(ws::Opcode::Text, &self.data)).clone()
     }
 
     /// The complete long-poll answer with just this event, built once with `build`.

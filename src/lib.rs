@@ -28,5 +28,6 @@ pub mod mesh;
 pub mod proto;
 pub mod pubsub;
 pub mod route;
+pub mod seeds;
 pub mod shard;
 pub mod sys;

@@ -13,6 +13,15 @@ pub enum Route<'a> {
     Subscribe(&'a str),
     /// `GET /ws/echo` (served only with `--ws-echo`).
     WsEcho,
+    /// Seed 000: `/_wave/api/sessions/{token}/events` (GET long-polls, POST sends).
+    WaveEvents(&'a str),
+    /// Seed 001/002: `/events` (also `/notification/events` and `{member_events_prefix}/events`):
+    /// GET streams a member's events (a WebSocket upgrade is the chat events API), POST sends.
+    MemberEvents,
+    /// Seed 003: `/eventsource` and `/eventsource/{types}` (comma-separated event types).
+    EventSource(&'a str),
+    /// Seed 003: `POST /admin/pause?delay_ms=N`.
+    AdminPause,
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -21,15 +30,16 @@ impl Route<'_> {
     /// Largest request body the route reads; anything else is refused with 413.
     pub fn body_limit(&self, max_event_bytes: usize, max_batch_bytes: usize) -> usize {
         match self {
-            Route::Publish(_) => max_event_bytes,
+            Route::Publish(_) | Route::WaveEvents(_) | Route::MemberEvents => max_event_bytes + 1024,
             Route::PublishBatch => max_batch_bytes,
             _ => 16 * 1024,
         }
     }
 }
 
-/// Picks the handler for `method` on `path` (the target without its query).
-pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+/// Picks the handler for `method` on `path` (the target without its query); `member_prefix`
+/// is the configured extra prefix of the member-events routes.
+pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) -> Route<'a> {
     let allow = |allowed: &'static str, ok: bool, r: Route<'a>| if ok { r } else { Route::MethodNotAllowed(allowed) };
     let get = matches!(method, Method::Get | Method::Head);
     let post = *method == Method::Post;
@@ -48,6 +58,25 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     if let Some(topics) = path.strip_prefix("/sub/") {
         return allow("GET", *method == Method::Get, Route::Subscribe(topics));
     }
+    let both = matches!(method, Method::Get | Method::Post);
+    if let Some(token) = path.strip_prefix("/_wave/api/sessions/").and_then(|r| r.strip_suffix("/events")) {
+        return allow("GET, POST", both, Route::WaveEvents(token));
+    }
+    let member = path == "/events"
+        || path == "/notification/events"
+        || member_prefix.is_some_and(|p| path.strip_prefix(p) == Some("/events"));
+    if member {
+        return allow("GET, POST", both, Route::MemberEvents);
+    }
+    if path == "/eventsource" {
+        return allow("GET", *method == Method::Get, Route::EventSource(""));
+    }
+    if let Some(types) = path.strip_prefix("/eventsource/") {
+        return allow("GET", *method == Method::Get, Route::EventSource(types));
+    }
+    if path == "/admin/pause" {
+        return allow("POST", post, Route::AdminPause);
+    }
     Route::NotFound
 }
 
@@ -56,15 +85,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seed_routes() {
+        assert_eq!(route(&Method::Get, "/_wave/api/sessions/abc/events", None), Route::WaveEvents("abc"));
+        assert_eq!(route(&Method::Post, "/events", None), Route::MemberEvents);
+        assert_eq!(route(&Method::Get, "/notification/events", None), Route::MemberEvents);
+        assert_eq!(route(&Method::Get, "/api/events", Some("/api")), Route::MemberEvents);
+        assert_eq!(route(&Method::Get, "/api/events", None), Route::NotFound);
+        assert_eq!(route(&Method::Get, "/eventsource/a,b", None), Route::EventSource("a,b"));
+        assert_eq!(route(&Method::Get, "/admin/pause", None), Route::MethodNotAllowed("POST"));
+    }
+
+    #[test]
     fn routes() {
-        assert_eq!(route(&Method::Get, "/healthz"), Route::Health);
-        assert_eq!(route(&Method::Post, "/healthz"), Route::MethodNotAllowed("GET, HEAD"));
-        assert_eq!(route(&Method::Post, "/pub/a"), Route::Publish("a"));
-        assert_eq!(route(&Method::Get, "/pub/a"), Route::MethodNotAllowed("POST"));
-        assert_eq!(route(&Method::Post, "/pub"), Route::PublishBatch);
-        assert_eq!(route(&Method::Get, "/sub/a,b"), Route::Subscribe("a,b"));
-        assert_eq!(route(&Method::Delete, "/sub/a"), Route::MethodNotAllowed("GET"));
-        assert_eq!(route(&Method::Get, "/nope"), Route::NotFound);
-        assert_eq!(route(&Method::Get, "/sub"), Route::NotFound);
+        assert_eq!(route(&Method::Get, "/healthz", None), Route::Health);
+        assert_eq!(route(&Method::Post, "/healthz", None), Route::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(route(&Method::Post, "/pub/a", None), Route::Publish("a"));
+        assert_eq!(route(&Method::Get, "/pub/a", None), Route::MethodNotAllowed("POST"));
+        assert_eq!(route(&Method::Post, "/pub", None), Route::PublishBatch);
+        assert_eq!(route(&Method::Get, "/sub/a,b", None), Route::Subscribe("a,b"));
+        assert_eq!(route(&Method::Delete, "/sub/a", None), Route::MethodNotAllowed("GET"));
+        assert_eq!(route(&Method::Get, "/nope", None), Route::NotFound);
+        assert_eq!(route(&Method::Get, "/sub", None), Route::NotFound);
     }
 }

@@ -38,6 +38,8 @@ pub struct StreamRequest {
     pub from: Vec<Option<Cursor>>,
     pub types: Option<Box<[Box<str>]>>,
     pub padding: bool,
+    /// For streams an admin pause may close: the groups that spare them (seed 003).
+    pub pausable: Option<Box<[String]>>,
 }
 
 /// Parses the comma-separated topic list of a path.
@@ -136,7 +138,7 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
     let types = parse_types(head)?;
     let from = parse_resume(head, topics.len())?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest { topics, from, types, padding })
+    Ok(StreamRequest { topics, from, types, padding, pausable: None })
 }
 
 /// Most events one long-poll answer may carry.
@@ -169,7 +171,13 @@ pub fn long_poll(head: &RequestHead, raw_topics: &str) -> Result<PollRequest, Re
         },
         Some(Err(())) => return Err(bad_request("max is not valid percent-encoding", "/query/max")),
     };
-    let timeout = match param(head.query(), "timeout") {
+    let timeout = parse_timeout(head)?;
+    Ok(PollRequest { stream, max, timeout })
+}
+
+/// `?timeout=` seconds for a long-poll (default 30; above 300 clamped to 300).
+pub fn parse_timeout(head: &RequestHead) -> Result<std::time::Duration, Response> {
+    let secs = match param(head.query(), "timeout") {
         None => 30.0,
         Some(Ok(v)) => match v.parse::<f64>() {
             Ok(t) if t.is_finite() && t >= 0.0 => t.min(MAX_POLL_TIMEOUT),
@@ -177,5 +185,5 @@ pub fn long_poll(head: &RequestHead, raw_topics: &str) -> Result<PollRequest, Re
         },
         Some(Err(())) => return Err(bad_request("timeout is not valid percent-encoding", "/query/timeout")),
     };
-    Ok(PollRequest { stream, max, timeout: std::time::Duration::from_secs_f64(timeout) })
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -33,6 +33,17 @@ pub struct Framing {
     pub keep_alive: bool,
     /// CORS headers for the answer.
     pub cors: Vec<(&'static str, String)>,
+    pub style: Style,
+}
+
+/// How an answer is shaped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// herald's long-poll: `{"events":[…],"last_event_id"}`, 204 on timeout.
+    Events,
+    /// The session-events seed: the one event's data as the body, an empty 200 on timeout;
+    /// the connection remembers where the answer stopped for its next poll.
+    Raw,
 }
 
 enum Event {
@@ -124,6 +135,9 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     let Some(sub) = sub else { return false };
     let framing = Framing { keep_alive: framing.keep_alive && !closing, ..framing };
     let keep_alive = framing.keep_alive;
+    if framing.style == Style::Raw {
+        *ctx.resume.borrow_mut() = Some(sub.resume_id());
+    }
     let mut out = Outbox::default();
     for piece in answer(*sub, &framing) {
         out.push(piece);
@@ -153,6 +167,16 @@ fn answer(sub: Subscription, framing: &Framing) -> Vec<Bytes> {
         }
         .encode()
     };
+    if framing.style == Style::Raw {
+        // One event's data, verbatim; nothing (an empty 200) when none came. A gap cannot be
+        // expressed in this API: the answer is simply the next event history still has.
+        let data = held.items.iter().find_map(|i| match i {
+            HeldItem::Event(f) => Some(f.data.clone()),
+            HeldItem::Gap(_) => None,
+        });
+        let data = data.unwrap_or_default();
+        return vec![head(Status::Ok, data.len()), data];
+    }
     if held.items.is_empty() {
         return vec![head(Status::NoContent, 0)];
     }

@@ -26,6 +26,7 @@ use crate::mesh::Mesh;
 use crate::proto;
 use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
 use crate::route::{Route, route};
+use crate::seeds;
 use crate::shard::state::{ConnKey, ShardRef};
 use request::{ReadError, RequestReader};
 
@@ -34,6 +35,8 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 /// What a handler needs to know about the connection it serves.
 pub struct Ctx {
+    /// Where this connection's last session-events answer stopped (seed 000 continues there).
+    pub resume: std::cell::RefCell<Option<String>>,
     pub shard: ShardRef,
     pub key: ConnKey,
     pub peer: SocketAddr,
@@ -49,7 +52,7 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
         (s.config.clone(), s.mesh.clone(), s.id)
     };
     let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
-    let ctx = Ctx { shard, key, peer, config, mesh, worker };
+    let ctx = Ctx { resume: Default::default(), shard, key, peer, config, mesh, worker };
     let mut stream = stream;
     let mut reader = RequestReader::new();
     let mut first = true;
@@ -111,7 +114,7 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             }
         };
         let path = head.path().to_string();
-        let route = route(&head.method, &path);
+        let route = route(&head.method, &path, ctx.config.member_events_prefix.as_deref());
         let limit = route.body_limit(ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
         if let BodyKind::Length(n) = head.body
             && n > limit as u64
@@ -178,7 +181,8 @@ async fn dispatch(
             Transport::LongPoll => {
                 let req = api::subscribe::long_poll(head, topics)?;
                 api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?;
-                let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors };
+                let style = longpoll::Style::Events;
+                let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
                 return Ok(Next::Poll(req, framing));
             }
             Transport::WebSocket => {
@@ -195,12 +199,49 @@ async fn dispatch(
             return Ok(Next::WebSocket(ws::Mode::Echo, accept));
         }
         Route::WsEcho => Response::error(Status::NotFound, "no route for /ws/echo (start with --ws-echo)", "/path"),
+        Route::WaveEvents(token) if head.method == Method::Post => seeds::wave::send(ctx, head, token, body).await,
+        Route::WaveEvents(token) => {
+            let remembered = ctx.resume.borrow().clone();
+            let req = seeds::wave::poll(head, token, remembered.as_deref())?;
+            let style = longpoll::Style::Raw;
+            let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
+            return Ok(Next::Poll(req, framing));
+        }
+        Route::MemberEvents if head.method == Method::Post => seeds::member::send(ctx, head, body).await,
+        Route::MemberEvents if api::subscribe::transport(head) == Transport::WebSocket => {
+            let accept = proto::ws::handshake::check(head)?;
+            return Ok(Next::WebSocket(ws::Mode::Chat(seeds_chat_identity(ctx, head)), accept));
+        }
+        Route::MemberEvents => {
+            let req = seeds::member::subscribe(head)?;
+            return Ok(Next::Stream(req, head.minor_version == 1, cors));
+        }
+        Route::EventSource(types) => {
+            let req = seeds::push::subscribe(ctx, head, types)?;
+            return Ok(Next::Stream(req, head.minor_version == 1, cors));
+        }
+        Route::AdminPause => seeds::push::pause(ctx, head).await,
         Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
         Route::MethodNotAllowed(allow) => {
             Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
                 .with_header("Allow", allow)
         }
     })
+}
+
+/// The chat events API needs a session: the user topic of a valid token, or why not.
+fn seeds_chat_identity(ctx: &Ctx, head: &RequestHead) -> Result<std::sync::Arc<str>, String> {
+    let now = api::publish::now_micros() as f64 / 1e6;
+    match auth::rights::identify(head, ctx.config.jwt_secret.as_deref(), now) {
+        Ok(auth::rights::Identity::Token(c)) => match c.sub.as_deref() {
+            Some(sub) if crate::pubsub::topic::valid_topic(&format!("user:{sub}")) => Ok(format!("user:{sub}").into()),
+            _ => Err("the token names no user (sub)".into()),
+        },
+        Ok(auth::rights::Identity::Anonymous) => {
+            Err("no token (Authorization: Bearer, cookie token, or ?token=)".into())
+        }
+        Err(auth::rights::Refused(e)) => Err(e.to_string()),
+    }
 }
 
 /// Answers `resp` on a connection that will not be served, then closes it cleanly.

@@ -103,7 +103,8 @@ async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'static 
         let Some(c) = s.conn(key) else { return false };
         c.outbox.push(head);
         c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
-        let sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
+        let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
+        sub.pausable = req.pausable;
         s.join(key, sub, &req.from)
     };
     for (owner, msg) in requests {

@@ -24,8 +24,9 @@ use crate::auth::rights::Identity;
 use crate::proto::longpoll::ts_json;
 use crate::proto::ws::frame::close_frame;
 use crate::proto::ws::reader::Violation;
-use crate::proto::ws::{Opcode, WsEvent, WsReader, encode_frame, handshake};
+use crate::proto::ws::{CloseCode, Opcode, WsEvent, WsReader, encode_frame, handshake};
 use crate::pubsub::local::{Delivery, Subscription};
+use crate::seeds::chat;
 use crate::shard::state::flags;
 use crate::sys;
 
@@ -43,6 +44,9 @@ pub enum Mode {
     PubSub { req: StreamRequest, publisher: Option<Publisher>, identity: Identity },
     /// `GET /ws/echo`: every message back, for conformance suites.
     Echo,
+    /// `/events` upgraded: the chat events API (seed 002), pushing the user's own topic — or,
+    /// without a session, the reason to send before closing.
+    Chat(Result<std::sync::Arc<str>, String>),
 }
 
 enum Event {
@@ -55,9 +59,11 @@ enum Event {
 pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
     let rights = match &mode {
         Mode::PubSub { publisher, identity, .. } => Some((publisher.clone(), identity.clone())),
-        Mode::Echo => None,
+        Mode::Echo | Mode::Chat(_) => None,
     };
     let echo = matches!(mode, Mode::Echo);
+    let chat = matches!(mode, Mode::Chat(_));
+    let no_session = matches!(mode, Mode::Chat(Err(_)));
     if !Box::pin(open(ctx, mode, accept)).await {
         return;
     }
@@ -67,6 +73,11 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
     let mut reader = WsReader::new(max_message);
     let mut inbuf: Vec<u8> = Vec::new();
     let mut readable = pin!(stream.readable(false));
+    if no_session {
+        // The error message went out with the upgrade; now the close.
+        queue(ctx, close_frame(CloseCode::Policy.code(), "no session"));
+        return finish(ctx, stream, readable.as_mut()).await;
+    }
     let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
     loop {
         let wanted = flags::CLOSED | flags::CLOSING | if writable.is_none() { flags::WANT_WRITE } else { 0 };
@@ -96,6 +107,11 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
                     match ev {
                         WsEvent::Text(text) if echo => queue(ctx, encode_frame(Opcode::Text, text.as_bytes())),
                         WsEvent::Binary(data) if echo => queue(ctx, encode_frame(Opcode::Binary, &data)),
+                        WsEvent::Text(text) if chat => {
+                            if let Some(reply) = chat::on_message(&text, now_micros()) {
+                                queue(ctx, reply);
+                            }
+                        }
                         WsEvent::Text(text) => {
                             let (publisher, identity) = rights.as_ref().expect("pub/sub connections have rights");
                             Box::pin(on_message(ctx, &text, publisher.as_ref(), identity)).await
@@ -110,12 +126,16 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
                         WsEvent::Ping(payload) => queue(ctx, encode_frame(Opcode::Pong, &payload)),
                         WsEvent::Pong => {}
                         WsEvent::Close { code, .. } => {
-                            // Echo the close (its code, or none for an empty close), then end.
-                            let echo = match code {
-                                Some(code) => close_frame(code, ""),
-                                None => encode_frame(Opcode::Close, b""),
-                            };
-                            queue(ctx, echo);
+                            // Echo the close (its code, or none for an empty close), then end —
+                            // unless this is the answer to our own close (the server stopping).
+                            let ours = ctx.shard.borrow_mut().conn(key).is_some_and(|c| c.has(flags::CLOSING));
+                            if !ours {
+                                let echo = match code {
+                                    Some(code) => close_frame(code, ""),
+                                    None => encode_frame(Opcode::Close, b""),
+                                };
+                                queue(ctx, echo);
+                            }
                             return finish(ctx, stream, readable.as_mut()).await;
                         }
                     }
@@ -203,6 +223,14 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
         c.flags |= flags::WEBSOCKET;
         match mode {
             Mode::Echo => Vec::new(),
+            Mode::Chat(Err(why)) => {
+                c.outbox.push(chat::no_session(&why));
+                Vec::new()
+            }
+            Mode::Chat(Ok(user)) => {
+                let sub = Subscription::new(vec![user], None, Delivery::WsRaw);
+                s.join(key, sub, &[None])
+            }
             Mode::PubSub { req, .. } => {
                 let sub = Subscription::new(req.topics, req.types, Delivery::Ws);
                 s.join(key, sub, &req.from)

@@ -38,6 +38,8 @@ pub enum Delivery {
     Held(Box<Held>),
     /// A WebSocket: each event goes to the outbox as a text frame; topics come and go.
     Ws,
+    /// A WebSocket that is sent each event's data as it is (the chat events API).
+    WsRaw,
 }
 
 /// What a held long-poll has collected.
@@ -93,6 +95,8 @@ pub struct Subscription {
     prelude: Vec<Prelude>,
     /// A reply that must reach the client before the prelude (a WebSocket `subscribed`).
     reply: Option<Bytes>,
+    /// Set on streams an admin pause may close: the groups that can spare them.
+    pub pausable: Option<Box<[String]>>,
 }
 
 #[derive(Debug)]
@@ -141,6 +145,7 @@ impl Subscription {
             pending_acks: 0,
             prelude: Vec::new(),
             reply: None,
+            pausable: None,
         }
     }
 
@@ -172,18 +177,19 @@ impl Subscription {
                 held.push(frame);
                 Taken::Held
             }
-            (Delivery::Ws, Item::Gap { idx, missed, .. }) => {
+            (Delivery::Ws | Delivery::WsRaw, Item::Gap { idx, missed, .. }) => {
                 let gap =
                     serde_json::json!({"event": "gap", "topic": &*self.topics[idx], "missed_from": missed.to_string()});
                 outbox.push_replay(ws::encode_frame(ws::Opcode::Text, gap.to_string().as_bytes()));
                 Taken::Outbox
             }
-            (Delivery::Ws, Item::Event { idx, frame, replay }) => {
+            (Delivery::Ws | Delivery::WsRaw, Item::Event { idx, frame, replay }) => {
                 self.positions[idx] = frame.cursor;
                 if !frame.passes(self.types.as_deref()) {
                     return Taken::Nothing;
                 }
-                push(outbox, frame.ws(), replay);
+                let raw = matches!(self.delivery, Delivery::WsRaw);
+                push(outbox, if raw { frame.ws_raw() } else { frame.ws() }, replay);
                 Taken::Outbox
             }
             (&mut Delivery::Sse { chunked }, Item::Gap { idx, missed, resume_at }) => {
@@ -435,6 +441,36 @@ impl Shard {
                 }
             }
             ToWorker::Subscribed(ack) => self.on_subscribed(*ack),
+            ToWorker::Pause { delay_ms, except } => self.pause(delay_ms, &except),
+        }
+    }
+
+    /// Sends `retry: delay_ms` to every pausable stream not spared by `except`, ends it and
+    /// closes it; its client comes back after the delay and resumes from its last id.
+    fn pause(&mut self, delay_ms: u64, except: &[String]) {
+        let retry = sse::preamble(delay_ms, false);
+        let mut paused = Vec::new();
+        for (i, c) in self.conns.iter_mut() {
+            let Some(sub) = c.sub.as_ref() else { continue };
+            let Some(groups) = sub.pausable.as_ref() else { continue };
+            if groups.iter().any(|g| except.contains(g))
+                || !c.has(flags::READY)
+                || c.has(flags::CLOSED | flags::CLOSING)
+            {
+                continue;
+            }
+            if let Delivery::Sse { chunked } = sub.delivery {
+                c.outbox.push(retry.for_version(chunked));
+                if chunked {
+                    c.outbox.push(Bytes::from_static(sse::TERMINATOR));
+                }
+            }
+            c.flags |= flags::CLOSING;
+            c.wake();
+            paused.push(ConnKey { index: i as u32, generation: c.generation() });
+        }
+        for key in paused {
+            self.flush(key);
         }
     }
 

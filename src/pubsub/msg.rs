@@ -39,6 +39,9 @@ pub enum ToWorker {
     Published { reply: ReplyTo, cursor: Cursor },
     /// The owner registered this worker for a topic (see `ToOwner::Subscribe`).
     Subscribed(Box<SubscribeAck>),
+    /// Ask every pausable stream (the EventSource push route) whose groups are not in
+    /// `except` to come back in `delay_ms`, and close it.
+    Pause { delay_ms: u64, except: Arc<[String]> },
 }
 
 #[derive(Debug)]

@@ -199,7 +199,7 @@ async fn ticker(shard: ShardRef) {
                             c.wake();
                         }
                     }
-                    Delivery::Ws => {
+                    Delivery::Ws | Delivery::WsRaw => {
                         // A peer that answered no ping for two intervals is gone.
                         if now.saturating_duration_since(c.last_read) >= heartbeat * 2 {
                             c.flags |= flags::CLOSED;
@@ -239,7 +239,7 @@ fn end_streams(shard: &ShardRef) {
         if ready {
             match delivery {
                 Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
-                Delivery::Ws => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
+                Delivery::Ws | Delivery::WsRaw => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
                 _ => {}
             }
         }

@@ -1,0 +1,64 @@
+//! Seed 000 — session events (`shared/seeds/000_*`): `GET /_wave/api/sessions/{token}/events`
+//! long-polls one event per request and answers with exactly the JSON object that was posted
+//! (an empty `200` on timeout); `POST` with a JSON object delivers it to every listener of the
+//! session. The session is the topic `wave:{token}`.
+//!
+//! The original loses events posted between two GETs of a listener. herald does not: each
+//! answer carries `Last-Event-ID`, which a client may send back, and a kept-alive connection
+//! remembers where its last answer stopped, so the next GET on it continues from there.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::api::bad_request;
+use crate::api::publish::{NewEvent, check_rights, publish};
+use crate::api::subscribe::{PollRequest, StreamRequest, parse_resume, parse_timeout};
+use crate::conn::Ctx;
+use crate::proto::http1::{RequestHead, Response, Status};
+use crate::pubsub::cursor::Cursor;
+use crate::pubsub::topic::valid_topic;
+
+/// The session's topic.
+pub fn topic(token: &str) -> Result<Arc<str>, Response> {
+    let t = format!("wave:{token}");
+    if valid_topic(&t) { Ok(t.into()) } else { Err(bad_request("invalid session token", "/path")) }
+}
+
+/// `GET`: one event, from the client's `Last-Event-ID`, else from where this connection's
+/// previous answer stopped (`remembered`), else from now.
+pub fn poll(head: &RequestHead, token: &str, remembered: Option<&str>) -> Result<PollRequest, Response> {
+    let topic = topic(token)?;
+    let mut from = parse_resume(head, 1)?;
+    if from[0].is_none() {
+        from[0] = remembered.and_then(Cursor::parse);
+    }
+    let timeout = parse_timeout(head)?;
+    Ok(PollRequest {
+        stream: StreamRequest { topics: vec![topic], from, types: None, padding: false, pausable: None },
+        max: 1,
+        timeout,
+    })
+}
+
+/// `POST`: the body must be a JSON object; it is delivered byte for byte.
+pub async fn send(ctx: &Ctx, head: &RequestHead, token: &str, body: Bytes) -> Response {
+    if let Err(r) = check_rights(ctx, head) {
+        return r;
+    }
+    let topic = match topic(token) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(_)) => {}
+        Ok(_) => return bad_request("the event must be a JSON object", "/body"),
+        Err(e) => return bad_request(format!("the event is not valid JSON: {e}"), "/body"),
+    }
+    if body.len() > ctx.config.max_event_bytes {
+        return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/body");
+    }
+    let cursor = publish(ctx, vec![NewEvent { topic: topic.clone(), kind: None, data: body }]).await[0];
+    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": &*topic}))
+}
