@@ -8,6 +8,7 @@ mod longpoll;
 pub mod outbox;
 mod request;
 pub mod stream;
+mod wake;
 mod ws;
 
 use std::net::SocketAddr;

@@ -21,6 +21,7 @@ use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
 use super::Ctx;
+use super::wake::{self, Wake, Writable};
 use crate::api::subscribe::StreamRequest;
 use crate::proto::sse;
 use crate::pubsub::local::{Delivery, Subscription};
@@ -30,51 +31,24 @@ use crate::sys;
 /// How long a closing stream may take to flush what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(3);
 
-enum Event {
-    Readable(io::Result<()>),
-    Writable(io::Result<()>),
-    Flags(u8),
-}
-
 /// Runs an SSE stream until the peer leaves, the stream is cut, or the server stops.
 pub async fn run(ctx: &Ctx, stream: &TcpStream, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) {
     if !Box::pin(open(ctx, req, chunked, cors)).await {
         return;
     }
-    let key = ctx.key;
     let fd = stream.as_raw_fd();
     let mut readable = pin!(stream.readable(false));
-    let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+    let mut writable: Writable = None;
     loop {
-        let wanted = flags::CLOSED | flags::CLOSING | if writable.is_none() { flags::WANT_WRITE } else { 0 };
-        let event = poll_fn(|cx| {
-            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                return Poll::Ready(Event::Readable(r));
-            }
-            if let Some(w) = writable.as_mut()
-                && let Poll::Ready(r) = w.as_mut().poll(cx)
-            {
-                return Poll::Ready(Event::Writable(r));
-            }
-            ctx.shard.borrow_mut().poll_flags(key, wanted, cx).map(Event::Flags)
-        })
-        .await;
-        match event {
-            Event::Readable(Ok(())) if peer_still_there(fd) => readable.set(stream.readable(false)),
-            Event::Readable(_) | Event::Writable(Err(_)) => return,
-            Event::Writable(Ok(())) => {
-                writable = None;
-                let mut s = ctx.shard.borrow_mut();
-                if let Some(c) = s.conn(key) {
-                    c.flags &= !flags::WANT_WRITE;
-                }
-                s.flush(key);
-            }
-            Event::Flags(f) if f & flags::CLOSED != 0 => return,
-            Event::Flags(f) if f & flags::CLOSING != 0 => {
+        match wake::next(ctx, readable.as_mut(), &mut writable).await {
+            Wake::Readable(Ok(())) if peer_still_there(fd) => readable.set(stream.readable(false)),
+            Wake::Readable(_) | Wake::Writable(Err(_)) => return,
+            Wake::Writable(Ok(())) => wake::writable_again(ctx, &mut writable),
+            Wake::Flags(f) if f & flags::CLOSED != 0 => return,
+            Wake::Flags(f) if f & flags::CLOSING != 0 => {
                 return Box::pin(close(ctx, stream, readable.as_mut())).await;
             }
-            Event::Flags(_) => writable = Some(Box::pin(stream.writable(false))),
+            Wake::Flags(_) => wake::arm(stream, &mut writable),
         }
     }
 }

@@ -17,6 +17,7 @@ use monoio::net::TcpStream;
 use serde_json::{Value, json};
 
 use super::Ctx;
+use super::wake::{self, Wake, Writable};
 use crate::api::publish::{NewEvent, Publisher, now_micros, publish};
 use crate::api::subscribe::{StreamRequest, check_topic};
 use crate::api::ws::{Request, error_reply, parse, reply};
@@ -49,12 +50,6 @@ pub enum Mode {
     Chat(Result<std::sync::Arc<str>, String>),
 }
 
-enum Event {
-    Readable(io::Result<()>),
-    Writable(io::Result<()>),
-    Flags(u8),
-}
-
 /// Runs the WebSocket until either side closes it.
 pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
     let rights = match &mode {
@@ -78,24 +73,11 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
         queue(ctx, close_frame(CloseCode::Policy.code(), "no session"));
         return finish(ctx, stream, readable.as_mut()).await;
     }
-    let mut writable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+    let mut writable: Writable = None;
     loop {
-        let wanted = flags::CLOSED | flags::CLOSING | if writable.is_none() { flags::WANT_WRITE } else { 0 };
-        let event = poll_fn(|cx| {
-            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                return Poll::Ready(Event::Readable(r));
-            }
-            if let Some(w) = writable.as_mut()
-                && let Poll::Ready(r) = w.as_mut().poll(cx)
-            {
-                return Poll::Ready(Event::Writable(r));
-            }
-            ctx.shard.borrow_mut().poll_flags(key, wanted, cx).map(Event::Flags)
-        })
-        .await;
-        match event {
-            Event::Readable(Err(_)) | Event::Writable(Err(_)) => return,
-            Event::Readable(Ok(())) => {
+        match wake::next(ctx, readable.as_mut(), &mut writable).await {
+            Wake::Readable(Err(_)) | Wake::Writable(Err(_)) => return,
+            Wake::Readable(Ok(())) => {
                 let mut events = Vec::new();
                 let read = read_frames(fd, &mut inbuf, &mut reader, &mut events);
                 if !events.is_empty()
@@ -149,17 +131,10 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
                     }
                 }
             }
-            Event::Writable(Ok(())) => {
-                writable = None;
-                let mut s = ctx.shard.borrow_mut();
-                if let Some(c) = s.conn(key) {
-                    c.flags &= !flags::WANT_WRITE;
-                }
-                s.flush(key);
-            }
-            Event::Flags(f) if f & flags::CLOSED != 0 => return,
-            Event::Flags(f) if f & flags::CLOSING != 0 => return finish(ctx, stream, readable.as_mut()).await,
-            Event::Flags(_) => writable = Some(Box::pin(stream.writable(false))),
+            Wake::Writable(Ok(())) => wake::writable_again(ctx, &mut writable),
+            Wake::Flags(f) if f & flags::CLOSED != 0 => return,
+            Wake::Flags(f) if f & flags::CLOSING != 0 => return finish(ctx, stream, readable.as_mut()).await,
+            Wake::Flags(_) => wake::arm(stream, &mut writable),
         }
     }
 }

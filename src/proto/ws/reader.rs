@@ -151,26 +151,10 @@ fn close_event(payload: &[u8]) -> Result<WsEvent, Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ws::frame::apply_mask;
+    use crate::proto::ws::frame::client_frame;
 
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= 0xffff {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&mask);
-        let mut p = payload.to_vec();
-        apply_mask(&mut p, mask, 0);
-        out.extend_from_slice(&p);
-        out
+        client_frame(fin, opcode, payload, [0x11, 0x22, 0x33, 0x44])
     }
 
     fn run(max: usize, bytes: &[u8]) -> Result<Vec<WsEvent>, Violation> {
