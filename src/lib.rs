@@ -25,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod frames;
 pub mod mesh;
+pub mod metrics;
 pub mod proto;
 pub mod pubsub;
 pub mod route;

@@ -5,6 +5,8 @@ use crate::proto::http1::Method;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Health,
+    /// `GET /metrics` (Prometheus text).
+    Metrics,
     /// `POST /pub/{topic}` (topic still percent-encoded).
     Publish(&'a str),
     /// `POST /pub` (ndjson batch).
@@ -45,6 +47,9 @@ pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) ->
     let post = *method == Method::Post;
     if path == "/healthz" {
         return allow("GET, HEAD", get, Route::Health);
+    }
+    if path == "/metrics" {
+        return allow("GET, HEAD", get, Route::Metrics);
     }
     if path == "/pub" || path == "/pub/" {
         return allow("POST", post, Route::PublishBatch);

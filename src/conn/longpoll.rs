@@ -139,21 +139,27 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
         *ctx.resume.borrow_mut() = Some(sub.resume_id());
     }
     let mut out = Outbox::default();
-    for piece in answer(*sub, &framing) {
+    let (status, pieces) = answer(*sub, &framing);
+    for piece in pieces {
         out.push(piece);
+    }
+    {
+        let s = ctx.shard.borrow();
+        s.metrics().bytes_written.add(out.queued() as u64);
+        s.metrics().response(status.code());
     }
     if !send(stream, &mut out).await {
         // The client did not take its answer: the same verdict as a stalled stream.
-        ctx.shard.borrow_mut().stats.slow_consumer_closes += 1;
+        ctx.shard.borrow().metrics().slow_consumers.inc();
         return false;
     }
     keep_alive
 }
 
 /// The answer's pieces: `204` with the resume id when nothing came, else the events.
-fn answer(sub: Subscription, framing: &Framing) -> Vec<Bytes> {
+fn answer(sub: Subscription, framing: &Framing) -> (Status, Vec<Bytes>) {
     let id = sub.resume_id();
-    let Delivery::Held(held) = sub.delivery else { return Vec::new() };
+    let Delivery::Held(held) = sub.delivery else { return (Status::Internal, Vec::new()) };
     let mut headers = vec![("Last-Event-ID", id.clone()), ("Cache-Control", "no-cache".to_string())];
     headers.extend(framing.cors.iter().cloned());
     let head = |status, len| {
@@ -175,10 +181,10 @@ fn answer(sub: Subscription, framing: &Framing) -> Vec<Bytes> {
             HeldItem::Gap(_) => None,
         });
         let data = data.unwrap_or_default();
-        return vec![head(Status::Ok, data.len()), data];
+        return (Status::Ok, vec![head(Status::Ok, data.len()), data]);
     }
     if held.items.is_empty() {
-        return vec![head(Status::NoContent, 0)];
+        return (Status::NoContent, vec![head(Status::NoContent, 0)]);
     }
     if let [HeldItem::Event(frame)] = &held.items[..]
         && sub.topics.len() == 1
@@ -187,10 +193,11 @@ fn answer(sub: Subscription, framing: &Framing) -> Vec<Bytes> {
         && framing.cors.is_empty()
     {
         // Every single-topic poll released by this event gets the same bytes.
-        return vec![frame.longpoll_answer(|| {
+        let cached = frame.longpoll_answer(|| {
             let pieces = longpoll::answer(&[frame.json()], &id, |len| head(Status::Ok, len));
             pieces.concat().into()
-        })];
+        });
+        return (Status::Ok, vec![cached]);
     }
     let events: Vec<Bytes> = held
         .items
@@ -200,7 +207,7 @@ fn answer(sub: Subscription, framing: &Framing) -> Vec<Bytes> {
             HeldItem::Gap(g) => g.clone(),
         })
         .collect();
-    longpoll::answer(&events, &id, |len| head(Status::Ok, len))
+    (Status::Ok, longpoll::answer(&events, &id, |len| head(Status::Ok, len)))
 }
 
 /// Writes the whole answer, waiting for writability when the socket is full (bounded).

@@ -24,6 +24,7 @@ use crate::api::{self};
 use crate::auth;
 use crate::config::Config;
 use crate::mesh::Mesh;
+use crate::metrics::Transport as Doing;
 use crate::proto;
 use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
 use crate::route::{Route, route};
@@ -57,6 +58,15 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     let mut stream = stream;
     let mut reader = RequestReader::new();
     let mut first = true;
+    let metrics = &ctx.mesh.metrics.workers[ctx.worker];
+    metrics.connection(Doing::Http, 1);
+    // What the connection is doing, for the connections gauge.
+    let mut doing = Doing::Http;
+    let mut now_doing = |t: Doing| {
+        metrics.connection(doing, -1);
+        metrics.connection(t, 1);
+        doing = t;
+    };
     loop {
         // Boxed: request handling needs more state than a waiting stream or a held poll,
         // and those should not carry it.
@@ -66,23 +76,31 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
             // its own waiting state, not the largest of the three.
             Next::Stream(req, chunked, cors) => {
                 drop(reader);
+                now_doing(Doing::Sse);
+                metrics.response(200);
                 Box::pin(stream::run(&ctx, &stream, req, chunked, cors)).await;
                 break;
             }
             Next::WebSocket(mode, accept) => {
                 drop(reader);
+                now_doing(Doing::Ws);
+                metrics.response(101);
                 Box::pin(ws::run(&ctx, &stream, mode, accept)).await;
                 break;
             }
             Next::Poll(req, framing) => {
                 reader.release();
-                if !Box::pin(longpoll::hold(&ctx, &stream, req, framing)).await {
+                now_doing(Doing::LongPoll);
+                let stays = Box::pin(longpoll::hold(&ctx, &stream, req, framing)).await;
+                now_doing(Doing::Http);
+                if !stays {
                     break;
                 }
             }
         }
         first = false;
     }
+    metrics.connection(doing, -1);
     let mut s = ctx.shard.borrow_mut();
     s.leave(key);
     s.remove_conn(key);
@@ -103,6 +121,7 @@ enum Next {
 
 /// Answers requests in order until the connection closes, becomes a stream or holds a poll.
 async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestReader, mut first: bool) -> Next {
+    let metrics = &ctx.mesh.metrics.workers[ctx.worker];
     loop {
         let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
         first = false;
@@ -110,6 +129,7 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             Ok(head) => head,
             Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return Next::Close,
             Err(ReadError::Refused(resp, version)) => {
+                metrics.response(resp.status.code());
                 request::refuse(stream, resp, version).await;
                 return Next::Close;
             }
@@ -122,12 +142,14 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
         {
             let r =
                 Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
+            metrics.response(r.status.code());
             request::refuse(stream, r, head.minor_version).await;
             return Next::Close;
         }
         let body = match reader.read_body(stream, &head, limit, ctx.config.head_timeout).await {
             Ok(body) => body,
             Err(ReadError::Refused(resp, _)) => {
+                metrics.response(resp.status.code());
                 request::refuse(stream, resp, head.minor_version).await;
                 return Next::Close;
             }
@@ -142,6 +164,8 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
         response.headers.extend(cors);
         let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
         let bytes = response.encode(head.minor_version, keep_alive, head_only);
+        metrics.response(response.status.code());
+        metrics.bytes_written.add(bytes.len() as u64);
         if request::write_all(stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err() || !keep_alive
         {
             return Next::Close;
@@ -171,6 +195,7 @@ async fn dispatch(
     }
     Err(match route {
         Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
+        Route::Metrics => Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh)),
         Route::Publish(topic) => api::publish::single(ctx, head, topic, body).await,
         Route::PublishBatch => api::publish::batch(ctx, head, body).await,
         Route::Subscribe(topics) => match api::subscribe::transport(head) {

@@ -114,6 +114,8 @@ pub struct Mesh {
     shutdown_wakers: Box<[AtomicWaker]>,
     /// Open connections across all workers, against the connection cap.
     pub connections: AtomicUsize,
+    /// Every worker's counters, for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Mesh {
@@ -125,6 +127,7 @@ impl Mesh {
             shutdown: AtomicBool::new(false),
             shutdown_wakers: (0..workers).map(|_| AtomicWaker::new()).collect(),
             connections: AtomicUsize::new(0),
+            metrics: crate::metrics::Metrics::new(workers),
         }
     }
 

@@ -476,7 +476,8 @@ impl Shard {
 
     /// Appends `frame` to the outbox of every local subscriber of its topic.
     fn deliver(&mut self, frame: &Arc<Frame>) {
-        let Shard { topics, conns, dirty, stats, config, .. } = self;
+        let metrics = &self.mesh.metrics.workers[self.id];
+        let Shard { topics, conns, dirty, config, .. } = self;
         let Some(t) = topics.get_mut(&frame.topic) else { return };
         t.head = frame.cursor;
         let cap = config.max_pending_bytes;
@@ -491,7 +492,8 @@ impl Shard {
                 if sub.prelude.len() >= MAX_PRELUDE {
                     c.flags |= flags::CLOSED;
                     c.wake();
-                    stats.slow_consumer_closes += 1;
+                    metrics.slow_consumers.inc();
+                    metrics.drops.inc();
                 } else {
                     sub.prelude.push(Prelude::Event { idx, frame: frame.clone(), replay: false });
                 }
@@ -500,19 +502,20 @@ impl Shard {
             match sub.take(Item::Event { idx, frame, replay: false }, &mut c.outbox) {
                 Taken::Nothing => continue,
                 Taken::Held => {
-                    stats.deliveries += 1;
+                    metrics.deliveries.inc();
                     c.flags |= flags::DATA;
                     c.wake();
                     continue;
                 }
-                Taken::Outbox => stats.deliveries += 1,
+                Taken::Outbox => metrics.deliveries.inc(),
             }
             if c.outbox.over(cap) {
                 // A slow consumer: cut it rather than let its queue grow. It can resume.
                 c.flags |= flags::CLOSED;
                 c.outbox.clear();
                 c.wake();
-                stats.slow_consumer_closes += 1;
+                metrics.slow_consumers.inc();
+                metrics.drops.inc();
             } else if !c.has(flags::DIRTY) {
                 c.flags |= flags::DIRTY;
                 dirty.push(key);
@@ -584,6 +587,8 @@ pub async fn run(shard: ShardRef) {
     let mesh = shard.borrow().mesh.clone();
     let id = shard.borrow().id;
     let inbox = &mesh.to_worker[id];
+    // Publish times of the events fanned out in this batch, for the latency histogram.
+    let mut published_at: Vec<u64> = Vec::with_capacity(BATCH);
     loop {
         inbox.ready().await;
         let mut handled = 0;
@@ -591,11 +596,23 @@ pub async fn run(shard: ShardRef) {
             let mut s = shard.borrow_mut();
             while handled < BATCH {
                 let Some(msg) = inbox.pop() else { break };
+                if let ToWorker::Event(f) = &msg
+                    && s.local_subscribers(&f.topic) > 0
+                {
+                    published_at.push(f.ts_micros);
+                }
                 s.handle(msg);
                 handled += 1;
             }
         }
         flush_all(&shard).await;
+        if !published_at.is_empty() {
+            let now = crate::api::publish::now_micros();
+            let metrics = &mesh.metrics.workers[id];
+            for ts in published_at.drain(..) {
+                metrics.latency(std::time::Duration::from_micros(now.saturating_sub(ts)));
+            }
+        }
         if handled == BATCH {
             crate::shard::yield_now().await;
         }

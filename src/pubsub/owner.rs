@@ -36,6 +36,10 @@ pub struct Owner {
     topics: HashMap<Arc<str>, OwnedTopic>,
     history: usize,
     history_ttl: Duration,
+    /// Events held across this owner's rings (kept up to date, for the metrics gauge).
+    held: usize,
+    /// Events published through this owner.
+    published: u64,
 }
 
 impl Owner {
@@ -47,6 +51,8 @@ impl Owner {
             topics: HashMap::new(),
             history: config.history,
             history_ttl: config.history_ttl,
+            held: 0,
+            published: 0,
         }
     }
 
@@ -68,7 +74,12 @@ impl Owner {
 
     /// Events held in history across this owner's topics.
     pub fn history_len(&self) -> usize {
-        self.topics.values().map(|t| t.history.len()).sum()
+        self.held
+    }
+
+    /// Events published through this owner so far.
+    pub fn published(&self) -> u64 {
+        self.published
     }
 
     /// Handles one message, pushing what must go out into `out` as (worker, message).
@@ -77,21 +88,26 @@ impl Owner {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
                 let (history, ttl) = (self.history, self.history_ttl);
                 let t = self.topic(&topic, now);
+                let before = t.history.len();
                 t.history.expire(now, ttl);
                 t.head += 1;
                 let cursor = Cursor::new(t.epoch, t.head);
                 let frame = Arc::new(Frame::new(topic, cursor, kind, data, ts_micros));
                 t.history.push(frame.clone(), now, history);
+                let after = t.history.len();
                 t.last_publish = now;
                 for w in t.workers.iter() {
                     out.push((w, ToWorker::Event(frame.clone())));
                 }
                 out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor }));
+                // Expiry and eviction above never take more than the ring held.
+                self.held = self.held + after - before;
+                self.published += 1;
             }
             ToOwner::Subscribe { topic, from, reply } => {
                 let ttl = self.history_ttl;
                 let t = self.topic(&topic, now);
-                t.history.expire(now, ttl);
+                let expired = t.history.expire(now, ttl);
                 t.workers.insert(usize::from(reply.worker));
                 let head = Cursor::new(t.epoch, t.head);
                 let (gap, replay) = match from {
@@ -104,6 +120,7 @@ impl Owner {
                 };
                 let ack = SubscribeAck { reply, topic, from, head, gap, replay };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
+                self.held -= expired;
             }
             ToOwner::Unsubscribe { topic, worker } => {
                 if let Some(t) = self.topics.get_mut(&topic) {
@@ -118,10 +135,12 @@ impl Owner {
     /// have been quiet for a TTL: their memory must not grow with every name ever used.
     fn housekeep(&mut self, now: Instant) {
         let ttl = self.history_ttl;
+        let mut expired = 0;
         self.topics.retain(|_, t| {
-            t.history.expire(now, ttl);
+            expired += t.history.expire(now, ttl);
             !(t.workers.is_empty() && t.history.is_empty() && now.saturating_duration_since(t.last_publish) >= ttl)
         });
+        self.held -= expired;
     }
 
     pub fn id(&self) -> usize {
@@ -143,6 +162,9 @@ pub async fn run(mut owner: Owner, mesh: Arc<Mesh>) {
             owner.handle(msg, now, &mut out);
             handled += 1;
         }
+        let metrics = &mesh.metrics.workers[id];
+        metrics.published.add(owner.published() - metrics.published.get());
+        metrics.history_events.set(owner.history_len() as i64);
         let mut touched = WorkerSet::default();
         for (w, msg) in out.drain(..) {
             let target = &mesh.to_worker[w];
@@ -245,6 +267,20 @@ mod tests {
         let ack = subscribe(&mut o, "t", 1, Some(c[4]));
         assert_eq!(ack.gap, None);
         assert!(ack.replay.is_empty());
+    }
+
+    #[test]
+    fn held_events_are_counted_exactly() {
+        let mut o = owner(3);
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            publish(&mut o, "a", &mut out);
+        }
+        publish(&mut o, "b", &mut out);
+        assert_eq!(o.history_len(), 4);
+        assert_eq!(o.published(), 6);
+        o.handle(ToOwner::Tick, Instant::now() + Duration::from_secs(120), &mut out);
+        assert_eq!(o.history_len(), 0);
     }
 
     #[test]

@@ -89,14 +89,6 @@ impl Conn {
     }
 }
 
-/// Counters of one worker, summed across workers when reported.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    pub deliveries: u64,
-    pub slow_consumer_closes: u64,
-    pub published: u64,
-}
-
 /// A publish (or batch) waiting for its owners' cursors.
 pub struct PendingPublish {
     pub cursors: Vec<Option<Cursor>>,
@@ -116,7 +108,6 @@ pub struct Shard {
     pub dirty: Vec<ConnKey>,
     /// Unsubscribes that found the owner's inbox full; retried by the ticker.
     pub deferred: Vec<ToOwner>,
-    pub stats: Stats,
 }
 
 impl Shard {
@@ -131,8 +122,12 @@ impl Shard {
             publishes: Slab::new(),
             dirty: Vec::new(),
             deferred: Vec::new(),
-            stats: Stats::default(),
         }
+    }
+
+    /// This worker's counters.
+    pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
+        &self.mesh.metrics.workers[self.id]
     }
 
     pub fn add_conn(&mut self, fd: RawFd) -> ConnKey {
@@ -174,7 +169,8 @@ impl Shard {
 
     /// Flushes one connection now, unless its task is already waiting to.
     pub fn flush(&mut self, key: ConnKey) {
-        let Some(c) = self.conn(key) else { return };
+        let metrics = &self.mesh.metrics.workers[self.id];
+        let Some(c) = self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
         c.flags &= !flags::DIRTY;
         if c.has(flags::WANT_WRITE | flags::CLOSED) || (c.sub.is_some() && !c.has(flags::READY)) {
             return;
@@ -183,6 +179,7 @@ impl Shard {
             Ok((n, done)) => {
                 if n > 0 {
                     c.last_write = Instant::now();
+                    metrics.bytes_written.add(n as u64);
                 }
                 if done == Flushed::Blocked {
                     c.flags |= flags::WANT_WRITE;

@@ -141,11 +141,15 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize, stop: R
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                let metrics = &mesh.metrics.workers[id];
                 if mesh.connections.fetch_add(1, Ordering::Relaxed) >= cap {
                     mesh.connections.fetch_sub(1, Ordering::Relaxed);
+                    metrics.rejected.inc();
+                    metrics.response(503);
                     monoio::spawn(refuse_over_cap(stream));
                     continue;
                 }
+                metrics.accepted.inc();
                 monoio::spawn(conn::serve(shard.clone(), stream, peer));
             }
             Err(e) => {
