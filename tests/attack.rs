@@ -1,0 +1,130 @@
+//! Limits under attack (API.md §6): many half-open connections, a 10 GB declared body, and
+//! stalled readers with tiny receive windows while megabytes are published. None may take
+//! the server down, grow its memory without bound, or starve the other clients.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// The server's resident memory, from /proc.
+fn rss_kib(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn open_http(s: &Server) -> f64 {
+    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    r.text()
+        .lines()
+        .filter(|l| l.starts_with("herald_connections{transport=\"http\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn ten_thousand_half_open_connections_are_cut_while_others_are_served() {
+    for driver in DRIVERS {
+        let s = Server::with(driver, 2, &["--head-timeout", "2"]);
+        let mut idle = Vec::with_capacity(10_000);
+        for i in 0..10_000 {
+            let c = TcpStream::connect(s.addr).unwrap_or_else(|e| panic!("{driver}: connection {i}: {e}"));
+            if i % 3 == 0 {
+                // a third of them send a partial head and stop
+                let _ = (&c).write_all(b"GET /sub/x HTTP/1.1\r\nHost: ");
+            }
+            idle.push(c);
+        }
+        // Others are served meanwhile.
+        let r = request(&s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 200, "{driver}");
+        let id = publish_ok(&s, "alive", "still");
+        assert!(!id.is_empty());
+        // Every half-open one is cut at the head timeout.
+        wait_until("half-open connections closed", || open_http(&s) <= 1.0);
+        let mut byte = [0u8; 1];
+        for c in idle.iter_mut().step_by(997) {
+            c.set_read_timeout(Some(DEADLINE)).unwrap();
+            assert!(matches!(c.read(&mut byte), Ok(0) | Err(_)), "{driver}: a half-open connection is still open");
+        }
+    }
+}
+
+#[test]
+fn a_ten_gigabyte_body_is_refused_without_reading() {
+    each_driver(2, &[], |s| {
+        let mut c = s.connect();
+        c.write_all(b"POST /pub/big HTTP/1.1\r\nHost: t\r\nContent-Length: 10737418240\r\n\r\n").unwrap();
+        let r = read_response(&mut c).expect("an answer before any body byte");
+        assert_eq!(r.status, 413);
+        assert!(r.json()["error"]["message"].as_str().is_some());
+        let mut c = s.connect();
+        c.write_all(
+            b"POST /pub/big HTTP/1.1\r\nHost: t\r\nContent-Length: 10737418240\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut c).expect("413 at once").status, 413);
+    });
+}
+
+#[test]
+fn stalled_readers_keep_memory_bounded_and_others_get_everything() {
+    each_driver(2, &["--max-pending-bytes", "262144"], |s| {
+        let baseline = rss_kib(s);
+        let mut stalled = Vec::new();
+        for _ in 0..20 {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(2048).unwrap();
+            sock.connect(&s.addr.into()).unwrap();
+            let mut c: TcpStream = sock.into();
+            c.write_all(b"GET /sub/flood HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+            assert_eq!(read_head(&mut c).expect("head").0, 200);
+            stalled.push(c);
+        }
+        let healthy = SseClient::open(s, "/sub/flood", &[]);
+        // 6 MiB in 64 KiB events, paced by the healthy reader (two ahead at most).
+        let count = 96;
+        let size = 64 * 1024 - 64;
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        std::thread::scope(|sc| {
+            let reader = sc.spawn(move || {
+                let mut healthy = healthy;
+                for i in 0..count {
+                    let ev = healthy.next_event().unwrap_or_else(|| panic!("healthy reader cut after {i}"));
+                    assert!(ev.data.starts_with(&format!("{i:04}:")));
+                    let _ = tx.send(i);
+                }
+            });
+            let mut p = Publisher::new(s);
+            for i in 0..count {
+                if i >= 2 {
+                    rx.recv_timeout(DEADLINE).expect("healthy reader keeps up");
+                }
+                let mut d = format!("{i:04}:");
+                d.push_str(&"f".repeat(size - d.len()));
+                p.publish("flood", &d);
+            }
+            reader.join().expect("healthy reader got every event");
+        });
+        // Memory: history (6 MiB, shared by every queue) plus at most the cap per stalled reader
+        // and slack — not 20 × 6 MiB.
+        let grown = rss_kib(s).saturating_sub(baseline);
+        assert!(grown < 6 * 1024 + 20 * 256 + 24 * 1024, "RSS grew by {grown} KiB");
+        // And the stalled ones were cut.
+        let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        let cut: f64 = r
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("herald_slow_consumer_disconnects_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(cut, 20.0, "every stalled reader is cut as a slow consumer");
+        drop(stalled);
+    });
+}
