@@ -530,3 +530,42 @@ impl Publisher {
         self.publish_typed(topic, None, data)
     }
 }
+
+// ---- Helpers added for the auth / seeds suites ----
+
+impl SseClient {
+    /// Sends `raw` verbatim (a whole request head, e.g. one without `Accept: text/event-stream`)
+    /// and, when the answer is a 200, parses it as an event stream; otherwise returns the
+    /// response (with its `Content-Length` body).
+    pub fn open_raw(server: &Server, raw: &str) -> Result<SseClient, Response> {
+        let mut s = server.connect();
+        s.write_all(raw.as_bytes()).unwrap();
+        let (status, headers) = read_head(&mut s).expect("SSE head");
+        if status != 200 {
+            let mut resp = Response { status, headers, body: Vec::new() };
+            if let Some(len) = resp.header("content-length") {
+                let mut body = vec![0u8; len.parse().unwrap()];
+                s.read_exact(&mut body).unwrap();
+                resp.body = body;
+            }
+            return Err(resp);
+        }
+        Ok(SseClient {
+            stream: s,
+            headers,
+            chunks: ChunkReader::default(),
+            pending: Vec::new(),
+            comments: 0,
+            retry: None,
+            ended: false,
+            last_event_id: None,
+        })
+    }
+}
+
+/// Asserts `r` is the JSON error `status` whose `error.path` is exactly `path`.
+pub fn assert_json_error_at(r: &Response, status: u16, path: &str, what: &str) {
+    assert_eq!(r.status, status, "{what}: expected {status}, got {} {:?}", r.status, r.text());
+    assert_json_error(r, status);
+    assert_eq!(r.json()["error"]["path"].as_str(), Some(path), "{what}: error path: {}", r.text());
+}
