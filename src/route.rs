@@ -32,7 +32,9 @@ impl Route<'_> {
     /// Largest request body the route reads; anything else is refused with 413.
     pub fn body_limit(&self, max_event_bytes: usize, max_batch_bytes: usize) -> usize {
         match self {
-            Route::Publish(_) | Route::WaveEvents(_) | Route::MemberEvents => max_event_bytes + 1024,
+            Route::Publish(_) | Route::WaveEvents(_) => max_event_bytes,
+            // The member-events body wraps the event in a JSON envelope.
+            Route::MemberEvents => max_event_bytes + 1024,
             Route::PublishBatch => max_batch_bytes,
             _ => 16 * 1024,
         }
