@@ -1,160 +1,407 @@
-//! herald-load: drives a fanout server from outside, over real sockets.
+//! herald-load: drives a fanout server from outside, over real sockets, and reports what it
+//! measured — for herald and for the servers it is compared with.
 //!
-//! Scenario implemented so far:
-//! - `idle`: opens N idle SSE subscriptions and reports the server's RSS growth per
-//!   connection (read from /proc/PID/status), the figure ARCHITECTURE.md budgets.
+//! Scenarios (see `--help` of each):
+//! - `idle`: N idle subscriptions; server RSS growth per connection (M1).
+//! - `broadcast`: N subscribers of one topic; messages flat out or at a rate (M2, M3).
+//! - `targeted`: N topics with one subscriber each (M4), single publishes or batches.
+//! - `connect`: how fast subscriptions are opened (M5).
+//! - `storm`: N subscribers cut at once, reconnecting with their last id (M6).
 //!
-//! Usage: `herald-load idle --url http://127.0.0.1:8080/sub/idle-{i} --connections 10000 --server-pid PID
-//!         [--transport sse|ws|longpoll]`
+//! Every payload is stamped (run, sequence, send time), so each subscriber counts lost,
+//! duplicated and out-of-order deliveries, and publish→receive latency goes into an HDR
+//! histogram. The last line of output is the JSON report.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod conn;
+mod procstat;
+mod publisher;
+mod sse;
+mod stamp;
+mod ws;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Transport {
-    Sse,
-    Ws,
-    LongPoll,
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use conn::{Record, Target, Transport, WsFormat};
+
+#[derive(Parser)]
+#[command(name = "herald-load", about = "Load and benchmark harness for fanout servers (herald, nchan, …)")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
 }
 
-struct Args {
+#[derive(Subcommand)]
+enum Scenario {
+    /// M1: idle subscriptions and the server's RSS growth per connection.
+    Idle(Common),
+    /// M2/M3: one topic, N subscribers, messages flat out or at --rate.
+    Broadcast(Common),
+    /// M4: N topics, one subscriber each.
+    Targeted(Common),
+    /// M5: connection rate.
+    Connect(Common),
+    /// M6: all subscribers cut at once, reconnecting with their last id.
+    Storm(Common),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Server address (loopback).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    #[arg(long, value_enum, default_value = "sse")]
     transport: Transport,
-    url: String,
-    connections: usize,
+    /// How WebSocket events are framed by the server.
+    #[arg(long, value_enum, default_value = "herald")]
+    ws_format: WsFormat,
+    /// Subscribers (connections).
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Subscribe path; `{topic}` and `{i}` are replaced.
+    #[arg(long, default_value = "/sub/{topic}")]
+    sub_path: String,
+    /// Publish path; `{topic}` is replaced (the batch path with --batch).
+    #[arg(long, default_value = "/pub/{topic}")]
+    pub_path: String,
+    /// Extra header for subscribe requests, `Name: value` (repeatable).
+    #[arg(long)]
+    sub_header: Vec<String>,
+    /// Extra header for publish requests (repeatable).
+    #[arg(long)]
+    pub_header: Vec<String>,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 200)]
+    messages: u64,
+    /// Messages per second (open loop); flat out when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 4)]
+    pub_connections: usize,
+    /// Publish requests in flight per connection.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Events per publish request (ndjson batch to --pub-path).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Connections opened at once (connect scenario).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Server process, for RSS and CPU from /proc.
+    #[arg(long)]
     server_pid: Option<u32>,
-    hold: Duration,
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: herald-load idle --url URL --connections N [--server-pid PID] [--hold SECS] [--transport sse|ws|longpoll]\n\
-         URL may contain {{i}} (the connection number), e.g. http://127.0.0.1:8080/sub/t-{{i}}"
-    );
-    std::process::exit(2)
-}
-
-fn parse_args() -> Args {
-    let mut it = std::env::args().skip(1);
-    if it.next().as_deref() != Some("idle") {
-        usage();
-    }
-    let mut args = Args {
-        transport: Transport::Sse,
-        url: String::new(),
-        connections: 1000,
-        server_pid: None,
-        hold: Duration::ZERO,
-    };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| usage());
-        match flag.as_str() {
-            "--url" => args.url = value,
-            "--connections" => args.connections = value.parse().unwrap_or_else(|_| usage()),
-            "--server-pid" => args.server_pid = Some(value.parse().unwrap_or_else(|_| usage())),
-            "--hold" => args.hold = Duration::from_secs_f64(value.parse().unwrap_or_else(|_| usage())),
-            "--transport" => {
-                args.transport = match value.as_str() {
-                    "sse" => Transport::Sse,
-                    "ws" => Transport::Ws,
-                    "longpoll" => Transport::LongPoll,
-                    _ => usage(),
-                }
-            }
-            _ => usage(),
-        }
-    }
-    if args.url.is_empty() {
-        usage();
-    }
-    args
-}
-
-/// Splits `http://host:port/path` into the address and the path.
-fn split_url(url: &str) -> (SocketAddr, String) {
-    let rest = url.strip_prefix("http://").unwrap_or_else(|| usage());
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr = host.parse().unwrap_or_else(|_| {
-        eprintln!("herald-load: {host} is not an ip:port (only numeric loopback addresses are used)");
-        std::process::exit(2)
-    });
-    (addr, path)
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Opens one idle subscription: an SSE stream or a WebSocket (reading the response head),
-/// or a held long-poll (nothing comes back until an event or its timeout).
-fn open(addr: SocketAddr, path: &str, transport: Transport) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let request = match transport {
-        Transport::Sse => format!("GET {path} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n\r\n"),
-        Transport::Ws => format!(
-            "GET {path} HTTP/1.1\r\nHost: load\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        ),
-        Transport::LongPoll => {
-            let sep = if path.contains('?') { '&' } else { '?' };
-            format!("GET {path}{sep}timeout=300 HTTP/1.1\r\nHost: load\r\n\r\n")
-        }
-    };
-    // One write, so the server sees the whole head at once.
-    s.write_all(request.as_bytes())?;
-    if transport == Transport::LongPoll {
-        return Ok(s);
-    }
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.push(byte[0]);
-        if head.len() > 16384 {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-    }
-    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
-    }
-    Ok(s)
+    /// Seconds to wait for the last deliveries.
+    #[arg(long, default_value_t = 30.0)]
+    drain: f64,
+    /// Seconds to let the server settle before reading its RSS (idle).
+    #[arg(long, default_value_t = 1.0)]
+    hold: f64,
+    /// Label for the report.
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 fn main() {
-    let args = parse_args();
-    let (addr, path) = split_url(&args.url);
-    let before = args.server_pid.and_then(rss_kib);
-    let started = Instant::now();
-    let mut conns = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
-        match open(addr, &path.replace("{i}", &i.to_string()), args.transport) {
-            Ok(s) => conns.push(s),
-            Err(e) => {
-                eprintln!("herald-load: connection {i} failed: {e}");
-                break;
-            }
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&rt, async move {
+        match cli.scenario {
+            Scenario::Idle(c) => idle(c).await,
+            Scenario::Broadcast(c) => delivery(c, false).await,
+            Scenario::Targeted(c) => delivery(c, true).await,
+            Scenario::Connect(c) => connect(c).await,
+            Scenario::Storm(c) => storm(c).await,
         }
-        if (i + 1) % 1000 == 0 {
-            eprintln!("  {} connections", i + 1);
-        }
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
-    // Let the server settle (lazy frees, allocator caches) before reading its RSS.
-    std::thread::sleep(Duration::from_secs(1).max(args.hold));
-    let after = args.server_pid.and_then(rss_kib);
-    let n = conns.len();
-    println!("connections: {n} in {connect_secs:.2} s ({:.0}/s)", n as f64 / connect_secs);
-    let mut report = format!("{{\"scenario\":\"idle\",\"connections\":{n},\"connect_secs\":{connect_secs:.3}");
-    if let (Some(b), Some(a)) = (before, after) {
-        let per_conn = (a.saturating_sub(b) * 1024) as f64 / n.max(1) as f64;
-        println!("server RSS: {b} KiB -> {a} KiB: {per_conn:.0} bytes per idle connection");
-        report.push_str(&format!(",\"rss_before_kib\":{b},\"rss_after_kib\":{a},\"rss_bytes_per_conn\":{per_conn:.0}"));
-    }
-    report.push('}');
+    });
     println!("{report}");
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(ProgressStyle::with_template("  {msg:12} {bar:40} {pos}/{len} {elapsed}").expect("template"));
+    b.set_message(what.to_string());
+    b
+}
+
+fn topic_of(i: usize, targeted: bool) -> String {
+    if targeted { format!("t{i}") } else { "bench".to_string() }
+}
+
+fn target(c: &Common) -> Target {
+    Target { addr: c.addr, transport: c.transport, ws_format: c.ws_format, headers: c.sub_header.clone() }
+}
+
+/// Opens `n` subscriptions (at most `concurrency` connecting at once) and leaves them running.
+async fn open_subscribers(
+    c: &Common,
+    rec: &Rc<RefCell<Record>>,
+    targeted: bool,
+    stop: &tokio::sync::watch::Receiver<u64>,
+) {
+    let t = Rc::new(target(c));
+    let progress = bar(c.subscribers as u64, "connecting");
+    let mut i = 0;
+    while i < c.subscribers {
+        let upto = (i + c.concurrency).min(c.subscribers);
+        for k in i..upto {
+            let path = c.sub_path.replace("{topic}", &topic_of(k, targeted)).replace("{i}", &k.to_string());
+            let (t, rec, stop) = (t.clone(), rec.clone(), stop.clone());
+            tokio::task::spawn_local(async move {
+                let mut resume = None;
+                // Reconnect with the last id after a cut (storm), until stopped for good.
+                loop {
+                    let generation = *stop.borrow();
+                    resume = conn::subscribe(&t, &path, k, resume, &rec, &stop).await;
+                    if *stop.borrow() == u64::MAX || *stop.borrow() == generation {
+                        return;
+                    }
+                }
+            });
+        }
+        let target_count = upto;
+        conn::until(rec, Duration::from_secs(60), |r| r.connected + r.failures >= target_count).await;
+        progress.set_position(upto as u64);
+        i = upto;
+    }
+    progress.finish_and_clear();
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Value {
+    let ms = |v: u64| v as f64 / 1000.0;
+    json!({
+        "p50_ms": ms(h.value_at_quantile(0.5)),
+        "p90_ms": ms(h.value_at_quantile(0.9)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+        "count": h.len(),
+    })
+}
+
+fn finish(mut report: Value, cpu_client: Option<f64>, started: Instant) -> String {
+    if let Some(share) = cpu_client {
+        report["client_cpu"] = json!(share);
+        if share > 0.9 {
+            eprintln!(
+                "WARNING: the harness used {:.0}% of its core: figures may be the harness's limit, not the server's",
+                share * 100.0
+            );
+        }
+    }
+    report["wall_secs"] = json!(started.elapsed().as_secs_f64());
+    report.to_string()
+}
+
+async fn idle(c: Common) -> String {
+    let started = Instant::now();
+    let before = c.server_pid.and_then(procstat::rss_kib);
+    let rec = Record::new(0, c.subscribers);
+    let (_tx, stop) = tokio::sync::watch::channel(0u64);
+    open_subscribers(&c, &rec, c.sub_path.contains("{i}"), &stop).await;
+    tokio::time::sleep(Duration::from_secs_f64(c.hold)).await;
+    let after = c.server_pid.and_then(procstat::rss_kib);
+    let r = rec.borrow();
+    let per = match (before, after) {
+        (Some(b), Some(a)) => Some((a.saturating_sub(b) * 1024) as f64 / r.connected.max(1) as f64),
+        _ => None,
+    };
+    eprintln!("idle {:?}: {} open, {} failed", c.transport, r.connected, r.failures);
+    if let Some(p) = per {
+        eprintln!(
+            "server RSS {} KiB -> {} KiB: {p:.0} bytes per idle connection",
+            before.unwrap_or(0),
+            after.unwrap_or(0)
+        );
+    }
+    finish(
+        json!({"scenario": "idle", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+               "connections": r.connected, "failures": r.failures,
+               "rss_before_kib": before, "rss_after_kib": after, "rss_bytes_per_conn": per}),
+        None,
+        started,
+    )
+}
+
+async fn delivery(c: Common, targeted: bool) -> String {
+    let started = Instant::now();
+    let run = (stamp::now_micros() % 1_000_000_000) as u32;
+    let rec = Record::new(run, c.subscribers);
+    let (stop_tx, stop) = tokio::sync::watch::channel(0u64);
+    open_subscribers(&c, &rec, targeted, &stop).await;
+    let open = rec.borrow().connected;
+    let topics: Vec<String> =
+        if targeted { (0..c.subscribers).map(|i| topic_of(i, true)).collect() } else { vec!["bench".into()] };
+    let expected_per_sub: Vec<u64> = (0..c.subscribers)
+        .map(|i| {
+            if targeted {
+                c.messages / topics.len() as u64 + u64::from((i as u64) < c.messages % topics.len() as u64)
+            } else {
+                c.messages
+            }
+        })
+        .collect();
+    let expected: u64 = expected_per_sub.iter().sum();
+    let plan = Rc::new(publisher::Plan {
+        addr: c.addr,
+        path: c.pub_path.clone(),
+        topics,
+        messages: c.messages,
+        rate: c.rate,
+        connections: c.pub_connections,
+        window: c.window,
+        size: c.payload,
+        run,
+        batch: c.batch,
+        headers: c.pub_header.clone(),
+    });
+    let cpu_server = c.server_pid.and_then(|p| procstat::cpu_secs(Some(p)));
+    let cpu_client = procstat::cpu_secs(None);
+    let t0 = Instant::now();
+    let progress = bar(expected, "delivering");
+    let published = tokio::task::spawn_local(publisher::run(plan));
+    let drained = {
+        let progress = progress.clone();
+        let rec = rec.clone();
+        conn::until(
+            &rec,
+            Duration::from_secs_f64(c.drain)
+                + Duration::from_secs_f64(c.messages as f64 / c.rate.unwrap_or(f64::INFINITY)),
+            move |r| {
+                let got: u64 = r.subs.iter().map(|s| s.received).sum();
+                progress.set_position(got);
+                got >= expected
+            },
+        )
+        .await
+    };
+    let published = published.await.unwrap_or_default();
+    progress.finish_and_clear();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu_server = procstat::share(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))), wall);
+    let cpu_client = procstat::share(cpu_client, procstat::cpu_secs(None), wall);
+    let _ = stop_tx.send(u64::MAX);
+    let r = rec.borrow();
+    let received: u64 = r.subs.iter().map(|s| s.received).sum();
+    let lost: u64 = r.subs.iter().zip(&expected_per_sub).map(|(s, e)| s.lost(*e)).sum();
+    let dups: u64 = r.subs.iter().map(|s| s.duplicates).sum();
+    let ooo: u64 = r.subs.iter().map(|s| s.out_of_order).sum();
+    let span = match (r.first, r.last) {
+        (Some(_), Some(l)) => l.duration_since(t0).as_secs_f64(),
+        _ => wall,
+    };
+    let rate = received as f64 / span.max(1e-9);
+    let lat = percentiles(&r.latency_us);
+    let name = if targeted { "targeted" } else { "broadcast" };
+    eprintln!(
+        "{name} {:?}: {open} subscribers, {} messages ({} publish requests, {} failed) in {:.2} s",
+        c.transport, c.messages, published.requests, published.failed, published.seconds
+    );
+    eprintln!(
+        "  deliveries {received}/{expected} in {span:.3} s = {rate:.0}/s; lost {lost}, duplicated {dups}, out of order {ooo}{}",
+        if drained { "" } else { " (TIMED OUT)" }
+    );
+    eprintln!(
+        "  latency ms: p50 {} p90 {} p99 {} p99.9 {} max {}",
+        lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["p999_ms"], lat["max_ms"]
+    );
+    if let Some(s) = cpu_server {
+        eprintln!("  server CPU {:.0}% of a core", s * 100.0);
+    }
+    finish(
+        json!({"scenario": name, "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+               "subscribers": open, "messages": c.messages, "rate": c.rate, "batch": c.batch, "payload": c.payload,
+               "publish_requests": published.requests, "publish_failed": published.failed, "publish_secs": published.seconds,
+               "expected": expected, "received": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
+               "deliveries_per_sec": rate, "delivery_secs": span, "latency": lat, "server_cpu": cpu_server,
+               "server_rss_kib": c.server_pid.and_then(procstat::rss_kib), "complete": drained}),
+        cpu_client,
+        started,
+    )
+}
+
+async fn connect(c: Common) -> String {
+    let started = Instant::now();
+    let rec = Record::new(0, c.subscribers);
+    let (_tx, stop) = tokio::sync::watch::channel(0u64);
+    let cpu_client = procstat::cpu_secs(None);
+    let t0 = Instant::now();
+    open_subscribers(&c, &rec, false, &stop).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_client = procstat::share(cpu_client, procstat::cpu_secs(None), secs);
+    let r = rec.borrow();
+    let rate = r.connected as f64 / secs;
+    let lat = percentiles(&r.connect_us);
+    eprintln!(
+        "connect {:?}: {} subscriptions in {secs:.2} s = {rate:.0}/s ({} failed); connect latency p50 {} ms p99 {} ms",
+        c.transport, r.connected, r.failures, lat["p50_ms"], lat["p99_ms"]
+    );
+    finish(
+        json!({"scenario": "connect", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+               "connections": r.connected, "failures": r.failures, "secs": secs, "per_sec": rate, "connect_latency": lat}),
+        cpu_client,
+        started,
+    )
+}
+
+async fn storm(c: Common) -> String {
+    let started = Instant::now();
+    let run = (stamp::now_micros() % 1_000_000_000) as u32;
+    let rec = Record::new(run, c.subscribers);
+    let (stop_tx, stop) = tokio::sync::watch::channel(0u64);
+    open_subscribers(&c, &rec, false, &stop).await;
+    let open = rec.borrow().connected;
+    let rate = c.rate.unwrap_or(50.0);
+    let plan = Rc::new(publisher::Plan {
+        addr: c.addr,
+        path: c.pub_path.clone(),
+        topics: vec!["bench".into()],
+        messages: c.messages,
+        rate: Some(rate),
+        connections: 1,
+        window: c.window,
+        size: c.payload,
+        run,
+        batch: None,
+        headers: c.pub_header.clone(),
+    });
+    let published = tokio::task::spawn_local(publisher::run(plan));
+    // Cut everyone at the middle of the publishing, while events keep coming.
+    tokio::time::sleep(Duration::from_secs_f64(c.messages as f64 / rate / 2.0)).await;
+    let cut = Instant::now();
+    let _ = stop_tx.send(1);
+    let all_back = conn::until(&rec, Duration::from_secs(60), |r| r.reconnected >= open).await;
+    let recovery = rec.borrow().last_reconnect.map(|t| t.duration_since(cut).as_secs_f64());
+    let published = published.await.unwrap_or_default();
+    let expected = c.messages * open as u64;
+    conn::until(&rec, Duration::from_secs_f64(c.drain), |r| r.subs.iter().map(|s| s.received).sum::<u64>() >= expected)
+        .await;
+    let _ = stop_tx.send(u64::MAX);
+    let r = rec.borrow();
+    let lost: u64 = r.subs.iter().map(|s| s.lost(c.messages)).sum();
+    let dups: u64 = r.subs.iter().map(|s| s.duplicates).sum();
+    eprintln!(
+        "storm: {open} subscribers cut at once; {} resumed{} in {:.3} s; {} messages; lost {lost}, duplicated {dups}",
+        r.reconnected,
+        if all_back { "" } else { " (NOT ALL)" },
+        recovery.unwrap_or(f64::NAN),
+        published.requests
+    );
+    finish(
+        json!({"scenario": "storm", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+               "subscribers": open, "resumed": r.reconnected, "recovery_secs": recovery, "messages": c.messages,
+               "lost": lost, "duplicated": dups, "all_resumed": all_back}),
+        None,
+        started,
+    )
 }
