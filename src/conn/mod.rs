@@ -70,7 +70,8 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     loop {
         // Boxed: request handling needs more state than a waiting stream or a held poll,
         // and those should not carry it.
-        match Box::pin(serve_requests(&ctx, &mut stream, &mut reader, first)).await {
+        let f = Box::pin(serve_requests(&ctx, &mut stream, &mut reader, first));
+        match f.await {
             Next::Close => break,
             // Each kind of long-lived connection is its own boxed future, so each costs only
             // its own waiting state, not the largest of the three.
@@ -78,7 +79,9 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
                 drop(reader);
                 now_doing(Doing::Sse);
                 metrics.response(200);
-                Box::pin(stream::run(&ctx, &stream, req, chunked, cors)).await;
+                // Inline, not boxed: idle event streams are the most numerous connections,
+                // and one allocation fewer each is what their budget needs.
+                stream::run(&ctx, &stream, req, chunked, cors).await;
                 break;
             }
             Next::WebSocket(mode, accept) => {
@@ -125,12 +128,14 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
     loop {
         let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
         first = false;
-        let head = match reader.read_head(stream, idle, ctx.config.head_timeout).await {
+        // Each step is boxed: its timer alone is 640 bytes, and none of it may stay in the
+        // state of a connection that goes on to wait as a stream.
+        let head = match Box::pin(reader.read_head(stream, idle, ctx.config.head_timeout)).await {
             Ok(head) => head,
             Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return Next::Close,
             Err(ReadError::Refused(resp, version)) => {
                 metrics.response(resp.status.code());
-                request::refuse(stream, resp, version).await;
+                Box::pin(request::refuse(stream, resp, version)).await;
                 return Next::Close;
             }
         };
@@ -143,14 +148,14 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             let r =
                 Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
             metrics.response(r.status.code());
-            request::refuse(stream, r, head.minor_version).await;
+            Box::pin(request::refuse(stream, r, head.minor_version)).await;
             return Next::Close;
         }
-        let body = match reader.read_body(stream, &head, limit, ctx.config.head_timeout).await {
+        let body = match Box::pin(reader.read_body(stream, &head, limit, ctx.config.head_timeout)).await {
             Ok(body) => body,
             Err(ReadError::Refused(resp, _)) => {
                 metrics.response(resp.status.code());
-                request::refuse(stream, resp, head.minor_version).await;
+                Box::pin(request::refuse(stream, resp, head.minor_version)).await;
                 return Next::Close;
             }
             Err(_) => return Next::Close,
@@ -166,8 +171,8 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
         let bytes = response.encode(head.minor_version, keep_alive, head_only);
         metrics.response(response.status.code());
         metrics.bytes_written.add(bytes.len() as u64);
-        if request::write_all(stream, bytes, Instant::now() + ctx.config.head_timeout * 3).await.is_err() || !keep_alive
-        {
+        let deadline = Instant::now() + ctx.config.head_timeout * 3;
+        if Box::pin(request::write_all(stream, bytes, deadline)).await.is_err() || !keep_alive {
             return Next::Close;
         }
     }
