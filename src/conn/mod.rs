@@ -94,7 +94,8 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
             Next::Poll(req, framing) => {
                 reader.release();
                 now_doing(Doing::LongPoll);
-                let stays = Box::pin(longpoll::hold(&ctx, &stream, req, framing)).await;
+                // Inline like event streams: a held poll should cost what an idle stream costs.
+                let stays = longpoll::hold(&ctx, &stream, req, framing).await;
                 now_doing(Doing::Http);
                 if !stays {
                     break;
