@@ -139,7 +139,10 @@ pub async fn subscribe(
     rec: &Rc<RefCell<Record>>,
     stop: &tokio::sync::watch::Receiver<u64>,
 ) -> Option<String> {
-    let generation = *stop.borrow();
+    // A fresh receiver that has seen the current value: only a later cut wakes it.
+    let mut stop = stop.clone();
+    let generation = *stop.borrow_and_update();
+    let stop = &stop;
     let started = Instant::now();
     let s = match TcpStream::connect(target.addr).await {
         Ok(s) => s,
@@ -158,8 +161,7 @@ pub async fn subscribe(
                 p.push_str("last_event_id=");
                 p.push_str(id);
             }
-            websocket(target, s, &p, sub, rec, stop, generation, started).await;
-            None
+            websocket(target, s, &p, sub, resume, rec, stop, generation, started).await
         }
         Transport::Longpoll => longpoll(target, s, path, sub, resume, rec, stop, generation, started).await,
     }
@@ -245,21 +247,22 @@ async fn websocket(
     mut s: TcpStream,
     path: &str,
     sub: usize,
+    mut last_id: Option<String>,
     rec: &Rc<RefCell<Record>>,
     stop: &tokio::sync::watch::Receiver<u64>,
     generation: u64,
     started: Instant,
-) {
+) -> Option<String> {
     if s.write_all(ws::upgrade_request(path, "load").as_bytes()).await.is_err() {
         rec.borrow_mut().failures += 1;
-        return;
+        return last_id;
     }
     let mut buf = Vec::new();
     let Ok((101, _, rest)) = read_head(&mut s, &mut buf).await else {
         rec.borrow_mut().failures += 1;
-        return;
+        return last_id;
     };
-    connected(rec, started, false);
+    connected(rec, started, last_id.is_some());
     let mut dec = ws::Decoder::default();
     let mut out = Vec::new();
     let mut stop = stop.clone();
@@ -271,10 +274,10 @@ async fn websocket(
         } else {
             tokio::select! {
                 r = s.read(&mut chunk) => match r {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return last_id,
                     Ok(n) => &chunk[..n],
                 },
-                _ = stop.changed() => if *stop.borrow() != generation { return } else { continue },
+                _ = stop.changed() => if *stop.borrow() != generation { return last_id } else { continue },
             }
         };
         dec.feed(bytes, &mut out);
@@ -285,7 +288,10 @@ async fn websocket(
                     let data = match target.ws_format {
                         WsFormat::Raw => t,
                         WsFormat::Herald => match serde_json::from_str::<serde_json::Value>(&t) {
-                            Ok(v) if v["event"] == "message" => v["data"].as_str().unwrap_or_default().to_string(),
+                            Ok(v) if v["event"] == "message" => {
+                                last_id = v["id"].as_str().map(str::to_string);
+                                v["data"].as_str().unwrap_or_default().to_string()
+                            }
                             _ => continue,
                         },
                     };
@@ -294,7 +300,7 @@ async fn websocket(
                 ws::Incoming::Ping(p) => {
                     let _ = s.write_all(&ws::client_frame(0xA, &p)).await;
                 }
-                ws::Incoming::Close => return,
+                ws::Incoming::Close => return last_id,
             }
         }
     }
@@ -312,6 +318,7 @@ async fn longpoll(
     generation: u64,
     started: Instant,
 ) -> Option<String> {
+    let resumed = cursor.is_some();
     let mut first = true;
     let mut stop = stop.clone();
     loop {
@@ -341,7 +348,7 @@ async fn longpoll(
         let Ok((status, head, mut body)) = answer else { return cursor };
         if first {
             first = false;
-            connected(rec, started, false);
+            connected(rec, started, resumed);
         }
         let len: usize = head
             .lines()

@@ -49,6 +49,9 @@ enum Scenario {
     Connect(Common),
     /// M6: all subscribers cut at once, reconnecting with their last id.
     Storm(Common),
+    /// Long soak: subscribers mixed across SSE, WebSocket and long-poll on many topics, steady
+    /// publishing, random cuts and resumes; loss, duplicates and RSS over time.
+    Soak(Common),
 }
 
 #[derive(Args, Clone)]
@@ -109,6 +112,15 @@ struct Common {
     /// Label for the report.
     #[arg(long, default_value = "")]
     label: String,
+    /// Soak: seconds to run.
+    #[arg(long, default_value_t = 600.0)]
+    duration: f64,
+    /// Soak: topics the subscribers spread over.
+    #[arg(long, default_value_t = 100)]
+    topics: usize,
+    /// Soak: each subscriber is cut on average once per this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    cut_every: f64,
 }
 
 fn main() {
@@ -122,6 +134,7 @@ fn main() {
             Scenario::Targeted(c) => delivery(c, true).await,
             Scenario::Connect(c) => connect(c).await,
             Scenario::Storm(c) => storm(c).await,
+            Scenario::Soak(c) => soak(c).await,
         }
     });
     println!("{report}");
@@ -401,6 +414,133 @@ async fn storm(c: Common) -> String {
         json!({"scenario": "storm", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "subscribers": open, "resumed": r.reconnected, "recovery_secs": recovery, "messages": c.messages,
                "lost": lost, "duplicated": dups, "all_resumed": all_back}),
+        None,
+        started,
+    )
+}
+
+/// A cheap xorshift for choosing whom to cut (no need for a crate).
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+async fn soak(c: Common) -> String {
+    let started = Instant::now();
+    let run = (stamp::now_micros() % 1_000_000_000) as u32;
+    let n = c.subscribers;
+    let rec = Record::new(run, n);
+    let kinds = [Transport::Sse, Transport::Ws, Transport::Longpoll];
+    let mut cutters = Vec::with_capacity(n);
+    let progress = bar(n as u64, "connecting");
+    for i in 0..n {
+        let t = Rc::new(Target { transport: kinds[i % 3], ..target(&c) });
+        let path = c.sub_path.replace("{topic}", &format!("s{}", i % c.topics)).replace("{i}", &i.to_string());
+        let (tx, stop) = tokio::sync::watch::channel(0u64);
+        cutters.push(tx);
+        let sub_rec = rec.clone();
+        tokio::task::spawn_local(async move {
+            let rec = sub_rec;
+            let mut resume = None;
+            // Reconnect after every cut (and after anything else that ends the connection)
+            // with the last id seen, until the run is over.
+            loop {
+                resume = conn::subscribe(&t, &path, i, resume, &rec, &stop).await;
+                if *stop.borrow() == u64::MAX {
+                    return;
+                }
+            }
+        });
+        if i % c.concurrency == c.concurrency - 1 {
+            conn::until(&rec, Duration::from_secs(60), |r| r.connected + r.failures > i).await;
+            progress.set_position(i as u64 + 1);
+        }
+    }
+    conn::until(&rec, Duration::from_secs(60), |r| r.connected + r.failures >= n).await;
+    progress.finish_and_clear();
+    let rate = c.rate.unwrap_or(200.0);
+    let messages = (rate * c.duration) as u64;
+    let topics: Vec<String> = (0..c.topics).map(|t| format!("s{t}")).collect();
+    let plan = Rc::new(publisher::Plan {
+        addr: c.addr,
+        path: c.pub_path.clone(),
+        topics,
+        messages,
+        rate: Some(rate),
+        connections: c.pub_connections,
+        window: c.window,
+        size: c.payload,
+        run,
+        batch: None,
+        headers: c.pub_header.clone(),
+    });
+    let t0 = Instant::now();
+    let published = tokio::task::spawn_local(publisher::run(plan));
+    // Cut random subscribers as time goes, and sample the server's RSS.
+    let mut seed = u64::from(run) | 1;
+    let mut cuts = 0u64;
+    let mut rss = Vec::new();
+    let tick = Duration::from_millis(100);
+    let per_tick = n as f64 * tick.as_secs_f64() / c.cut_every;
+    let mut owed = 0.0;
+    let progress = bar(c.duration as u64, "soaking");
+    while t0.elapsed().as_secs_f64() < c.duration {
+        tokio::time::sleep(tick).await;
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let who = (next_random(&mut seed) % n as u64) as usize;
+            cutters[who].send_modify(|g| *g += 1);
+            cuts += 1;
+        }
+        let secs = t0.elapsed().as_secs();
+        if rss.len() as u64 <= secs / 10 {
+            rss.push(c.server_pid.and_then(procstat::rss_kib));
+            progress.set_position(secs);
+        }
+    }
+    progress.finish_and_clear();
+    let published = published.await.unwrap_or_default();
+    let per_topic = |t: usize| messages / c.topics as u64 + u64::from((t as u64) < messages % c.topics as u64);
+    let expected: u64 = (0..n).map(|i| per_topic(i % c.topics)).sum();
+    let complete = conn::until(&rec, Duration::from_secs_f64(c.drain), |r| {
+        r.subs.iter().map(|s| s.received).sum::<u64>() >= expected
+    })
+    .await;
+    for tx in &cutters {
+        let _ = tx.send(u64::MAX);
+    }
+    let r = rec.borrow();
+    let mut by_transport = serde_json::Map::new();
+    for (k, kind) in kinds.iter().enumerate() {
+        let subs: Vec<usize> = (0..n).filter(|i| i % 3 == k).collect();
+        let lost: u64 = subs.iter().map(|&i| r.subs[i].lost(per_topic(i % c.topics))).sum();
+        let dups: u64 = subs.iter().map(|&i| r.subs[i].duplicates).sum();
+        let received: u64 = subs.iter().map(|&i| r.subs[i].received).sum();
+        by_transport.insert(
+            format!("{kind:?}").to_lowercase(),
+            json!({"subscribers": subs.len(), "received": received, "lost": lost, "duplicated": dups}),
+        );
+    }
+    let lost: u64 = (0..n).map(|i| r.subs[i].lost(per_topic(i % c.topics))).sum();
+    let dups: u64 = r.subs.iter().map(|s| s.duplicates).sum();
+    let rss_kib: Vec<Option<u64>> = rss;
+    eprintln!(
+        "soak: {n} subscribers (SSE/WS/long-poll), {} topics, {messages} messages at {rate}/s for {:.0} s ({} publish failures); {cuts} cuts, {} reconnects; lost {lost}, duplicated {dups}{}",
+        c.topics,
+        c.duration,
+        published.failed,
+        r.reconnected,
+        if complete { "" } else { " (NOT DRAINED)" }
+    );
+    eprintln!("  server RSS KiB every 10 s: {:?}", rss_kib.iter().map(|v| v.unwrap_or(0)).collect::<Vec<_>>());
+    finish(
+        json!({"scenario": "soak", "label": c.label, "subscribers": n, "topics": c.topics, "messages": messages, "rate": rate,
+               "duration_secs": c.duration, "publish_failed": published.failed, "cuts": cuts, "reconnects": r.reconnected,
+               "expected": expected, "lost": lost, "duplicated": dups, "by_transport": by_transport, "complete": complete,
+               "latency": percentiles(&r.latency_us), "rss_kib_every_10s": rss_kib}),
         None,
         started,
     )
