@@ -4,7 +4,7 @@
 
 use herald::proto::http1::{BodyDecoder, parse_head};
 use herald::proto::sse;
-use herald::proto::ws::frame::{apply_mask, parse_head as ws_head};
+use herald::proto::ws::frame::{client_frame, parse_head as ws_head};
 use herald::proto::ws::{WsEvent, WsReader};
 use herald::pubsub::cursor::Cursor;
 use proptest::prelude::*;
@@ -45,25 +45,6 @@ fn parse_sse(text: &str) -> Vec<(Option<String>, Option<String>, String)> {
             _ => {}
         }
     }
-    out
-}
-
-fn masked(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    let mut p = payload.to_vec();
-    apply_mask(&mut p, mask, 0);
-    out.extend_from_slice(&p);
     out
 }
 
@@ -167,9 +148,9 @@ proptest! {
                 continue;
             }
             let last = p == bytes.len();
-            wire.extend(masked(last, if first { 1 } else { 0 }, &bytes[start..p], mask));
+            wire.extend(client_frame(last, if first { 1 } else { 0 }, &bytes[start..p], mask));
             if !last {
-                wire.extend(masked(true, 9, b"p", mask));
+                wire.extend(client_frame(true, 9, b"p", mask));
             }
             first = false;
             start = p;

@@ -145,8 +145,8 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     encode_frame(Opcode::Close, &p)
 }
 
-/// A client frame: masked, as a browser would send it (for tests of the reader).
-#[cfg(test)]
+/// A client frame: masked, as a browser would send it (for tests and tools that play the
+/// client).
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
     let len = payload.len();
