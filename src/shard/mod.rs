@@ -19,6 +19,10 @@ use crate::sys;
 
 /// File descriptors kept free for listeners, the io driver and refusing with 503.
 const FD_RESERVE: u64 = 64;
+/// SO_REUSEPORT listeners per worker and address. Each has its own accept queue (capped by
+/// `net.core.somaxconn`), so a reconnect storm of thousands of clients at once finds room
+/// instead of overflowing one queue and waiting for SYN retransmits (1 s, 3 s, 7 s …).
+const LISTENERS_PER_WORKER: usize = 4;
 /// How long the process waits for workers after SIGTERM before exiting anyway.
 const STOP_DEADLINE: Duration = Duration::from_millis(4500);
 
@@ -87,8 +91,11 @@ impl Server {
             let first = listener(want).map_err(|e| format!("cannot listen on {want}: {e}"))?;
             let addr = first.local_addr().map_err(|e| e.to_string())?;
             per_worker[0].push(first);
-            for w in per_worker.iter_mut().skip(1) {
-                w.push(listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
+            for (w, listeners) in per_worker.iter_mut().enumerate() {
+                let more = if w == 0 { LISTENERS_PER_WORKER - 1 } else { LISTENERS_PER_WORKER };
+                for _ in 0..more {
+                    listeners.push(listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
+                }
             }
             addrs.push(addr);
         }
