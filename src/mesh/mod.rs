@@ -173,11 +173,6 @@ impl WorkerSet {
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&b| b == 0)
     }
-    pub fn union(&mut self, other: &WorkerSet) {
-        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
-            *a |= b;
-        }
-    }
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.0
             .iter()

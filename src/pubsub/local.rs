@@ -8,7 +8,6 @@
 //! when the acknowledgement — carrying the replay — comes back through the same ordered queue
 //! as the events, so nothing is missed or delivered twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -574,10 +573,6 @@ impl Shard {
     /// Live subscribers of `topic` on this worker.
     pub fn local_subscribers(&self, topic: &str) -> usize {
         self.topics.get(topic).map_or(0, |t| t.subs.len())
-    }
-
-    pub fn topic_heads(&self) -> HashMap<Arc<str>, Cursor> {
-        self.topics.iter().map(|(k, t)| (k.clone(), t.head)).collect()
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, Driver};
+use crate::config::Config;
 use crate::mesh::Mesh;
 use crate::sys;
 
@@ -170,16 +170,5 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
-    }
-}
-
-pub use worker::driver_name;
-
-/// The driver a `Driver` setting resolves to when io_uring is probed.
-pub fn describe(driver: Driver) -> &'static str {
-    match driver {
-        Driver::Auto => "auto",
-        Driver::Uring => "io_uring",
-        Driver::Epoll => "epoll",
     }
 }

@@ -63,7 +63,7 @@ pub struct Args {
     pub run_epoch: u32,
 }
 
-pub fn driver_name(uring: bool) -> &'static str {
+fn driver_name(uring: bool) -> &'static str {
     if uring { "io_uring" } else { "epoll" }
 }
 
