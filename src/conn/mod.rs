@@ -41,7 +41,8 @@ pub struct Ctx {
     pub resume: std::cell::RefCell<Option<String>>,
     pub shard: ShardRef,
     pub key: ConnKey,
-    pub peer: SocketAddr,
+    /// The peer is on this host (loopback may publish without a key).
+    pub loopback: bool,
     pub config: Arc<Config>,
     pub mesh: Arc<Mesh>,
     pub worker: usize,
@@ -54,7 +55,8 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
         (s.config.clone(), s.mesh.clone(), s.id)
     };
     let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
-    let ctx = Ctx { resume: Default::default(), shard, key, peer, config, mesh, worker };
+    let loopback = crate::api::publish::is_loopback(peer);
+    let ctx = Ctx { resume: Default::default(), shard, key, loopback, config, mesh, worker };
     let mut stream = stream;
     let mut reader = RequestReader::new();
     let mut first = true;

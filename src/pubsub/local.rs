@@ -92,16 +92,24 @@ pub struct Subscription {
     /// rendered once all are in, when every topic's starting position is known, so the ids
     /// of a multi-topic stream are right from its first event.
     prelude: Vec<Prelude>,
-    /// A reply that must reach the client before the prelude (a WebSocket `subscribed`).
-    reply: Option<Bytes>,
     /// Set on streams an admin pause may close: the groups that can spare them.
     pub pausable: Option<Box<[String]>>,
 }
 
 #[derive(Debug)]
 enum Prelude {
-    Gap { idx: usize, missed: Cursor, resume_at: Cursor },
-    Event { idx: usize, frame: Arc<Frame>, replay: bool },
+    /// A reply that must reach the client before what follows (a WebSocket `subscribed`).
+    Reply(Bytes),
+    Gap {
+        idx: usize,
+        missed: Cursor,
+        resume_at: Cursor,
+    },
+    Event {
+        idx: usize,
+        frame: Arc<Frame>,
+        replay: bool,
+    },
 }
 
 /// An item handed to a subscription, by reference (the fanout must not touch the frame's
@@ -112,10 +120,12 @@ enum Item<'a> {
 }
 
 impl Prelude {
-    fn as_item(&self) -> Item<'_> {
+    /// The item to hand to `Subscription::take`; `None` for a reply, which goes out as is.
+    fn as_item(&self) -> Option<Item<'_>> {
         match *self {
-            Prelude::Gap { idx, missed, resume_at } => Item::Gap { idx, missed, resume_at },
-            Prelude::Event { idx, ref frame, replay } => Item::Event { idx, frame, replay },
+            Prelude::Reply(_) => None,
+            Prelude::Gap { idx, missed, resume_at } => Some(Item::Gap { idx, missed, resume_at }),
+            Prelude::Event { idx, ref frame, replay } => Some(Item::Event { idx, frame, replay }),
         }
     }
 }
@@ -143,7 +153,6 @@ impl Subscription {
             delivery,
             pending_acks: 0,
             prelude: Vec::new(),
-            reply: None,
             pausable: None,
         }
     }
@@ -217,12 +226,15 @@ impl Subscription {
     /// Renders the prelude, now that every starting position is known.
     fn render_prelude(&mut self, outbox: &mut Outbox) -> Taken {
         let mut taken = Taken::Nothing;
-        if let Some(reply) = self.reply.take() {
-            outbox.push(reply);
-            taken = Taken::Outbox;
-        }
-        for item in std::mem::take(&mut self.prelude) {
-            match self.take(item.as_item(), outbox) {
+        for entry in std::mem::take(&mut self.prelude) {
+            let Some(item) = entry.as_item() else {
+                if let Prelude::Reply(reply) = entry {
+                    outbox.push(reply);
+                    taken = Taken::Outbox;
+                }
+                continue;
+            };
+            match self.take(item, outbox) {
                 Taken::Nothing => {}
                 t => taken = t,
             }
@@ -280,7 +292,7 @@ impl Shard {
         sub.positions.extend(std::iter::repeat_n(Cursor::default(), topics.len()));
         sub.topics.extend(topics);
         let end = sub.topics.len();
-        sub.reply = Some(reply);
+        sub.prelude.insert(0, Prelude::Reply(reply));
         let requests = self.attach(key, start..end, from);
         if let Some(c) = self.conn(key)
             && let Some(sub) = c.sub.as_mut()
