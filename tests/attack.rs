@@ -128,3 +128,38 @@ fn stalled_readers_keep_memory_bounded_and_others_get_everything() {
         drop(stalled);
     });
 }
+
+#[test]
+fn a_websocket_peer_that_pings_but_never_reads_is_cut() {
+    use common::ws::{OP_PING, cframe};
+    each_driver(2, &["--max-pending-bytes", "65536"], |s| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&s.addr.into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        c.write_all(
+            b"GET /sub/pings HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(read_head(&mut c).expect("101").0, 101);
+        // 8 MiB of pongs owed, more than any kernel buffer holds: the queue must hit its cap.
+        let ping = cframe(true, OP_PING, &[b'p'; 125]);
+        c.set_write_timeout(Some(DEADLINE)).unwrap();
+        for _ in 0..64_000 {
+            if c.write_all(&ping).is_err() {
+                break; // already cut
+            }
+        }
+        wait_until("the pinging peer is cut as a slow consumer", || {
+            let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+            r.text()
+                .lines()
+                .filter(|l| l.starts_with("herald_slow_consumer_disconnects_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+                == 1.0
+        });
+        assert_eq!(request(s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    });
+}

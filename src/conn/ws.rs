@@ -147,13 +147,9 @@ async fn finish<F: Future<Output = io::Result<()>>>(ctx: &Ctx, stream: &TcpStrea
     Box::pin(super::stream::close(ctx, stream, readable)).await
 }
 
-/// Queues a frame for this connection and flushes.
+/// Queues a frame for this connection and flushes (within the outbox cap).
 fn queue(ctx: &Ctx, frame: Bytes) {
-    let mut s = ctx.shard.borrow_mut();
-    if let Some(c) = s.conn(ctx.key) {
-        c.outbox.push(frame);
-    }
-    s.flush(ctx.key);
+    ctx.shard.borrow_mut().send(ctx.key, frame);
 }
 
 /// Reads what the socket has, parsing complete frames into `events`. `Ok(false)` when the

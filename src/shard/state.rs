@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use bytes::Bytes;
 use slab::Slab;
 
 use crate::config::Config;
@@ -155,6 +156,27 @@ impl Shard {
         if self.conn(key).is_some() {
             self.conns.remove(key.index as usize);
         }
+    }
+
+    /// Queues `bytes` for the connection and flushes. Output the peer provokes (pongs,
+    /// replies) counts against the same cap as deliveries: a peer that sends but never reads
+    /// is cut like any slow consumer instead of growing its queue.
+    pub fn send(&mut self, key: ConnKey, bytes: Bytes) {
+        let cap = self.config.max_pending_bytes;
+        let metrics = &self.mesh.metrics.workers[self.id];
+        let Some(c) = self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
+        if c.has(flags::CLOSED) {
+            return;
+        }
+        c.outbox.push(bytes);
+        if c.outbox.over(cap) {
+            c.flags |= flags::CLOSED;
+            c.outbox.clear();
+            c.wake();
+            metrics.slow_consumers.inc();
+            return;
+        }
+        self.flush(key);
     }
 
     /// Queues `key` for the end-of-batch flush.
