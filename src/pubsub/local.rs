@@ -140,6 +140,32 @@ enum Taken {
     Held,
 }
 
+/// The last multi-topic `id:` chunk built during one fanout. Subscribers of the same topic
+/// list that have seen the same events stand at the same positions, so they share one
+/// encoded id instead of each formatting its own.
+#[derive(Default)]
+struct IdMemo {
+    positions: Vec<Cursor>,
+    chunked: bool,
+    chunk: Option<Bytes>,
+}
+
+impl IdMemo {
+    fn id_chunk(&mut self, positions: &[Cursor], chunked: bool) -> Bytes {
+        match &self.chunk {
+            Some(c) if self.chunked == chunked && self.positions == positions => c.clone(),
+            _ => {
+                let c = sse::id_chunk(&Cursor::join(positions)).for_version(chunked);
+                self.positions.clear();
+                self.positions.extend_from_slice(positions);
+                self.chunked = chunked;
+                self.chunk = Some(c.clone());
+                c
+            }
+        }
+    }
+}
+
 /// Most events a subscription may collect while waiting for its acknowledgements.
 const MAX_PRELUDE: usize = 1 << 16;
 
@@ -167,7 +193,7 @@ impl Subscription {
     /// stream shares the frame's bytes as they are; a multi-topic stream sends its own id —
     /// every topic's position — in front of them); a held poll collects it up to its `max`,
     /// and once full takes nothing more, so its positions stay those of what it answers with.
-    fn take(&mut self, item: Item<'_>, outbox: &mut Outbox) -> Taken {
+    fn take(&mut self, item: Item<'_>, outbox: &mut Outbox, ids: &mut IdMemo) -> Taken {
         let multi = self.topics.len() > 1;
         match (&mut self.delivery, item) {
             (Delivery::Held(held), _) if held.full() => Taken::Nothing,
@@ -213,7 +239,7 @@ impl Subscription {
                     return Taken::Nothing;
                 }
                 if multi {
-                    push(outbox, sse::id_chunk(&Cursor::join(&self.positions)).for_version(chunked), replay);
+                    push(outbox, ids.id_chunk(&self.positions, chunked), replay);
                     push(outbox, frame.sse_anonymous(chunked), replay);
                 } else {
                     push(outbox, frame.sse(chunked), replay);
@@ -226,6 +252,7 @@ impl Subscription {
     /// Renders the prelude, now that every starting position is known.
     fn render_prelude(&mut self, outbox: &mut Outbox) -> Taken {
         let mut taken = Taken::Nothing;
+        let mut ids = IdMemo::default();
         for entry in std::mem::take(&mut self.prelude) {
             let Some(item) = entry.as_item() else {
                 if let Prelude::Reply(reply) = entry {
@@ -234,7 +261,7 @@ impl Subscription {
                 }
                 continue;
             };
-            match self.take(item, outbox) {
+            match self.take(item, outbox, &mut ids) {
                 Taken::Nothing => {}
                 t => taken = t,
             }
@@ -492,6 +519,7 @@ impl Shard {
         let Some(t) = topics.get_mut(&frame.topic) else { return };
         t.head = frame.cursor;
         let cap = config.max_pending_bytes;
+        let mut ids = IdMemo::default();
         for (&token, &idx) in t.subs.iter() {
             let key = ConnKey::from_token(token);
             let Some(c) = conns.get_mut(key.index as usize) else { continue };
@@ -510,7 +538,7 @@ impl Shard {
                 }
                 continue;
             }
-            match sub.take(Item::Event { idx, frame, replay: false }, &mut c.outbox) {
+            match sub.take(Item::Event { idx, frame, replay: false }, &mut c.outbox, &mut ids) {
                 Taken::Nothing => continue,
                 Taken::Held => {
                     metrics.deliveries.inc();
@@ -643,5 +671,24 @@ pub async fn flush_all(shard: &ShardRef) {
             return;
         }
         crate::shard::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_at_the_same_positions_share_one_id_chunk() {
+        let mut memo = IdMemo::default();
+        let at = [Cursor::new(1, 5), Cursor::new(2, 0)];
+        let a = memo.id_chunk(&at, true);
+        let b = memo.id_chunk(&at, true);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a second encoding");
+        let c = memo.id_chunk(&[Cursor::new(1, 5), Cursor::new(2, 1)], true);
+        assert_ne!(a, c);
+        assert!(c.ends_with(b"id: 1-5,2-1\n\r\n"));
+        let bare = memo.id_chunk(&[Cursor::new(1, 5), Cursor::new(2, 1)], false);
+        assert_eq!(&bare[..], b"id: 1-5,2-1\n");
     }
 }
