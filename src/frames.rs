@@ -113,11 +113,6 @@ impl Frame {
             }
         }
     }
-
-    /// Bytes this frame keeps alive, for history accounting.
-    pub fn weight(&self) -> usize {
-        self.data.len() + self.sse.framed.len() + self.topic.len() + 96
-    }
 }
 
 #[cfg(test)]

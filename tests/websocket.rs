@@ -10,6 +10,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use common::ws::upgrade_request;
 use common::*;
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
@@ -209,35 +210,13 @@ struct Ws {
     partial: Option<(u8, Vec<u8>)>,
 }
 
-fn upgrade_request(path: &str, key: &str, extra: &[&str]) -> String {
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
-    );
-    for h in extra {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str("\r\n");
-    req
-}
-
-fn read_refusal(s: &mut TcpStream, status: u16, headers: Vec<(String, String)>) -> Response {
-    let mut resp = Response { status, headers, body: Vec::new() };
-    if let Some(len) = resp.header("content-length") {
-        let mut body = vec![0u8; len.parse().unwrap()];
-        s.read_exact(&mut body).unwrap();
-        resp.body = body;
-    }
-    resp
-}
-
 /// Sends `raw` as the upgrade request; a 101 is checked against `key` and becomes a `Ws`.
 fn try_upgrade_raw(server: &Server, raw: &str, key: &str) -> Result<Ws, Response> {
     let mut s = server.connect();
     s.write_all(raw.as_bytes()).unwrap();
     let (status, headers) = read_head(&mut s).expect("upgrade answer");
     if status != 101 {
-        return Err(read_refusal(&mut s, status, headers));
+        return Err(refusal(&mut s, status, headers));
     }
     let ws = Ws { s, headers, pings: 0, partial: None };
     assert_eq!(

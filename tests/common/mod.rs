@@ -185,6 +185,17 @@ pub fn read_response(s: &mut TcpStream) -> Option<Response> {
     Some(resp)
 }
 
+/// A refused upgrade or stream: the answer with its `Content-Length` body.
+pub fn refusal(s: &mut TcpStream, status: u16, headers: Vec<(String, String)>) -> Response {
+    let mut resp = Response { status, headers, body: Vec::new() };
+    if let Some(len) = resp.header("content-length") {
+        let mut body = vec![0u8; len.parse().expect("Content-Length")];
+        s.read_exact(&mut body).expect("refusal body");
+        resp.body = body;
+    }
+    resp
+}
+
 /// Sends `raw` and reads one response.
 pub fn roundtrip(s: &mut TcpStream, raw: &[u8]) -> Response {
     s.write_all(raw).expect("write request");
@@ -293,34 +304,13 @@ impl SseClient {
 
     /// Like `open`, but returns the response when the server answers with anything but 200.
     pub fn try_open(server: &Server, path: &str, extra_headers: &[&str]) -> Result<SseClient, Response> {
-        let mut s = server.connect();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n");
         for h in extra_headers {
             req.push_str(h);
             req.push_str("\r\n");
         }
         req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let (status, headers) = read_head(&mut s).expect("SSE head");
-        if status != 200 {
-            let mut resp = Response { status, headers, body: Vec::new() };
-            if let Some(len) = resp.header("content-length") {
-                let mut body = vec![0u8; len.parse().unwrap()];
-                s.read_exact(&mut body).unwrap();
-                resp.body = body;
-            }
-            return Err(resp);
-        }
-        Ok(SseClient {
-            stream: s,
-            headers,
-            chunks: ChunkReader::default(),
-            pending: Vec::new(),
-            comments: 0,
-            retry: None,
-            ended: false,
-            last_event_id: None,
-        })
+        SseClient::open_raw(server, &req)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -544,13 +534,7 @@ impl SseClient {
         s.write_all(raw.as_bytes()).unwrap();
         let (status, headers) = read_head(&mut s).expect("SSE head");
         if status != 200 {
-            let mut resp = Response { status, headers, body: Vec::new() };
-            if let Some(len) = resp.header("content-length") {
-                let mut body = vec![0u8; len.parse().unwrap()];
-                s.read_exact(&mut body).unwrap();
-                resp.body = body;
-            }
-            return Err(resp);
+            return Err(refusal(&mut s, status, headers));
         }
         Ok(SseClient {
             stream: s,

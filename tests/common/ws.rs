@@ -117,13 +117,7 @@ pub fn try_ws(server: &Server, path: &str, extra: &[&str]) -> Result<Ws, Respons
     s.write_all(upgrade_request(path, &key, extra).as_bytes()).unwrap();
     let (status, headers) = read_head(&mut s).expect("upgrade answer");
     if status != 101 {
-        let mut resp = Response { status, headers, body: Vec::new() };
-        if let Some(len) = resp.header("content-length") {
-            let mut body = vec![0u8; len.parse().unwrap()];
-            s.read_exact(&mut body).unwrap();
-            resp.body = body;
-        }
-        return Err(resp);
+        return Err(refusal(&mut s, status, headers));
     }
     let accept = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-accept")).map(|(_, v)| v.clone());
     assert_eq!(accept.as_deref(), Some(accept_for(&key).as_str()), "{headers:?}");
