@@ -218,17 +218,6 @@ impl Shard {
         }
     }
 
-    /// Flushes every connection marked dirty.
-    pub fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            self.flush(key);
-        }
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
-    }
-
     /// Polls for any of `wanted` flags on the connection, registering the task's waker.
     pub fn poll_flags(&mut self, key: ConnKey, wanted: u8, cx: &mut Context<'_>) -> Poll<u8> {
         match self.conn(key) {
