@@ -4,36 +4,40 @@
 //! straight from the connection's queued `Bytes` (no copy, no buffer moved into an
 //! operation) lets the fanout loop flush every queued frame of a connection with one
 //! vectored write, and lets a stream connection keep its read-readiness wait armed
-//! while others write to it. Only when the socket buffer is full does a connection wait
-//! for writability through the runtime.
+//! while others write to it. Parked streams (see `shard::parked`) are watched through an
+//! epoll set of the worker's own rather than one runtime wait each.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use bytes::Bytes;
 
 /// Most iovecs handed to one `sendmsg` (Linux's `IOV_MAX`).
 pub const MAX_IOVECS: usize = 1024;
 
-/// Writes as much of `bufs` as the socket takes right now, without blocking.
+/// Writes as much of `bufs` (up to `MAX_IOVECS` of them) as the socket takes right now,
+/// without blocking.
 ///
 /// Returns the number of bytes written; `Err(WouldBlock)` when nothing could be written.
-pub fn send_vectored(fd: RawFd, bufs: &[Bytes]) -> io::Result<usize> {
-    let n = bufs.len().min(MAX_IOVECS);
-    let mut iov: [libc::iovec; 64] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 64];
-    let mut heap: Vec<libc::iovec>;
-    let iovs: &mut [libc::iovec] = if n <= iov.len() {
-        &mut iov[..n]
-    } else {
-        heap = Vec::with_capacity(n);
-        heap.resize(n, libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
-        &mut heap[..]
-    };
-    for (slot, b) in iovs.iter_mut().zip(bufs) {
-        slot.iov_base = b.as_ptr() as *mut libc::c_void;
-        slot.iov_len = b.len();
+pub fn send_vectored<'a>(fd: RawFd, bufs: impl Iterator<Item = &'a Bytes>) -> io::Result<usize> {
+    const EMPTY: libc::iovec = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+    let mut stack = [EMPTY; 64];
+    let mut heap: Vec<libc::iovec> = Vec::new();
+    let mut n = 0;
+    for b in bufs.take(MAX_IOVECS) {
+        let iov = libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() };
+        if n < stack.len() {
+            stack[n] = iov;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&stack);
+            }
+            heap.push(iov);
+        }
+        n += 1;
     }
+    let iovs: &mut [libc::iovec] = if heap.is_empty() { &mut stack[..n] } else { &mut heap[..] };
     // SAFETY: `msghdr` is a plain C struct for which all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iovs.as_mut_ptr();
@@ -90,4 +94,68 @@ pub fn raise_open_files_limit() -> u64 {
         }
     }
     soft
+}
+
+/// A second descriptor for the same open socket (`dup`, close-on-exec).
+pub fn duplicate(fd: RawFd) -> io::Result<RawFd> {
+    // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` only creates a descriptor; an invalid `fd` is an error.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// Closes a descriptor this process owns and no one else will use.
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and drops every copy of it with this call.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// An epoll instance: the worker's set of parked streams.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: `epoll_create1` takes no pointers.
+    let r = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Adds, changes or removes (`libc::EPOLL_CTL_*`) `fd`'s entry in the epoll set `ep`, with
+/// `events` and the caller's `token`.
+pub fn epoll_ctl(ep: BorrowedFd<'_>, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call (ignored for DEL).
+    let r = unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The epoll set's ready entries, without waiting: `(events, token)` pairs into `out`.
+pub fn epoll_ready(ep: BorrowedFd<'_>, out: &mut Vec<(u32, u64)>, max: usize) -> io::Result<()> {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 256];
+    let max = max.min(evs.len());
+    // SAFETY: `evs` has room for `max` entries for the duration of the call.
+    let r = unsafe { libc::epoll_wait(ep.as_raw_fd(), evs.as_mut_ptr(), max as libc::c_int, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    out.extend(evs[..r as usize].iter().map(|e| (e.events, e.u64)));
+    Ok(())
+}
+
+/// A `std` TCP stream over a duplicate of `fd` (an epoll set), only so that the runtime can
+/// wait for it to become readable: monoio waits for readiness on its own socket types only.
+/// Nothing reads or writes through it.
+pub fn readiness_handle(fd: BorrowedFd<'_>) -> io::Result<std::net::TcpStream> {
+    let dup = duplicate(fd.as_raw_fd())?;
+    // SAFETY: `dup` is a fresh descriptor owned by nothing else; the stream closes it on drop.
+    Ok(unsafe { std::net::TcpStream::from_raw_fd(dup) })
+}
+
+/// Wraps a socket descriptor the caller owns and gives up (a parked stream going back to a
+/// task of its own) as a `std` stream, which closes it on drop.
+pub fn owned_stream(fd: RawFd) -> std::net::TcpStream {
+    // SAFETY: the caller owns `fd`, keeps no other use of it, and hands it over here.
+    unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }

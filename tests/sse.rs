@@ -538,6 +538,32 @@ fn sse_stalled_reader_is_disconnected_and_others_get_everything() {
 }
 
 #[test]
+fn sse_a_reader_that_falls_behind_gets_everything_once_it_reads() {
+    // Under the cap, a reader that stops reading is not cut: its socket fills up, the stream
+    // waits for room, and every event arrives in order once it reads again.
+    each_driver(2, &["--max-pending-bytes", "33554432"], |s| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&s.addr.into()).unwrap();
+        let req = "GET /sub/lag HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n";
+        let mut lagging = SseClient::open_on(sock.into(), req).expect("subscribed");
+        // 6 MiB, more than the kernel's socket buffers hold, published while it does not read.
+        let (count, size) = (384, 16 * 1024);
+        let mut p = Publisher::new(s);
+        for i in 0..count {
+            let mut d = format!("{i:05}:");
+            d.push_str(&"l".repeat(size - d.len()));
+            p.publish("lag", &d);
+        }
+        for i in 0..count {
+            let ev = lagging.next_event().unwrap_or_else(|| panic!("stream ended after {i} events"));
+            assert!(ev.data.starts_with(&format!("{i:05}:")), "event {i} out of order");
+            assert_eq!(ev.data.len(), size);
+        }
+    });
+}
+
+#[test]
 fn sse_sigterm_ends_streams_and_exits_zero() {
     for driver in DRIVERS {
         let mut s = Server::with(driver, 2, &[]);

@@ -48,7 +48,7 @@ pub enum Style {
 
 enum Event {
     Readable(io::Result<()>),
-    Flags(u8),
+    Flags(u16),
 }
 
 /// Holds the poll until it can be answered; returns whether the connection stays open.
@@ -139,7 +139,7 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
         *ctx.resume.borrow_mut() = Some(sub.resume_id());
     }
     let mut out = Outbox::default();
-    let (status, pieces) = answer(*sub, &framing);
+    let (status, pieces) = answer(sub, &framing);
     for piece in pieces {
         out.push(piece);
     }

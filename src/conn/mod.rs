@@ -1,8 +1,8 @@
 //! A connection's life: read requests, answer them in order, and maybe become a stream.
 //!
 //! Each connection is one monoio task on the worker that accepted it. While it speaks
-//! request/response it owns a read buffer; once it becomes a stream the buffer is dropped and
-//! the task only waits for the peer to go away or for the socket to take more bytes.
+//! request/response it owns a read buffer; once it becomes an event stream the buffer is
+//! dropped, the stream is parked with the worker's watcher and the task ends.
 
 mod longpoll;
 pub mod outbox;
@@ -29,6 +29,7 @@ use crate::proto;
 use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
 use crate::route::{Route, route};
 use crate::seeds;
+use crate::shard::parked;
 use crate::shard::state::{ConnKey, ShardRef};
 use request::{ReadError, RequestReader};
 
@@ -81,9 +82,10 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
                 drop(reader);
                 now_doing(Doing::Sse);
                 metrics.response(200);
-                // Inline, not boxed: idle event streams are the most numerous connections,
-                // and one allocation fewer each is what their budget needs.
-                stream::run(&ctx, &stream, req, chunked, cors).await;
+                if Box::pin(stream::open(&ctx, req, chunked, cors)).await && parked::park(&ctx.shard, key, stream) {
+                    // The worker's parked-stream watcher looks after it from now on.
+                    return;
+                }
                 break;
             }
             Next::WebSocket(mode, accept) => {
@@ -106,12 +108,7 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
         }
         first = false;
     }
-    metrics.connection(doing, -1);
-    let mut s = ctx.shard.borrow_mut();
-    s.leave(key);
-    s.remove_conn(key);
-    drop(s);
-    ctx.mesh.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.shard.borrow_mut().drop_conn(key, doing);
 }
 
 /// What a connection does after its plain requests.

@@ -23,7 +23,10 @@ pub enum Flushed {
 
 #[derive(Debug, Default)]
 pub struct Outbox {
-    queue: VecDeque<Bytes>,
+    /// The oldest queued piece. Most flushes write one frame, which then needs no
+    /// allocation; only what queues up behind it goes to `rest`.
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
     /// Bytes queued and not yet written.
     queued: usize,
     /// Queued bytes that do not count against the cap: a resume's replay, which shares
@@ -38,7 +41,11 @@ impl Outbox {
             return;
         }
         self.queued += b.len();
-        self.queue.push_back(b);
+        if self.first.is_none() {
+            self.first = Some(b);
+        } else {
+            self.rest.push_back(b);
+        }
     }
 
     /// Queues a replayed frame: its bytes are already held by history.
@@ -53,7 +60,7 @@ impl Outbox {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.first.is_none()
     }
 
     pub fn queued(&self) -> usize {
@@ -62,7 +69,8 @@ impl Outbox {
 
     /// Drops everything queued (the connection is going away).
     pub fn clear(&mut self) {
-        self.queue = VecDeque::new();
+        self.first = None;
+        self.rest = VecDeque::new();
         self.queued = 0;
         self.allowance = 0;
     }
@@ -71,8 +79,8 @@ impl Outbox {
     /// Returns how many bytes went out and whether everything did.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<(usize, Flushed)> {
         let mut total = 0;
-        while !self.queue.is_empty() {
-            let n = match sys::send_vectored(fd, self.queue.make_contiguous()) {
+        while !self.is_empty() {
+            let n = match sys::send_vectored(fd, self.first.iter().chain(self.rest.iter())) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, Flushed::Blocked)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -82,8 +90,10 @@ impl Outbox {
             self.advance(n);
         }
         // An empty queue gives back its memory: an idle stream holds no buffer. (Cheap next
-        // to the system call that just emptied it.)
-        self.queue = VecDeque::new();
+        // to the system call that just emptied it, and only when more than one piece queued.)
+        if self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
         Ok((total, Flushed::All))
     }
 
@@ -91,10 +101,10 @@ impl Outbox {
         self.queued -= n;
         self.allowance = self.allowance.min(self.queued);
         while n > 0 {
-            let Some(front) = self.queue.front_mut() else { break };
+            let Some(front) = self.first.as_mut() else { break };
             if front.len() <= n {
                 n -= front.len();
-                self.queue.pop_front();
+                self.first = self.rest.pop_front();
             } else {
                 front.advance(n);
                 n = 0;

@@ -161,7 +161,7 @@ fn refusal(e: HeadError, buf: &[u8]) -> ReadError {
 pub async fn write_all(stream: &TcpStream, mut data: Bytes, deadline: Instant) -> io::Result<()> {
     let fd = stream.as_raw_fd();
     while !data.is_empty() {
-        match sys::send_vectored(fd, std::slice::from_ref(&data)) {
+        match sys::send_vectored(fd, std::iter::once(&data)) {
             Ok(n) => data.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => match timeout_at(deadline, stream.writable(false)).await
             {

@@ -1,14 +1,10 @@
-//! A connection that has become an event stream (SSE).
+//! A connection that becomes an event stream (SSE): opening it, and ending it cleanly.
 //!
-//! The task writes the response head and the stream's opening into the outbox, joins the
-//! subscription's topics (asking their owners where needed), and from then on only waits:
-//! for the peer to close (a read-readiness wait kept armed for the stream's whole life, with
-//! no buffer pinned), for the socket to take more bytes after it filled up, or to be told to
-//! close. The fanout itself writes to the socket from the delivery task (see `outbox`).
-//!
-//! Memory per idle stream is what this task holds while it waits, so the waiting loop keeps
-//! only the readiness wait inline; setting up and closing are boxed futures that exist only
-//! while they run.
+//! The connection's task writes the response head and the stream's opening into the outbox,
+//! joins the subscription's topics (asking their owners where needed) and, once every owner
+//! has registered it, parks it (see `shard::parked`) and ends: an open stream has no task.
+//! The fanout writes to its socket from the delivery task (see `outbox`). Ending cleanly —
+//! a flush under a deadline and a lingering close — takes a task again while it lasts.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -21,51 +17,27 @@ use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
 use super::Ctx;
-use super::wake::{self, Wake, Writable};
 use crate::api::subscribe::StreamRequest;
+use crate::metrics::Transport;
 use crate::proto::sse;
 use crate::pubsub::local::{Delivery, Subscription};
-use crate::shard::state::flags;
-use crate::sys;
+use crate::shard::parked::peer_still_there;
+use crate::shard::state::{ConnKey, ShardRef, flags};
 
 /// How long a closing stream may take to flush what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(3);
 
-/// Runs an SSE stream until the peer leaves, the stream is cut, or the server stops.
-pub async fn run(ctx: &Ctx, stream: &TcpStream, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) {
-    if !Box::pin(open(ctx, req, chunked, cors)).await {
-        return;
-    }
-    let fd = stream.as_raw_fd();
-    let mut readable = pin!(stream.readable(false));
-    let mut writable: Writable = None;
-    loop {
-        match wake::next(ctx, readable.as_mut(), &mut writable).await {
-            Wake::Readable(Ok(())) if peer_still_there(fd) => readable.set(stream.readable(false)),
-            Wake::Readable(_) | Wake::Writable(Err(_)) => return,
-            Wake::Writable(Ok(())) => wake::writable_again(ctx, &mut writable),
-            Wake::Flags(f) if f & flags::CLOSED != 0 => return,
-            Wake::Flags(f) if f & flags::CLOSING != 0 => {
-                return Box::pin(close(ctx, stream, readable.as_mut())).await;
-            }
-            Wake::Flags(_) => wake::arm(stream, &mut writable),
-        }
-    }
-}
-
-/// Streams take no input: reads only tell whether the peer left; anything sent is dropped.
-fn peer_still_there(fd: std::os::fd::RawFd) -> bool {
-    let mut scratch = [0u8; 512];
-    match sys::recv_nonblocking(fd, &mut scratch) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
-    }
+/// Ends a stream that was parked and is closing (the server stopping, an admin pause): the
+/// flush and the lingering close, then the connection is gone.
+pub async fn end(shard: ShardRef, key: ConnKey, stream: TcpStream) {
+    let readable = pin!(stream.readable(false));
+    close(&shard, key, &stream, readable).await;
+    shard.borrow_mut().drop_conn(key, Transport::Sse);
 }
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
 /// has registered the subscription: it is live before its head goes out (API.md §7).
-async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) -> bool {
+pub async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) -> bool {
     let key = ctx.key;
     let worker = ctx.worker.to_string();
     let mut extra: Vec<(&str, &str)> = vec![("Herald-Worker", &worker)];
@@ -97,16 +69,16 @@ async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'static 
 /// deadline, then half-close and drain until the peer closes too, so the close is a FIN and
 /// never a reset.
 pub(super) async fn close<F: Future<Output = io::Result<()>>>(
-    ctx: &Ctx,
+    shard: &ShardRef,
+    key: ConnKey,
     stream: &TcpStream,
     mut readable: Pin<&mut F>,
 ) {
-    let key = ctx.key;
     let fd = stream.as_raw_fd();
     let deadline = Instant::now() + CLOSE_FLUSH;
     loop {
         let blocked = {
-            let mut s = ctx.shard.borrow_mut();
+            let mut s = shard.borrow_mut();
             let Some(c) = s.conn(key) else { return };
             c.flags &= !flags::WANT_WRITE;
             s.flush(key);

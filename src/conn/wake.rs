@@ -18,7 +18,7 @@ pub type Writable<'a> = Option<Pin<Box<dyn Future<Output = io::Result<()>> + 'a>
 pub enum Wake {
     Readable(io::Result<()>),
     Writable(io::Result<()>),
-    Flags(u8),
+    Flags(u16),
 }
 
 /// Waits for the next thing to act on. While a writability wait is armed, `WANT_WRITE` is not

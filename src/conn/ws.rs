@@ -144,7 +144,7 @@ async fn finish<F: Future<Output = io::Result<()>>>(ctx: &Ctx, stream: &TcpStrea
     if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
         c.flags |= flags::CLOSING;
     }
-    Box::pin(super::stream::close(ctx, stream, readable)).await
+    Box::pin(super::stream::close(&ctx.shard, ctx.key, stream, readable)).await
 }
 
 /// Queues a frame for this connection and flushes (within the outbox cap).
@@ -274,7 +274,7 @@ async fn subscribe(
 ) {
     let key = ctx.key;
     let held: Vec<std::sync::Arc<str>> =
-        ctx.shard.borrow_mut().conn(key).and_then(|c| c.sub.as_ref()).map(|s| s.topics.clone()).unwrap_or_default();
+        ctx.shard.borrow_mut().conn(key).and_then(|c| c.sub.as_ref()).map(|s| s.topics.to_vec()).unwrap_or_default();
     let mut errors: Vec<(String, String)> = topics
         .iter()
         .enumerate()

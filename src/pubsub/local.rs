@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
+use smallvec::SmallVec;
 
 use crate::conn::outbox::Outbox;
 use crate::frames::Frame;
@@ -78,12 +79,15 @@ impl Held {
     }
 }
 
+/// Per topic of a subscription; most subscriptions have one, kept inline (no allocation).
+pub type PerTopic<T> = SmallVec<[T; 1]>;
+
 /// One connection's subscription.
 #[derive(Debug)]
 pub struct Subscription {
-    pub topics: Vec<Arc<str>>,
+    pub topics: PerTopic<Arc<str>>,
     /// Per topic, the cursor of the last event this connection was given (or its start).
-    pub positions: Vec<Cursor>,
+    pub positions: PerTopic<Cursor>,
     pub types: Option<Box<[Box<str>]>>,
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
@@ -173,8 +177,8 @@ impl Subscription {
     pub fn new(topics: Vec<Arc<str>>, types: Option<Box<[Box<str>]>>, delivery: Delivery) -> Subscription {
         let n = topics.len();
         Subscription {
-            topics,
-            positions: vec![Cursor::new(0, 0); n],
+            topics: topics.into_iter().collect(),
+            positions: smallvec::smallvec![Cursor::new(0, 0); n],
             types,
             delivery,
             pending_acks: 0,
@@ -294,7 +298,7 @@ impl Shard {
     pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Option<Cursor>]) -> Vec<(usize, ToOwner)> {
         let n = sub.topics.len();
         let Some(c) = self.conn(key) else { return Vec::new() };
-        c.sub = Some(Box::new(sub));
+        c.sub = Some(sub);
         let requests = self.attach(key, 0..n, from);
         if let Some(c) = self.conn(key)
             && c.sub.as_ref().is_some_and(|s| s.pending_acks == 0)
@@ -380,10 +384,13 @@ impl Shard {
             return requests;
         };
         for (i, from) in range.zip(from.iter().copied()) {
+            let entry = topics.entry(sub.topics[i].clone());
+            // Every subscriber of a topic shares the index's copy of its name.
+            sub.topics[i] = entry.key().clone();
+            let t = entry.or_default();
             let topic = &sub.topics[i];
             // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
             deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
-            let t = topics.entry(topic.clone()).or_default();
             match from {
                 // Live, or resuming from exactly the newest event seen here: nothing to
                 // replay, so no need to ask the owner.
@@ -412,7 +419,7 @@ impl Shard {
     }
 
     /// Takes the connection out of every topic it was in, and hands back its subscription.
-    pub fn leave(&mut self, key: ConnKey) -> Option<Box<Subscription>> {
+    pub fn leave(&mut self, key: ConnKey) -> Option<Subscription> {
         let sub = self.conn(key).and_then(|c| c.sub.take())?;
         for topic in sub.topics.iter() {
             if let Some(t) = self.topics.get_mut(topic) {
@@ -488,7 +495,8 @@ impl Shard {
     fn pause(&mut self, delay_ms: u64, except: &[String]) {
         let retry = sse::preamble(delay_ms, false);
         let mut paused = Vec::new();
-        for (i, c) in self.conns.iter_mut() {
+        let Shard { conns, parked, .. } = self;
+        for (i, c) in conns.iter_mut() {
             let Some(sub) = c.sub.as_ref() else { continue };
             let Some(groups) = sub.pausable.as_ref() else { continue };
             if groups.iter().any(|g| except.contains(g))
@@ -504,8 +512,9 @@ impl Shard {
                 }
             }
             c.flags |= flags::CLOSING;
-            c.wake();
-            paused.push(ConnKey { index: i as u32, generation: c.generation() });
+            let key = ConnKey { index: i as u32, generation: c.generation() };
+            c.notify(key, parked);
+            paused.push(key);
         }
         for key in paused {
             self.flush(key);
@@ -515,7 +524,7 @@ impl Shard {
     /// Appends `frame` to the outbox of every local subscriber of its topic.
     fn deliver(&mut self, frame: &Arc<Frame>) {
         let metrics = &self.mesh.metrics.workers[self.id];
-        let Shard { topics, conns, dirty, config, .. } = self;
+        let Shard { topics, conns, dirty, config, parked, .. } = self;
         let Some(t) = topics.get_mut(&frame.topic) else { return };
         t.head = frame.cursor;
         let cap = config.max_pending_bytes;
@@ -530,7 +539,7 @@ impl Shard {
             if sub.pending_acks > 0 {
                 if sub.prelude.len() >= MAX_PRELUDE {
                     c.flags |= flags::CLOSED;
-                    c.wake();
+                    c.notify(key, parked);
                     metrics.slow_consumers.inc();
                     metrics.drops.inc();
                 } else {
@@ -543,7 +552,7 @@ impl Shard {
                 Taken::Held => {
                     metrics.deliveries.inc();
                     c.flags |= flags::DATA;
-                    c.wake();
+                    c.notify(key, parked);
                     continue;
                 }
                 Taken::Outbox => metrics.deliveries.inc(),
@@ -552,7 +561,7 @@ impl Shard {
                 // A slow consumer: cut it rather than let its queue grow. It can resume.
                 c.flags |= flags::CLOSED;
                 c.outbox.clear();
-                c.wake();
+                c.notify(key, parked);
                 metrics.slow_consumers.inc();
                 metrics.drops.inc();
             } else if !c.has(flags::DIRTY) {
@@ -600,12 +609,12 @@ impl Shard {
                 c.flags |= flags::DATA;
             }
             c.flags |= flags::READY;
-            c.wake();
         }
         if let Some(t) = self.topics.get_mut(&ack.topic) {
             t.subs.insert(key.to_token(), idx);
         }
         if ready {
+            self.notify(key);
             self.mark_dirty(key);
         }
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -18,11 +19,17 @@ use slab::Slab;
 use crate::config::Config;
 use crate::conn::outbox::{Flushed, Outbox};
 use crate::mesh::Mesh;
+use crate::metrics::Transport;
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::local::{LocalTopic, Subscription};
 use crate::pubsub::msg::ToOwner;
+use crate::shard::parked::Parked;
+use crate::sys;
 
 pub type ShardRef = Rc<RefCell<Shard>>;
+
+/// Most connection slots reserved per worker at startup (the slab grows past it if needed).
+const CONN_SLOTS_RESERVED: usize = 1 << 17;
 
 /// A connection's slab index plus the generation it was given, so a key held by a message
 /// in flight can never reach a later connection that reuses the slot.
@@ -44,38 +51,44 @@ impl ConnKey {
 /// Connection state bits.
 pub mod flags {
     /// Queued in the shard's dirty list for the next flush.
-    pub const DIRTY: u8 = 1;
+    pub const DIRTY: u16 = 1;
     /// A stream whose head may go out: every topic is registered with its owner.
-    pub const READY: u8 = 2;
-    /// The socket buffer is full; the connection task waits for writability.
-    pub const WANT_WRITE: u8 = 4;
+    pub const READY: u16 = 2;
+    /// The socket buffer is full; the connection's task (or the parked-stream watcher)
+    /// waits for writability.
+    pub const WANT_WRITE: u16 = 4;
     /// Must close now: slow consumer, write error.
-    pub const CLOSED: u8 = 8;
+    pub const CLOSED: u16 = 8;
     /// Ending cleanly: flush what is queued (the stream's end included), then close.
-    pub const CLOSING: u8 = 16;
+    pub const CLOSING: u16 = 16;
     /// A held long-poll has collected something to answer with.
-    pub const DATA: u8 = 32;
+    pub const DATA: u16 = 32;
     /// A held long-poll reached its timeout.
-    pub const EXPIRED: u8 = 64;
+    pub const EXPIRED: u16 = 64;
     /// The connection speaks WebSocket (with or without a subscription).
-    pub const WEBSOCKET: u8 = 128;
+    pub const WEBSOCKET: u16 = 128;
+    /// A stream with no task: the worker's parked-stream watcher looks after it, and the
+    /// connection owns its descriptor (see `shard::parked`).
+    pub const PARKED: u16 = 256;
 }
 
 pub struct Conn {
     generation: u32,
     pub fd: RawFd,
     pub outbox: Outbox,
-    pub flags: u8,
+    pub flags: u16,
     waker: Option<Waker>,
     pub last_write: Instant,
     /// When the peer last sent something (WebSocket liveness).
     pub last_read: Instant,
-    /// Set once the connection has become a stream.
-    pub sub: Option<Box<Subscription>>,
+    /// Set once the connection has become a stream. Inline, not boxed: streams are most
+    /// connections, and their long-lived state belongs in the slab, not scattered through
+    /// the heap between the request-phase allocations that come and go.
+    pub sub: Option<Subscription>,
 }
 
 impl Conn {
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
@@ -83,8 +96,20 @@ impl Conn {
         self.generation
     }
 
-    pub fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
+    /// The connection's task hands it to the parked-stream watcher, with the descriptor it
+    /// now owns. The task's waker goes: a waker keeps its (finished) task's memory alive.
+    pub fn park(&mut self, fd: RawFd) {
+        self.fd = fd;
+        self.flags |= flags::PARKED;
+        self.waker = None;
+    }
+
+    /// Tells whoever looks after the connection that its flags changed: its task, or the
+    /// parked-stream watcher.
+    pub fn notify(&mut self, key: ConnKey, parked: &mut Parked) {
+        if self.has(flags::PARKED) {
+            parked.notify(key);
+        } else if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
@@ -109,20 +134,26 @@ pub struct Shard {
     pub dirty: Vec<ConnKey>,
     /// Unsubscribes that found the owner's inbox full; retried by the ticker.
     pub deferred: Vec<ToOwner>,
+    pub parked: Parked,
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>) -> Shard {
+    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>, parked: Parked) -> Shard {
+        let slots = config.max_connections.div_ceil(config.workers).min(CONN_SLOTS_RESERVED);
         Shard {
             id,
             config,
             mesh,
-            conns: Slab::new(),
+            // Address space for the worker's share of connections, reserved up front: the
+            // pages are touched only as connections arrive, and the slab never grows by
+            // copying (which would leave the old copy's pages behind in the heap).
+            conns: Slab::with_capacity(slots),
             next_gen: 0,
             topics: HashMap::new(),
             publishes: Slab::new(),
             dirty: Vec::new(),
             deferred: Vec::new(),
+            parked,
         }
     }
 
@@ -151,10 +182,25 @@ impl Shard {
         self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation)
     }
 
-    /// Removes the connection; the caller has already left its topics.
-    pub fn remove_conn(&mut self, key: ConnKey) {
-        if self.conn(key).is_some() {
-            self.conns.remove(key.index as usize);
+    /// The connection is gone: out of its topics, out of the slab (a parked one's descriptor
+    /// closed), out of the gauges.
+    pub fn drop_conn(&mut self, key: ConnKey, doing: Transport) {
+        self.leave(key);
+        let Some(c) = self.conn(key) else { return };
+        let (parked, fd) = (c.has(flags::PARKED), c.fd);
+        self.conns.remove(key.index as usize);
+        if parked {
+            sys::close(fd);
+        }
+        self.metrics().connection(doing, -1);
+        self.mesh.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Tells whoever looks after the connection that its flags changed.
+    pub fn notify(&mut self, key: ConnKey) {
+        let Shard { conns, parked, .. } = self;
+        if let Some(c) = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) {
+            c.notify(key, parked);
         }
     }
 
@@ -164,7 +210,8 @@ impl Shard {
     pub fn send(&mut self, key: ConnKey, bytes: Bytes) {
         let cap = self.config.max_pending_bytes;
         let metrics = &self.mesh.metrics.workers[self.id];
-        let Some(c) = self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
+        let Shard { conns, parked, .. } = self;
+        let Some(c) = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
         if c.has(flags::CLOSED) {
             return;
         }
@@ -172,7 +219,7 @@ impl Shard {
         if c.outbox.over(cap) {
             c.flags |= flags::CLOSED;
             c.outbox.clear();
-            c.wake();
+            c.notify(key, parked);
             metrics.slow_consumers.inc();
             return;
         }
@@ -192,7 +239,8 @@ impl Shard {
     /// Flushes one connection now, unless its task is already waiting to.
     pub fn flush(&mut self, key: ConnKey) {
         let metrics = &self.mesh.metrics.workers[self.id];
-        let Some(c) = self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
+        let Shard { conns, parked, .. } = self;
+        let Some(c) = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
         c.flags &= !flags::DIRTY;
         if c.has(flags::WANT_WRITE | flags::CLOSED) || (c.sub.is_some() && !c.has(flags::READY)) {
             return;
@@ -205,21 +253,21 @@ impl Shard {
                 }
                 if done == Flushed::Blocked {
                     c.flags |= flags::WANT_WRITE;
-                    c.wake();
+                    c.notify(key, parked);
                 } else if c.has(flags::CLOSING) {
-                    c.wake();
+                    c.notify(key, parked);
                 }
             }
             Err(_) => {
                 c.flags |= flags::CLOSED;
                 c.outbox.clear();
-                c.wake();
+                c.notify(key, parked);
             }
         }
     }
 
     /// Polls for any of `wanted` flags on the connection, registering the task's waker.
-    pub fn poll_flags(&mut self, key: ConnKey, wanted: u8, cx: &mut Context<'_>) -> Poll<u8> {
+    pub fn poll_flags(&mut self, key: ConnKey, wanted: u16, cx: &mut Context<'_>) -> Poll<u16> {
         match self.conn(key) {
             None => Poll::Ready(flags::CLOSED),
             Some(c) if c.flags & wanted != 0 => Poll::Ready(c.flags),
@@ -239,10 +287,9 @@ mod tests {
 
     #[test]
     fn sizes_that_every_connection_pays() {
-        // Not a limit, a report: `cargo test sizes -- --nocapture` shows what an idle
-        // stream's slab entry costs.
+        // `cargo test sizes -- --nocapture` shows what an idle stream's slab entry costs; a
+        // parked SSE stream costs this plus its place in its topics' indexes (README, M1).
         println!("Conn: {} bytes, Subscription: {} bytes", size_of::<Conn>(), size_of::<Subscription>());
-        println!("TcpStream: {} bytes", size_of::<monoio::net::TcpStream>());
-        assert!(size_of::<Conn>() <= 128);
+        assert!(size_of::<Conn>() <= 288, "the slab entry every connection pays grew");
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
+use super::parked::{self, Parked};
 use super::state::{ConnKey, Shard, ShardRef, flags};
 use crate::config::{Config, Driver};
 use crate::conn;
@@ -72,10 +73,7 @@ pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String
     let want = args.config.driver;
     if want != Driver::Epoll {
         match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
-            Ok(mut rt) => {
-                let _ = ready.send(Ok(driver_name(true)));
-                return rt.block_on(as_task(args));
-            }
+            Ok(mut rt) => return rt.block_on(as_task(args, ready, driver_name(true))),
             Err(e) if want == Driver::Uring => {
                 let _ = ready.send(Err(format!("io_uring requested but unavailable: {e}")));
                 return;
@@ -84,10 +82,7 @@ pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String
         }
     }
     match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
-        Ok(mut rt) => {
-            let _ = ready.send(Ok(driver_name(false)));
-            rt.block_on(as_task(args))
-        }
+        Ok(mut rt) => rt.block_on(as_task(args, ready, driver_name(false))),
         Err(e) => {
             let _ = ready.send(Err(format!("cannot start the epoll driver: {e}")));
         }
@@ -97,15 +92,26 @@ pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String
 /// Runs the worker as a spawned task: wake-ups from other threads (the stop signal, the
 /// mesh) reach spawned tasks on either driver, while `block_on`'s own future may only be
 /// polled again by the runtime thread itself.
-async fn as_task(args: Args) {
-    let _ = monoio::spawn(main(args)).await;
+async fn as_task(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, driver: &'static str) {
+    let _ = monoio::spawn(main(args, ready, driver)).await;
 }
 
-async fn main(args: Args) {
+/// Sets the worker up, reports to `ready`, and runs it until the stop.
+async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, driver: &'static str) {
     let Args { id, config, mesh, listeners, cap, run_epoch } = args;
-    let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone())));
+    let parked = match Parked::new().and_then(|p| p.handle().map(|h| (p, h))) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: cannot set up the parked-stream watcher: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(driver));
+    let (parked, set) = parked;
+    let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone(), parked)));
     monoio::spawn(owner::run(owner::Owner::new(id, run_epoch, &config), mesh.clone()));
     monoio::spawn(local::run(shard.clone()));
+    monoio::spawn(parked::run(shard.clone(), set));
     monoio::spawn(ticker(shard.clone()));
     let stop = Rc::new(Stop::default());
     for l in listeners {
@@ -185,7 +191,9 @@ async fn ticker(shard: ShardRef) {
         {
             let mut s = shard.borrow_mut();
             let mut quiet = Vec::new();
-            for (i, c) in s.conns.iter_mut() {
+            let Shard { conns, parked, .. } = &mut *s;
+            for (i, c) in conns.iter_mut() {
+                let key = ConnKey { index: i as u32, generation: c.generation() };
                 let Some(sub) = c.sub.as_ref() else { continue };
                 if !c.has(flags::READY) || c.has(flags::CLOSED | flags::CLOSING) {
                     continue;
@@ -194,23 +202,23 @@ async fn ticker(shard: ShardRef) {
                     Delivery::Sse { chunked } => {
                         if c.outbox.is_empty() && now.saturating_duration_since(c.last_write) >= heartbeat {
                             c.outbox.push(beat.for_version(*chunked));
-                            quiet.push(ConnKey { index: i as u32, generation: c.generation() });
+                            quiet.push(key);
                         }
                     }
                     Delivery::Held(held) => {
                         if now >= held.deadline && !c.has(flags::EXPIRED) {
                             c.flags |= flags::EXPIRED;
-                            c.wake();
+                            c.notify(key, parked);
                         }
                     }
                     Delivery::Ws | Delivery::WsRaw => {
                         // A peer that answered no ping for two intervals is gone.
                         if now.saturating_duration_since(c.last_read) >= heartbeat * 2 {
                             c.flags |= flags::CLOSED;
-                            c.wake();
+                            c.notify(key, parked);
                         } else if c.outbox.is_empty() && now.saturating_duration_since(c.last_write) >= heartbeat {
                             c.outbox.push(ping.clone());
-                            quiet.push(ConnKey { index: i as u32, generation: c.generation() });
+                            quiet.push(key);
                         }
                     }
                 }
@@ -233,7 +241,8 @@ async fn ticker(shard: ShardRef) {
 fn end_streams(shard: &ShardRef) {
     let mut s = shard.borrow_mut();
     let mut keys = Vec::new();
-    for (i, c) in s.conns.iter_mut() {
+    let Shard { conns, parked, .. } = &mut *s;
+    for (i, c) in conns.iter_mut() {
         let websocket = c.has(flags::WEBSOCKET);
         let Some(delivery) = c.sub.as_ref().map(|s| &s.delivery).or(websocket.then_some(&Delivery::Ws)) else {
             continue;
@@ -248,8 +257,9 @@ fn end_streams(shard: &ShardRef) {
             }
         }
         c.flags |= if ready { flags::CLOSING | flags::EXPIRED } else { flags::CLOSED };
-        c.wake();
-        keys.push(ConnKey { index: i as u32, generation: c.generation() });
+        let key = ConnKey { index: i as u32, generation: c.generation() };
+        c.notify(key, parked);
+        keys.push(key);
     }
     for key in keys {
         s.flush(key);

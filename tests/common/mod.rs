@@ -530,7 +530,11 @@ impl SseClient {
     /// and, when the answer is a 200, parses it as an event stream; otherwise returns the
     /// response (with its `Content-Length` body).
     pub fn open_raw(server: &Server, raw: &str) -> Result<SseClient, Response> {
-        let mut s = server.connect();
+        SseClient::open_on(server.connect(), raw)
+    }
+
+    /// Like `open_raw`, on a socket the caller connected (e.g. with a tiny receive buffer).
+    pub fn open_on(mut s: TcpStream, raw: &str) -> Result<SseClient, Response> {
         s.write_all(raw.as_bytes()).unwrap();
         let (status, headers) = read_head(&mut s).expect("SSE head");
         if status != 200 {

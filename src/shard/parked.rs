@@ -1,0 +1,211 @@
+//! Event streams without a task of their own.
+//!
+//! Once an SSE stream is open, nothing about it needs a task: deliveries and heartbeats are
+//! written to its socket by the delivery task and the ticker. What is left to watch — the
+//! peer leaving, the socket taking bytes again after it filled up, and the flags others set
+//! on the connection (cut, ending) — is watched for every parked stream of the worker at
+//! once: their sockets sit in one epoll set of the worker's own, and one task waits for that
+//! set and for notices. An idle stream then costs its slab entry and its subscription: no
+//! task, no runtime registration, no buffer.
+//!
+//! A parked connection owns its descriptor (a duplicate taken from the task's stream when it
+//! parked); removing the connection from the slab closes it.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::pin::pin;
+use std::task::{Poll, Waker};
+
+use monoio::net::TcpStream;
+
+use super::state::{ConnKey, ShardRef, flags};
+use crate::metrics::Transport;
+use crate::sys;
+
+/// Interest of a parked socket: the peer sent something or left.
+const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+/// …and the socket takes bytes again.
+const READ_WRITE: u32 = READ | libc::EPOLLOUT as u32;
+/// Events taken from the set per system call.
+const EVENTS_PER_CALL: usize = 256;
+/// Events handled before the watcher gives the rest of the worker a turn.
+const EVENTS_PER_YIELD: usize = 4096;
+/// Most bytes read and dropped from one parked socket per event (streams take no input).
+const DRAIN_PER_EVENT: usize = 64 * 1024;
+
+/// One worker's parked streams: the epoll set and the notices waiting for the watcher.
+pub struct Parked {
+    epoll: OwnedFd,
+    /// Parked connections whose flags changed since the watcher last looked.
+    notified: Vec<ConnKey>,
+    waker: Option<Waker>,
+}
+
+impl Parked {
+    pub fn new() -> io::Result<Parked> {
+        Ok(Parked { epoll: sys::epoll_create()?, notified: Vec::new(), waker: None })
+    }
+
+    /// A handle on the epoll set that the runtime can wait on; made on the worker's thread,
+    /// inside its runtime.
+    pub fn handle(&self) -> io::Result<TcpStream> {
+        sys::readiness_handle(self.epoll.as_fd()).and_then(TcpStream::from_std)
+    }
+
+    /// Starts watching `fd` for the connection `key`.
+    pub fn watch(&self, fd: RawFd, key: ConnKey) -> io::Result<()> {
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd, READ, key.to_token())
+    }
+
+    /// Watches `fd` for writability too, or no longer.
+    fn want_write(&self, fd: RawFd, key: ConnKey, write: bool) -> io::Result<()> {
+        let interest = if write { READ_WRITE } else { READ };
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_MOD, fd, interest, key.to_token())
+    }
+
+    fn unwatch(&self, fd: RawFd) {
+        let _ = sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// The flags of parked connection `key` changed: the watcher looks at it next.
+    pub fn notify(&mut self, key: ConnKey) {
+        self.notified.push(key);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Hands the stream's socket over to the worker's parked set; the task that served it can
+/// end. When it cannot (the connection is cut, or no descriptor is left) the connection is
+/// left unparked and the caller closes it.
+pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
+    let mut s = shard.borrow_mut();
+    let Some(c) = s.conn(key) else { return false };
+    if c.has(flags::CLOSED) {
+        return false;
+    }
+    // A duplicate, because monoio hands out its descriptor only when no operation of the
+    // stream is left in flight; dropping the stream closes the original.
+    let Ok(fd) = sys::duplicate(c.fd) else { return false };
+    if s.parked.watch(fd, key).is_err() {
+        sys::close(fd);
+        return false;
+    }
+    let Some(c) = s.conn(key) else { return false };
+    c.park(fd);
+    // The socket may have filled up, or the stream begun to end, before it was parked.
+    let notice = c.has(flags::WANT_WRITE | flags::CLOSING);
+    drop(stream);
+    if notice {
+        s.parked.notify(key);
+    }
+    true
+}
+
+/// The watcher of one worker's parked streams; `set` is the runtime's handle on the epoll set
+/// (see `Parked::handle`).
+pub async fn run(shard: ShardRef, set: TcpStream) {
+    let mut readable = pin!(set.readable(false));
+    let mut events = Vec::with_capacity(EVENTS_PER_CALL);
+    loop {
+        let ready = poll_fn(|cx| {
+            let mut s = shard.borrow_mut();
+            if !s.parked.notified.is_empty() {
+                return Poll::Ready(false);
+            }
+            if !s.parked.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.parked.waker = Some(cx.waker().clone());
+            }
+            readable.as_mut().poll(cx).map(|_| true)
+        })
+        .await;
+        if ready {
+            readable.set(set.readable(false));
+        }
+        let notified = std::mem::take(&mut shard.borrow_mut().parked.notified);
+        for key in notified {
+            on_notice(&shard, key);
+        }
+        let mut handled = 0;
+        loop {
+            events.clear();
+            if sys::epoll_ready(shard.borrow().parked.epoll.as_fd(), &mut events, EVENTS_PER_CALL).is_err() {
+                break;
+            }
+            for &(ev, token) in &events {
+                on_event(&shard, ConnKey::from_token(token), ev);
+            }
+            handled += events.len();
+            if events.len() < EVENTS_PER_CALL {
+                break;
+            }
+            if handled >= EVENTS_PER_YIELD {
+                handled = 0;
+                super::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Acts on what others set on a parked connection.
+fn on_notice(shard: &ShardRef, key: ConnKey) {
+    let mut s = shard.borrow_mut();
+    let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
+    let (fd, f) = (c.fd, c.flags);
+    if f & flags::CLOSED != 0 {
+        s.drop_conn(key, Transport::Sse);
+    } else if f & flags::CLOSING != 0 {
+        // Ending cleanly takes a flush under a deadline and a lingering close: a task again,
+        // for the few moments it lasts.
+        s.parked.unwatch(fd);
+        if let Some(c) = s.conn(key) {
+            c.flags &= !flags::PARKED;
+        }
+        drop(s);
+        match TcpStream::from_std(sys::owned_stream(fd)) {
+            Ok(stream) => {
+                monoio::spawn(crate::conn::stream::end(shard.clone(), key, stream));
+            }
+            Err(_) => shard.borrow_mut().drop_conn(key, Transport::Sse),
+        }
+    } else if f & flags::WANT_WRITE != 0 && s.parked.want_write(fd, key, true).is_err() {
+        s.drop_conn(key, Transport::Sse);
+    }
+}
+
+/// Acts on what the epoll set reported for a parked connection.
+fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
+    let mut s = shard.borrow_mut();
+    let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
+    let fd = c.fd;
+    if ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 && !peer_still_there(fd) {
+        s.drop_conn(key, Transport::Sse);
+        return;
+    }
+    if ev & libc::EPOLLOUT as u32 != 0 {
+        c.flags &= !flags::WANT_WRITE;
+        s.flush(key);
+        let Some(c) = s.conn(key) else { return };
+        let (closed, drained) = (c.has(flags::CLOSED), !c.has(flags::WANT_WRITE));
+        if closed || (drained && s.parked.want_write(fd, key, false).is_err()) {
+            s.drop_conn(key, Transport::Sse);
+        }
+    }
+}
+
+/// Streams take no input: reads only tell whether the peer left; anything sent is dropped.
+pub fn peer_still_there(fd: RawFd) -> bool {
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < DRAIN_PER_EVENT {
+        match sys::recv_nonblocking(fd, &mut scratch) {
+            Ok(0) => return false,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+    true
+}
