@@ -21,6 +21,8 @@ port=18181
 load() { taskset -c 1 ./target/release/herald-load "$@" --addr 127.0.0.1:$port --server-pid "$pid" | tail -1 >> "$out"; }
 fresh() {
   [ -n "${pid:-}" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+  # A new port each time: the previous server's closing connections may hold the old one.
+  port=$((port + 1))
   ./target/release/herald --listen 127.0.0.1:$port --workers 1 --driver "$driver" --log-level warn 2>/dev/null &
   pid=$!
   for _ in $(seq 1 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done

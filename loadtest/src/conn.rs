@@ -103,12 +103,23 @@ impl Record {
     }
 }
 
+/// How a server answers long-polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LpFormat {
+    /// herald: a JSON batch of events; the next poll sends `last_event_id`.
+    Herald,
+    /// nchan: one message per answer, its body as is; the next poll sends the answer's
+    /// `Last-Modified` and `Etag` back as `If-Modified-Since` and `If-None-Match`.
+    Nchan,
+}
+
 /// Where and how to subscribe.
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub transport: Transport,
     pub ws_format: WsFormat,
+    pub lp_format: LpFormat,
     pub headers: Vec<String>,
 }
 
@@ -319,19 +330,29 @@ async fn longpoll(
     started: Instant,
 ) -> Option<String> {
     let resumed = cursor.is_some();
+    let nchan = target.lp_format == LpFormat::Nchan;
     let mut first = true;
     let mut stop = stop.clone();
     loop {
         let mut p = path.to_string();
-        p.push_str(if p.contains('?') { "&" } else { "?" });
-        // Without a cursor, a first poll that answers at once gives the topic's position, so
-        // the subscriber misses nothing published after it counts as connected.
-        p.push_str(if cursor.is_none() { "timeout=0" } else { "timeout=60" });
-        if let Some(c) = &cursor {
-            p.push_str("&last_event_id=");
-            p.push_str(c);
-        }
-        let mut req = format!("GET {p} HTTP/1.1\r\nHost: load\r\n");
+        let mut req = if nchan {
+            // The cursor is "Last-Modified\nEtag" of the previous answer.
+            let mut req = format!("GET {p} HTTP/1.1\r\nHost: load\r\n");
+            if let Some((modified, etag)) = cursor.as_deref().and_then(|c| c.split_once('\n')) {
+                req.push_str(&format!("If-Modified-Since: {modified}\r\nIf-None-Match: {etag}\r\n"));
+            }
+            req
+        } else {
+            p.push_str(if p.contains('?') { "&" } else { "?" });
+            // Without a cursor, a first poll that answers at once gives the topic's position,
+            // so the subscriber misses nothing published after it counts as connected.
+            p.push_str(if cursor.is_none() { "timeout=0" } else { "timeout=60" });
+            if let Some(c) = &cursor {
+                p.push_str("&last_event_id=");
+                p.push_str(c);
+            }
+            format!("GET {p} HTTP/1.1\r\nHost: load\r\n")
+        };
         for h in &target.headers {
             req.push_str(h);
             req.push_str("\r\n");
@@ -339,6 +360,12 @@ async fn longpoll(
         req.push_str("\r\n");
         if s.write_all(req.as_bytes()).await.is_err() {
             return cursor;
+        }
+        if first && nchan {
+            // nchan holds the first poll until there is a message (the channel's oldest, so
+            // nothing is missed): the subscriber counts as connected once it has asked.
+            first = false;
+            connected(rec, started, resumed);
         }
         let mut buf = Vec::new();
         let answer = tokio::select! {
@@ -361,10 +388,24 @@ async fn longpoll(
                 Ok(n) => body.extend_from_slice(&chunk[..n]),
             }
         }
-        if let Some(id) = head.lines().find_map(|l| l.strip_prefix("Last-Event-ID: ")) {
+        if nchan {
+            let field = |name: &str| {
+                head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+            };
+            if let (Some(modified), Some(etag)) = (field("last-modified"), field("etag")) {
+                cursor = Some(format!("{modified}\n{etag}"));
+            }
+            if status == 200 {
+                rec.borrow_mut().event(sub, &String::from_utf8_lossy(&body));
+            }
+        } else if let Some(id) = head.lines().find_map(|l| l.strip_prefix("Last-Event-ID: ")) {
             cursor = Some(id.trim().to_string());
         }
         if status == 200
+            && !nchan
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
         {
             let mut r = rec.borrow_mut();

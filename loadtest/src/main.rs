@@ -15,6 +15,7 @@
 mod conn;
 mod procstat;
 mod publisher;
+mod report;
 mod sse;
 mod stamp;
 mod ws;
@@ -28,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use conn::{Record, Target, Transport, WsFormat};
+use conn::{LpFormat, Record, Target, Transport, WsFormat};
 
 #[derive(Parser)]
 #[command(name = "herald-load", about = "Load and benchmark harness for fanout servers (herald, nchan, …)")]
@@ -52,6 +53,8 @@ enum Scenario {
     /// Long soak: subscribers mixed across SSE, WebSocket and long-poll on many topics, steady
     /// publishing, random cuts and resumes; loss, duplicates and RSS over time.
     Soak(Common),
+    /// Summarises a comparison's JSON lines: a markdown table, a JSON summary and SVG plots.
+    Report(report::Args),
 }
 
 #[derive(Args, Clone)]
@@ -64,6 +67,9 @@ struct Common {
     /// How WebSocket events are framed by the server.
     #[arg(long, value_enum, default_value = "herald")]
     ws_format: WsFormat,
+    /// How the server answers long-polls.
+    #[arg(long, value_enum, default_value = "herald")]
+    lp_format: LpFormat,
     /// Subscribers (connections).
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -112,6 +118,12 @@ struct Common {
     /// Label for the report.
     #[arg(long, default_value = "")]
     label: String,
+    /// Name of the server under test, for comparisons (`compare.sh` sets it).
+    #[arg(long, default_value = "herald")]
+    server_name: String,
+    /// Round of a comparison run.
+    #[arg(long, default_value_t = 1)]
+    round: u32,
     /// Soak: seconds to run.
     #[arg(long, default_value_t = 600.0)]
     duration: f64,
@@ -127,8 +139,18 @@ fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
+    let (server, round) = match &cli.scenario {
+        Scenario::Report(args) => return report::run(args),
+        Scenario::Idle(c)
+        | Scenario::Broadcast(c)
+        | Scenario::Targeted(c)
+        | Scenario::Connect(c)
+        | Scenario::Storm(c)
+        | Scenario::Soak(c) => (c.server_name.clone(), c.round),
+    };
     let report = local.block_on(&rt, async move {
         match cli.scenario {
+            Scenario::Report(_) => unreachable!("handled above"),
             Scenario::Idle(c) => idle(c).await,
             Scenario::Broadcast(c) => delivery(c, false).await,
             Scenario::Targeted(c) => delivery(c, true).await,
@@ -137,6 +159,9 @@ fn main() {
             Scenario::Soak(c) => soak(c).await,
         }
     });
+    let mut report: Value = serde_json::from_str(&report).expect("scenarios report JSON");
+    report["server"] = json!(server);
+    report["round"] = json!(round);
     println!("{report}");
 }
 
@@ -152,7 +177,13 @@ fn topic_of(i: usize, targeted: bool) -> String {
 }
 
 fn target(c: &Common) -> Target {
-    Target { addr: c.addr, transport: c.transport, ws_format: c.ws_format, headers: c.sub_header.clone() }
+    Target {
+        addr: c.addr,
+        transport: c.transport,
+        ws_format: c.ws_format,
+        lp_format: c.lp_format,
+        headers: c.sub_header.clone(),
+    }
 }
 
 /// Opens `n` subscriptions (at most `concurrency` connecting at once) and leaves them running.
@@ -190,6 +221,9 @@ async fn open_subscribers(
     progress.finish_and_clear();
 }
 
+const CDF_QUANTILES: [f64; 16] =
+    [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0];
+
 fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Value {
     let ms = |v: u64| v as f64 / 1000.0;
     json!({
@@ -199,6 +233,8 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Value {
         "p999_ms": ms(h.value_at_quantile(0.999)),
         "max_ms": ms(h.max()),
         "count": h.len(),
+        // [quantile, ms] points for a latency CDF plot.
+        "cdf": CDF_QUANTILES.iter().map(|&q| json!([q, ms(h.value_at_quantile(q))])).collect::<Vec<_>>(),
     })
 }
 
@@ -265,7 +301,7 @@ async fn delivery(c: Common, targeted: bool) -> String {
         })
         .collect();
     let expected: u64 = expected_per_sub.iter().sum();
-    let plan = Rc::new(publisher::Plan {
+    let plan = publisher::Plan {
         addr: c.addr,
         path: c.pub_path.clone(),
         topics,
@@ -277,12 +313,12 @@ async fn delivery(c: Common, targeted: bool) -> String {
         run,
         batch: c.batch,
         headers: c.pub_header.clone(),
-    });
+    };
     let cpu_server = c.server_pid.and_then(|p| procstat::cpu_secs(Some(p)));
     let cpu_client = procstat::cpu_secs(None);
     let t0 = Instant::now();
     let progress = bar(expected, "delivering");
-    let published = tokio::task::spawn_local(publisher::run(plan));
+    let published = tokio::task::spawn_local(publisher::spawn(plan));
     let drained = {
         let progress = progress.clone();
         let rec = rec.clone();
@@ -298,7 +334,7 @@ async fn delivery(c: Common, targeted: bool) -> String {
         )
         .await
     };
-    let published = published.await.unwrap_or_default();
+    let published = published.await.ok().flatten().unwrap_or_default();
     progress.finish_and_clear();
     let wall = t0.elapsed().as_secs_f64();
     let cpu_server = procstat::share(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))), wall);
@@ -375,7 +411,7 @@ async fn storm(c: Common) -> String {
     open_subscribers(&c, &rec, false, &stop).await;
     let open = rec.borrow().connected;
     let rate = c.rate.unwrap_or(50.0);
-    let plan = Rc::new(publisher::Plan {
+    let plan = publisher::Plan {
         addr: c.addr,
         path: c.pub_path.clone(),
         topics: vec!["bench".into()],
@@ -387,15 +423,15 @@ async fn storm(c: Common) -> String {
         run,
         batch: None,
         headers: c.pub_header.clone(),
-    });
-    let published = tokio::task::spawn_local(publisher::run(plan));
+    };
+    let published = tokio::task::spawn_local(publisher::spawn(plan));
     // Cut everyone at the middle of the publishing, while events keep coming.
     tokio::time::sleep(Duration::from_secs_f64(c.messages as f64 / rate / 2.0)).await;
     let cut = Instant::now();
     let _ = stop_tx.send(1);
     let all_back = conn::until(&rec, Duration::from_secs(60), |r| r.reconnected >= open).await;
     let recovery = rec.borrow().last_reconnect.map(|t| t.duration_since(cut).as_secs_f64());
-    let published = published.await.unwrap_or_default();
+    let published = published.await.ok().flatten().unwrap_or_default();
     let expected = c.messages * open as u64;
     conn::until(&rec, Duration::from_secs_f64(c.drain), |r| r.subs.iter().map(|s| s.received).sum::<u64>() >= expected)
         .await;
@@ -463,7 +499,7 @@ async fn soak(c: Common) -> String {
     let rate = c.rate.unwrap_or(200.0);
     let messages = (rate * c.duration) as u64;
     let topics: Vec<String> = (0..c.topics).map(|t| format!("s{t}")).collect();
-    let plan = Rc::new(publisher::Plan {
+    let plan = publisher::Plan {
         addr: c.addr,
         path: c.pub_path.clone(),
         topics,
@@ -475,9 +511,9 @@ async fn soak(c: Common) -> String {
         run,
         batch: None,
         headers: c.pub_header.clone(),
-    });
+    };
     let t0 = Instant::now();
-    let published = tokio::task::spawn_local(publisher::run(plan));
+    let published = tokio::task::spawn_local(publisher::spawn(plan));
     // Cut random subscribers as time goes, and sample the server's RSS.
     let mut seed = u64::from(run) | 1;
     let mut cuts = 0u64;
@@ -502,7 +538,7 @@ async fn soak(c: Common) -> String {
         }
     }
     progress.finish_and_clear();
-    let published = published.await.unwrap_or_default();
+    let published = published.await.ok().flatten().unwrap_or_default();
     let per_topic = |t: usize| messages / c.topics as u64 + u64::from((t as u64) < messages % c.topics as u64);
     let expected: u64 = (0..n).map(|i| per_topic(i % c.topics)).sum();
     let complete = conn::until(&rec, Duration::from_secs_f64(c.drain), |r| {

@@ -78,8 +78,27 @@ fn request(plan: &Plan, ks: &[u64]) -> Vec<u8> {
     }
 }
 
+/// Runs the publisher on a thread of its own (with its own runtime) and returns its outcome.
+///
+/// Not among the subscribers' tasks: with thousands of them ready after every event, a
+/// publisher sharing their scheduler would send one request per round of the scheduler and
+/// the offered rate would fall with the number of subscribers. As a thread, it gets its fair
+/// share of the core from the kernel whatever the subscribers are doing.
+pub async fn spawn(plan: Plan) -> Option<Outcome> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("publisher runtime");
+            let local = tokio::task::LocalSet::new();
+            let _ = tx.send(local.block_on(&rt, run(Rc::new(plan))));
+        })
+        .ok()?;
+    rx.await.ok()
+}
+
 /// Sends every message; returns when every answer is in (or a connection failed).
-pub async fn run(plan: Rc<Plan>) -> Outcome {
+async fn run(plan: Rc<Plan>) -> Outcome {
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..plan.connections.min(plan.topics.len()).max(1) {
@@ -158,7 +177,7 @@ async fn connection(plan: Rc<Plan>, me: usize, started: Instant) -> Outcome {
     let topics = plan.topics.len() as u64;
     let mut mine = (0..plan.messages).filter(|k| (k % topics) as usize % connections == me).peekable();
     let mut ks = Vec::with_capacity(per_request);
-    while mine.peek().is_some() {
+    'sending: while mine.peek().is_some() {
         ks.clear();
         ks.extend(mine.by_ref().take(per_request));
         if let Some(rate) = plan.rate {
@@ -166,6 +185,11 @@ async fn connection(plan: Rc<Plan>, me: usize, started: Instant) -> Outcome {
             tokio::time::sleep_until(due.into()).await;
         }
         while in_flight.get() >= plan.window {
+            // The server closed the connection (e.g. a keep-alive request limit): what was
+            // not answered counts as failed, and nothing more can be sent on it.
+            if reader.is_finished() {
+                break 'sending;
+            }
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         in_flight.set(in_flight.get() + 1);

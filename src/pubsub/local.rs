@@ -23,10 +23,13 @@ use crate::pubsub::msg::{ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::owner_of;
 use crate::shard::state::{ConnKey, Shard, ShardRef, flags};
 
-/// Most inbox messages handled per batch before flushing.
+/// Most inbox messages handled in one go.
 const BATCH: usize = 128;
-/// Most connections flushed before the delivery task yields to the rest of the worker.
-const FLUSHES_PER_YIELD: usize = 2048;
+/// Most connections flushed before the delivery task takes in again and gives the rest of
+/// the worker a turn (about 2 ms of writes).
+const FLUSH_CHUNK: usize = 256;
+/// Most events waiting to have their delivery latency recorded.
+const MAX_TIMED: usize = 4096;
 
 /// How a subscription's events reach its connection.
 #[derive(Debug)]
@@ -625,20 +628,28 @@ impl Shard {
     }
 }
 
-/// The delivery task of one worker: drains its `to_worker` inbox forever, fanning events out
-/// and flushing every touched connection once per batch.
+/// The delivery task of one worker: takes in its `to_worker` inbox (fanning events out into
+/// outboxes, handing publishers their cursors) and flushes the connections that got
+/// something, in alternation: a bounded batch of messages, then a bounded chunk of
+/// connections, then a turn for the rest of the worker.
+///
+/// Taking in never waits for a whole round of writes to finish. While events come faster than
+/// 10 000 writes go out, a connection's frames pile up until its turn comes and leave in one
+/// write; and publishers get their cursors between chunks, so a burst of publishes is taken
+/// in at once rather than one round of writes each.
 pub async fn run(shard: ShardRef) {
     let mesh = shard.borrow().mesh.clone();
     let id = shard.borrow().id;
     let inbox = &mesh.to_worker[id];
-    // Publish times of the events fanned out in this batch, for the latency histogram.
+    let metrics = &mesh.metrics.workers[id];
+    // Publish times of the events fanned out and not yet written everywhere, for the
+    // latency histogram: recorded when the connections they reached have been flushed.
     let mut published_at: Vec<u64> = Vec::with_capacity(BATCH);
     loop {
-        inbox.ready().await;
-        let mut handled = 0;
-        {
+        let (took, flushed, idle) = {
             let mut s = shard.borrow_mut();
-            while handled < BATCH {
+            let mut took = 0;
+            while took < BATCH {
                 let Some(msg) = inbox.pop() else { break };
                 if let ToWorker::Event(f) = &msg
                     && s.local_subscribers(&f.topic) > 0
@@ -646,40 +657,27 @@ pub async fn run(shard: ShardRef) {
                     published_at.push(f.ts_micros);
                 }
                 s.handle(msg);
-                handled += 1;
+                took += 1;
             }
-        }
-        flush_all(&shard).await;
-        if !published_at.is_empty() {
+            let n = s.dirty.len().min(FLUSH_CHUNK);
+            for i in 0..n {
+                let key = s.dirty[i];
+                s.flush(key);
+            }
+            s.dirty.drain(..n);
+            (took, n, s.dirty.is_empty())
+        };
+        if !published_at.is_empty() && (idle || published_at.len() >= MAX_TIMED) {
             let now = crate::api::publish::now_micros();
-            let metrics = &mesh.metrics.workers[id];
             for ts in published_at.drain(..) {
                 metrics.latency(std::time::Duration::from_micros(now.saturating_sub(ts)));
             }
         }
-        if handled == BATCH {
+        if took == 0 && flushed == 0 {
+            inbox.ready().await;
+        } else {
             crate::shard::yield_now().await;
         }
-    }
-}
-
-/// Flushes every dirty connection, yielding now and then so one huge broadcast cannot
-/// starve accepts and heartbeats on this core.
-pub async fn flush_all(shard: &ShardRef) {
-    loop {
-        let more = {
-            let mut s = shard.borrow_mut();
-            let n = s.dirty.len().min(FLUSHES_PER_YIELD);
-            let batch: Vec<ConnKey> = s.dirty.drain(..n).collect();
-            for key in batch {
-                s.flush(key);
-            }
-            !s.dirty.is_empty()
-        };
-        if !more {
-            return;
-        }
-        crate::shard::yield_now().await;
     }
 }
 

@@ -3,13 +3,14 @@
 
 pub mod parked;
 pub mod state;
+mod turns;
 mod worker;
 
-use std::future::poll_fn;
+pub use turns::yield_now;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -24,23 +25,10 @@ const FD_RESERVE: u64 = 64;
 /// `net.core.somaxconn`), so a reconnect storm of thousands of clients at once finds room
 /// instead of overflowing one queue and waiting for SYN retransmits (1 s, 3 s, 7 s …).
 const LISTENERS_PER_WORKER: usize = 4;
+/// How long binding retries while the address is in use.
+const BIND_PATIENCE: Duration = Duration::from_secs(3);
 /// How long the process waits for workers after SIGTERM before exiting anyway.
 const STOP_DEADLINE: Duration = Duration::from_millis(4500);
-
-/// Gives the rest of the worker a turn.
-pub async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
 
 /// A running server: its workers and the addresses it listens on.
 pub struct Server {
@@ -49,6 +37,21 @@ pub struct Server {
     mesh: Arc<Mesh>,
     done: mpsc::Receiver<usize>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Runs `bind` until it stops failing with "address in use", for up to `BIND_PATIENCE`: a
+/// server restarted right after a stop can find its port held for a moment by the previous
+/// process's closing connections.
+fn patiently<T>(mut bind: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = Instant::now() + BIND_PATIENCE;
+    loop {
+        match bind() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
 }
 
 fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -70,7 +73,7 @@ fn refuse_if_taken(addr: SocketAddr) -> Result<(), String> {
     }
     let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
     probe.set_reuse_address(true).map_err(|e| e.to_string())?;
-    probe.bind(&addr.into()).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    patiently(|| probe.bind(&addr.into())).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 impl Server {
@@ -89,7 +92,7 @@ impl Server {
         let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..config.workers).map(|_| Vec::new()).collect();
         for &want in &config.listen {
             refuse_if_taken(want)?;
-            let first = listener(want).map_err(|e| format!("cannot listen on {want}: {e}"))?;
+            let first = patiently(|| listener(want)).map_err(|e| format!("cannot listen on {want}: {e}"))?;
             let addr = first.local_addr().map_err(|e| e.to_string())?;
             per_worker[0].push(first);
             for (w, listeners) in per_worker.iter_mut().enumerate() {

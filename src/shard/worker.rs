@@ -109,6 +109,7 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     let _ = ready.send(Ok(driver));
     let (parked, set) = parked;
     let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone(), parked)));
+    monoio::spawn(super::turns::relay());
     monoio::spawn(owner::run(owner::Owner::new(id, run_epoch, &config), mesh.clone()));
     monoio::spawn(local::run(shard.clone()));
     monoio::spawn(parked::run(shard.clone(), set));
