@@ -17,6 +17,10 @@
 //!    write (`conn::outbox`, the one place bytes hit a socket, via `sys`).
 //! 6. **Backpressure** — an outbox past `max_pending_bytes` closes its connection; the client
 //!    resumes from history with its last event id.
+//!
+//! An open SSE stream has no task of its own: it is *parked* (`shard::parked`), its socket in
+//! the worker's epoll set, watched by one task per worker. Tasks that yield go through
+//! `shard::turns`, which makes monoio actually run the others first.
 #![deny(unsafe_code)]
 
 pub mod api;

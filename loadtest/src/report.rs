@@ -213,6 +213,7 @@ fn rate_plot(
             }
         })
         .y_desc("deliveries/s")
+        .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
         .draw()?;
     for (si, server) in servers.iter().enumerate() {
         let colour = COLOURS[si % COLOURS.len()];

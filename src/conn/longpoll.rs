@@ -18,7 +18,7 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use super::Ctx;
-use super::outbox::{Flushed, Outbox};
+use super::outbox::Outbox;
 use crate::api::subscribe::PollRequest;
 use crate::proto::http1::{Head, Status};
 use crate::proto::longpoll;
@@ -212,17 +212,6 @@ fn answer(sub: Subscription, framing: &Framing) -> (Status, Vec<Bytes>) {
 
 /// Writes the whole answer, waiting for writability when the socket is full (bounded).
 async fn send(stream: &TcpStream, out: &mut Outbox) -> bool {
-    let fd = stream.as_raw_fd();
     let deadline = monoio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match out.flush(fd) {
-            Ok((_, Flushed::All)) => return true,
-            Ok((_, Flushed::Blocked)) => {
-                if monoio::time::timeout_at(deadline, stream.writable(false)).await.map_or(true, |r| r.is_err()) {
-                    return false;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
+    super::request::write_out(stream, out, deadline).await.is_ok()
 }

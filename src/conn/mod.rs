@@ -31,6 +31,7 @@ use crate::route::{Route, route};
 use crate::seeds;
 use crate::shard::parked;
 use crate::shard::state::{ConnKey, ShardRef};
+use outbox::Outbox;
 use request::{ReadError, RequestReader};
 
 /// How long a keep-alive connection may sit idle between requests.
@@ -122,8 +123,40 @@ enum Next {
     Poll(PollRequest, longpoll::Framing),
 }
 
+/// Most answer bytes held back for pipelined requests before they are written anyway.
+const MAX_HELD_ANSWERS: usize = 64 * 1024;
+
 /// Answers requests in order until the connection closes, becomes a stream or holds a poll.
-async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestReader, mut first: bool) -> Next {
+async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestReader, first: bool) -> Next {
+    let mut answers = Outbox::default();
+    let next = answer_requests(ctx, stream, reader, first, &mut answers).await;
+    // Answers held back for pipelined requests go out before anything else does.
+    if !write_answers(ctx, stream, &mut answers).await {
+        return Next::Close;
+    }
+    next
+}
+
+/// Writes the held-back answers; `false` when the client does not take them in time.
+async fn write_answers(ctx: &Ctx, stream: &TcpStream, answers: &mut Outbox) -> bool {
+    if answers.is_empty() {
+        return true;
+    }
+    let deadline = Instant::now() + ctx.config.head_timeout * 3;
+    Box::pin(request::write_out(stream, answers, deadline)).await.is_ok()
+}
+
+/// The request loop of `serve_requests`. While the next request of a pipelining client is
+/// already buffered, an answer waits in `answers` and leaves with the following ones in one
+/// write: a publisher sending requests back to back pays one write per batch of answers,
+/// not one each.
+async fn answer_requests(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    reader: &mut RequestReader,
+    mut first: bool,
+    answers: &mut Outbox,
+) -> Next {
     let metrics = &ctx.mesh.metrics.workers[ctx.worker];
     loop {
         let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
@@ -135,7 +168,9 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return Next::Close,
             Err(ReadError::Refused(resp, version)) => {
                 metrics.response(resp.status.code());
-                Box::pin(request::refuse(stream, resp, version)).await;
+                if write_answers(ctx, stream, answers).await {
+                    Box::pin(request::refuse(stream, resp, version)).await;
+                }
                 return Next::Close;
             }
         };
@@ -148,14 +183,18 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
             let r =
                 Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
             metrics.response(r.status.code());
-            Box::pin(request::refuse(stream, r, head.minor_version)).await;
+            if write_answers(ctx, stream, answers).await {
+                Box::pin(request::refuse(stream, r, head.minor_version)).await;
+            }
             return Next::Close;
         }
         let body = match Box::pin(reader.read_body(stream, &head, limit, ctx.config.head_timeout)).await {
             Ok(body) => body,
             Err(ReadError::Refused(resp, _)) => {
                 metrics.response(resp.status.code());
-                Box::pin(request::refuse(stream, resp, head.minor_version)).await;
+                if write_answers(ctx, stream, answers).await {
+                    Box::pin(request::refuse(stream, resp, head.minor_version)).await;
+                }
                 return Next::Close;
             }
             Err(_) => return Next::Close,
@@ -171,8 +210,13 @@ async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestR
         let bytes = response.encode(head.minor_version, keep_alive, head_only);
         metrics.response(response.status.code());
         metrics.bytes_written.add(bytes.len() as u64);
-        let deadline = Instant::now() + ctx.config.head_timeout * 3;
-        if Box::pin(request::write_all(stream, bytes, deadline)).await.is_err() || !keep_alive {
+        answers.push(bytes);
+        if !keep_alive {
+            return Next::Close;
+        }
+        if (!reader.holds_next_head() || answers.queued() >= MAX_HELD_ANSWERS)
+            && !write_answers(ctx, stream, answers).await
+        {
             return Next::Close;
         }
     }

@@ -11,6 +11,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
+use super::outbox::{Flushed, Outbox};
 use crate::proto::http1::{
     BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, head::MAX_HEAD_BYTES, parse_head,
     response::CONTINUE,
@@ -39,6 +40,11 @@ const READ_CHUNK: usize = 1024;
 impl RequestReader {
     pub fn new() -> RequestReader {
         RequestReader { buf: Vec::new() }
+    }
+
+    /// Whether the next request's whole head is already buffered (the client pipelines).
+    pub fn holds_next_head(&self) -> bool {
+        self.buf.windows(4).any(|w| w == b"\r\n\r\n")
     }
 
     /// Gives the buffer's memory back while nothing is buffered (a held poll keeps none).
@@ -173,6 +179,21 @@ pub async fn write_all(stream: &TcpStream, mut data: Bytes, deadline: Instant) -
         }
     }
     Ok(())
+}
+
+/// Writes everything queued in `out` (vectored), waiting for writability when the socket is
+/// full, until `deadline`.
+pub async fn write_out(stream: &TcpStream, out: &mut Outbox, deadline: Instant) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    loop {
+        match out.flush(fd)? {
+            (_, Flushed::All) => return Ok(()),
+            (_, Flushed::Blocked) => match timeout_at(deadline, stream.writable(false)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            },
+        }
+    }
 }
 
 /// Answers with `resp` and closes: half-close first, then read and discard a bounded amount

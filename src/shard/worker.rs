@@ -48,7 +48,12 @@ impl Stop {
             if self.stopped.get() {
                 return Poll::Ready(());
             }
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            // Accept loops wait on the stop again for every connection: register each task
+            // once, not once per wait.
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
             Poll::Pending
         })
         .await
