@@ -37,10 +37,32 @@ pub struct Seen {
     pub received: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
+    /// Cut before its first event, the subscriber had no id to resume from (as a browser's
+    /// EventSource would not): it came back live, and what was published while it was away
+    /// cannot be asked for. Set until its next event arrives.
+    unanchored: bool,
+    /// For such a subscriber, the first sequence it saw after coming back: what precedes it
+    /// is not expected of it.
+    pub floor: Option<u64>,
 }
 
 impl Seen {
+    /// The subscriber reconnects with no id to resume from.
+    pub fn unanchored(&mut self) {
+        if self.received == 0 {
+            self.unanchored = true;
+        }
+    }
+
+    /// How many of the first `expected` sequences this subscriber should have seen.
+    pub fn owed(&self, expected: u64) -> u64 {
+        expected.saturating_sub(self.floor.unwrap_or(0))
+    }
+
     fn record(&mut self, seq: u64) {
+        if std::mem::take(&mut self.unanchored) && self.received == 0 {
+            self.floor = Some(seq);
+        }
         let i = seq as usize;
         if self.got.len() <= i {
             self.got.resize(i + 1, false);
@@ -57,9 +79,17 @@ impl Seen {
         self.max = Some(self.max.map_or(seq, |m| m.max(seq)));
     }
 
-    /// Sequences below `expected` never received.
+    /// The first `most` sequences below `expected` never received.
+    pub fn missing(&self, expected: u64, most: usize) -> Vec<u64> {
+        let from = self.floor.unwrap_or(0);
+        (from..expected).filter(|&i| !self.got.get(i as usize).copied().unwrap_or(false)).take(most).collect()
+    }
+
+    /// Sequences below `expected` never received (from the floor, for a subscriber that
+    /// came back without an id).
     pub fn lost(&self, expected: u64) -> u64 {
-        (0..expected as usize).filter(|&i| !self.got.get(i).copied().unwrap_or(false)).count() as u64
+        let from = self.floor.unwrap_or(0) as usize;
+        (from..expected as usize).filter(|&i| !self.got.get(i).copied().unwrap_or(false)).count() as u64
     }
 }
 

@@ -10,6 +10,9 @@ pub struct SseParser {
     /// The event's data so far (reused from event to event), and whether it has any field.
     data: String,
     has_data: bool,
+    /// The `id:` of the event being read; it becomes `last_id` only when the event is
+    /// dispatched (WHATWG), so a connection cut in the middle of an event resumes before it.
+    id_buffer: Option<String>,
     pub last_id: Option<String>,
 }
 
@@ -45,6 +48,9 @@ impl SseParser {
 
     fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(&str)) {
         if line.is_empty() {
+            if self.id_buffer.is_some() {
+                self.last_id.clone_from(&self.id_buffer);
+            }
             if std::mem::take(&mut self.has_data) {
                 self.data.pop();
                 on_event(&self.data);
@@ -63,7 +69,7 @@ impl SseParser {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
-            "id" => self.last_id = Some(value.to_string()),
+            "id" => self.id_buffer = Some(value.to_string()),
             _ => {}
         }
     }
@@ -140,6 +146,18 @@ mod tests {
             assert_eq!(got, ["a\nb", "c"], "pieces of {size}");
             assert_eq!(p.last_id.as_deref(), Some("2"));
         }
+    }
+
+    #[test]
+    fn the_last_id_moves_only_when_its_event_is_complete() {
+        let mut p = SseParser::default();
+        let mut got = Vec::new();
+        p.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n", |d| got.push(d.to_string()));
+        // Cut here: event 2 never arrived whole, so a resume must ask for what follows 1.
+        assert_eq!(got, ["a"]);
+        assert_eq!(p.last_id.as_deref(), Some("1"));
+        p.feed(b"\n", |d| got.push(d.to_string()));
+        assert_eq!(p.last_id.as_deref(), Some("2"));
     }
 
     #[test]

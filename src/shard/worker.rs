@@ -1,16 +1,18 @@
 //! One worker's runtime: its tasks (owner, delivery, ticker, accept loops) and its stop.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+use slab::Slab;
 
 use super::parked::{self, Parked};
 use super::state::{ConnKey, Shard, ShardRef, flags};
@@ -32,31 +34,57 @@ const STREAMS_END: Duration = Duration::from_millis(3500);
 #[derive(Default)]
 struct Stop {
     stopped: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    /// One slot per pending wait, freed when the wait ends: accept loops wait on the stop
+    /// again for every connection they accept, so waits must not pile up. (`Waker::will_wake`
+    /// cannot tell that two wakers are the same task's reliably, so slots rather than a
+    /// deduplicated list.)
+    waiters: RefCell<Slab<Waker>>,
 }
 
 impl Stop {
     fn trigger(&self) {
         self.stopped.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
+        for w in self.waiters.borrow_mut().drain() {
             w.wake();
         }
     }
 
-    async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.stopped.get() {
-                return Poll::Ready(());
+    fn wait(&self) -> StopWait<'_> {
+        StopWait { stop: self, slot: None }
+    }
+}
+
+/// A pending wait for the stop, holding its slot.
+struct StopWait<'a> {
+    stop: &'a Stop,
+    slot: Option<usize>,
+}
+
+impl Future for StopWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stop.stopped.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.stop.waiters.borrow_mut();
+        match self.slot.and_then(|i| waiters.get_mut(i)) {
+            Some(w) => w.clone_from(cx.waker()),
+            None => {
+                let i = waiters.insert(cx.waker().clone());
+                drop(waiters);
+                self.slot = Some(i);
             }
-            // Accept loops wait on the stop again for every connection: register each task
-            // once, not once per wait.
-            let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for StopWait<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.stop.waiters.borrow_mut().try_remove(i);
+        }
     }
 }
 
@@ -274,4 +302,26 @@ fn end_streams(shard: &ShardRef) {
 
 fn streams_open(shard: &ShardRef) -> usize {
     shard.borrow().conns.iter().filter(|(_, c)| c.sub.is_some() || c.has(flags::WEBSOCKET)).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_the_stop_do_not_pile_up() {
+        let stop = Stop::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            let mut wait = std::pin::pin!(stop.wait());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(stop.waiters.borrow().len(), 1);
+        }
+        assert_eq!(stop.waiters.borrow().len(), 0, "an ended wait frees its slot");
+        let mut wait = std::pin::pin!(stop.wait());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        stop.trigger();
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+    }
 }
