@@ -3,9 +3,9 @@
 //! Writes bypass monoio's rent-style operations on purpose: a non-blocking `sendmsg`
 //! straight from the connection's queued `Bytes` (no copy, no buffer moved into an
 //! operation) lets the fanout loop flush every queued frame of a connection with one
-//! vectored write, and lets a stream connection keep its read-readiness wait armed
-//! while others write to it. Parked streams (see `shard::parked`) are watched through an
-//! epoll set of the worker's own rather than one runtime wait each.
+//! vectored write, whatever else waits on the connection. Parked streams (see
+//! `shard::parked`) are watched through an epoll set of the worker's own rather than one
+//! runtime wait each.
 #![allow(unsafe_code)]
 
 use std::io;

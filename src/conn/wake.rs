@@ -1,6 +1,6 @@
-//! What a long-lived connection waits for: the peer (read readiness, kept armed), the socket
-//! taking more bytes after it filled up, and its flags (cut, closing, socket full). Shared by
-//! event streams and WebSockets.
+//! What a WebSocket's task waits for: the peer (read readiness, kept armed), the socket
+//! taking more bytes after it filled up, and its flags (cut, closing, socket full). (Open
+//! event streams have no task: `shard::parked` watches them.)
 
 use std::future::{Future, poll_fn};
 use std::io;
