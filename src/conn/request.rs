@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
@@ -164,21 +164,10 @@ fn refusal(e: HeadError, buf: &[u8]) -> ReadError {
 }
 
 /// Writes all of `data`, waiting for writability when the socket is full, until `deadline`.
-pub async fn write_all(stream: &TcpStream, mut data: Bytes, deadline: Instant) -> io::Result<()> {
-    let fd = stream.as_raw_fd();
-    while !data.is_empty() {
-        match sys::send_vectored(fd, std::iter::once(&data)) {
-            Ok(n) => data.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match timeout_at(deadline, stream.writable(false)).await
-            {
-                Ok(r) => r?,
-                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-            },
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+pub async fn write_all(stream: &TcpStream, data: Bytes, deadline: Instant) -> io::Result<()> {
+    let mut out = Outbox::default();
+    out.push(data);
+    write_out(stream, &mut out, deadline).await
 }
 
 /// Writes everything queued in `out` (vectored), waiting for writability when the socket is

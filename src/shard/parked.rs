@@ -109,6 +109,7 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
 pub async fn run(shard: ShardRef, set: TcpStream) {
     let mut readable = pin!(set.readable(false));
     let mut events = Vec::with_capacity(EVENTS_PER_CALL);
+    let mut notices = Vec::new();
     loop {
         let ready = poll_fn(|cx| {
             let mut s = shard.borrow_mut();
@@ -124,8 +125,9 @@ pub async fn run(shard: ShardRef, set: TcpStream) {
         if ready {
             readable.set(set.readable(false));
         }
-        let notified = std::mem::take(&mut shard.borrow_mut().parked.notified);
-        for key in notified {
+        // Swapped, not taken: both lists keep their capacity from round to round.
+        std::mem::swap(&mut shard.borrow_mut().parked.notified, &mut notices);
+        for key in notices.drain(..) {
             on_notice(&shard, key);
         }
         let mut handled = 0;

@@ -182,6 +182,14 @@ impl Shard {
         self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation)
     }
 
+    /// The connection, the parked set (to notify whoever looks after it) and this worker's
+    /// counters, borrowed together.
+    fn conn_parts(&mut self, key: ConnKey) -> Option<(&mut Conn, &mut Parked, &crate::metrics::WorkerMetrics)> {
+        let Shard { conns, parked, mesh, id, .. } = self;
+        let c = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation)?;
+        Some((c, parked, &mesh.metrics.workers[*id]))
+    }
+
     /// The connection is gone: out of its topics, out of the slab (a parked one's descriptor
     /// closed), out of the gauges.
     pub fn drop_conn(&mut self, key: ConnKey, doing: Transport) {
@@ -198,8 +206,7 @@ impl Shard {
 
     /// Tells whoever looks after the connection that its flags changed.
     pub fn notify(&mut self, key: ConnKey) {
-        let Shard { conns, parked, .. } = self;
-        if let Some(c) = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) {
+        if let Some((c, parked, _)) = self.conn_parts(key) {
             c.notify(key, parked);
         }
     }
@@ -209,9 +216,7 @@ impl Shard {
     /// is cut like any slow consumer instead of growing its queue.
     pub fn send(&mut self, key: ConnKey, bytes: Bytes) {
         let cap = self.config.max_pending_bytes;
-        let metrics = &self.mesh.metrics.workers[self.id];
-        let Shard { conns, parked, .. } = self;
-        let Some(c) = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
+        let Some((c, parked, metrics)) = self.conn_parts(key) else { return };
         if c.has(flags::CLOSED) {
             return;
         }
@@ -238,9 +243,7 @@ impl Shard {
 
     /// Flushes one connection now, unless its task is already waiting to.
     pub fn flush(&mut self, key: ConnKey) {
-        let metrics = &self.mesh.metrics.workers[self.id];
-        let Shard { conns, parked, .. } = self;
-        let Some(c) = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation) else { return };
+        let Some((c, parked, metrics)) = self.conn_parts(key) else { return };
         c.flags &= !flags::DIRTY;
         if c.has(flags::WANT_WRITE | flags::CLOSED) || (c.sub.is_some() && !c.has(flags::READY)) {
             return;
