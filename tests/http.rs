@@ -108,6 +108,49 @@ fn pipelined_requests_get_responses_in_order() {
     });
 }
 
+/// A long pipelined burst (more publishes than the server takes in before answering) with a
+/// bad publish and another request inside: every answer in order, and the events in the
+/// order they were sent.
+#[test]
+fn a_pipelined_burst_of_publishes_is_answered_and_delivered_in_order() {
+    each_driver(2, &[], |s| {
+        let mut sub_a = SseClient::open(s, "/sub/burst-a", &[]);
+        let mut sub_b = SseClient::open(s, "/sub/burst-b", &[]);
+        let mut raw = String::new();
+        for i in 0..300 {
+            raw += &match i {
+                150 => pub_req("bad%20topic", "x"),
+                200 => HEALTHZ.to_string(),
+                _ => pub_req(if i % 2 == 0 { "burst-a" } else { "burst-b" }, &i.to_string()),
+            };
+        }
+        let mut c = s.connect();
+        c.write_all(raw.as_bytes()).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            let r = read_response(&mut c).unwrap_or_else(|| panic!("response {i}"));
+            match i {
+                150 => assert_json_error_at(&r, 400, "/topic", "invalid topic"),
+                200 => assert_healthz_ok(&r),
+                _ => {
+                    assert_eq!(r.status, 200, "response {i}: {}", r.text());
+                    let topic = if i % 2 == 0 { "burst-a" } else { "burst-b" };
+                    assert_eq!(r.json()["topic"], topic, "response {i}");
+                    let id = r.json()["id"].as_str().expect("an id").to_string();
+                    if i % 2 == 0 { a.push((i, id)) } else { b.push((i, id)) }
+                }
+            }
+        }
+        for (sub, sent) in [(&mut sub_a, a), (&mut sub_b, b)] {
+            for (i, id) in sent {
+                let ev = sub.next_event().unwrap_or_else(|| panic!("event {i}"));
+                assert_eq!((ev.data.as_str(), ev.id.as_deref()), (i.to_string().as_str(), Some(id.as_str())));
+            }
+        }
+        assert_healthz_ok(&roundtrip(&mut c, HEALTHZ.as_bytes()));
+    });
+}
+
 #[test]
 fn http10_request_is_answered_then_closed() {
     each_driver(2, &[], |s| {

@@ -37,6 +37,19 @@ pub fn now_micros() -> u64 {
 
 /// Publishes `events` (each to its topic's owner) and waits for their cursors.
 pub async fn publish(ctx: &Ctx, events: Vec<NewEvent>) -> Vec<Cursor> {
+    let submitted = submit(ctx, events).await;
+    cursors(ctx, submitted).await
+}
+
+/// Publishes handed to their owners whose cursors are still to come. Must be awaited with
+/// [`cursors`]: the reply slot is only freed there.
+#[must_use]
+pub struct Submitted {
+    slot: usize,
+}
+
+/// Hands `events` to their owners without waiting for the cursors.
+pub async fn submit(ctx: &Ctx, events: Vec<NewEvent>) -> Submitted {
     let n = events.len();
     let slot =
         ctx.shard.borrow_mut().publishes.insert(PendingPublish { cursors: vec![None; n], missing: n, waker: None });
@@ -47,6 +60,12 @@ pub async fn publish(ctx: &Ctx, events: Vec<NewEvent>) -> Vec<Cursor> {
         let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
         ctx.mesh.to_owner[owner].send(msg).await;
     }
+    Submitted { slot }
+}
+
+/// Waits for the cursors of a submitted publish, in the order its events were given.
+pub async fn cursors(ctx: &Ctx, submitted: Submitted) -> Vec<Cursor> {
+    let slot = submitted.slot;
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
         let p = &mut s.publishes[slot];
@@ -130,35 +149,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `POST /pub/{topic}`: the body is the event data, verbatim.
 pub async fn single(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes) -> Response {
-    let publisher = match check_rights(ctx, head) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    match single_event(ctx, head, raw_topic, body) {
+        Ok(ev) => {
+            let topic = ev.topic.clone();
+            let cursor = publish(ctx, vec![ev]).await[0];
+            published(cursor, &topic)
+        }
+        Err(r) => r,
+    }
+}
+
+/// Validates a `POST /pub/{topic}`: the event to publish, or the refusal.
+pub fn single_event(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes) -> Result<NewEvent, Response> {
+    let publisher = check_rights(ctx, head)?;
     let topic = match percent_decode(raw_topic, false) {
         Some(t) if valid_topic(&t) => t,
-        _ => return bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic"),
+        _ => return Err(bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic")),
     };
     if !publisher.may(&topic) {
-        return forbidden_topic(&topic, "/topic");
+        return Err(forbidden_topic(&topic, "/topic"));
     }
     let kind = match param(head.query(), "type") {
         Some(Ok(t)) if valid_type(&t) => Some(t),
-        Some(_) => return bad_request("invalid type: expected 1-64 of [A-Za-z0-9_.:-]", "/query/type"),
+        Some(_) => return Err(bad_request("invalid type: expected 1-64 of [A-Za-z0-9_.:-]", "/query/type")),
         None => match head.header("event-type") {
             None => None,
             Some(v) => match std::str::from_utf8(v).map(str::trim) {
                 Ok(t) if valid_type(t) => Some(t.to_string()),
-                _ => return bad_request("invalid Event-Type: expected 1-64 of [A-Za-z0-9_.:-]", "/headers/event-type"),
+                _ => {
+                    return Err(bad_request(
+                        "invalid Event-Type: expected 1-64 of [A-Za-z0-9_.:-]",
+                        "/headers/event-type",
+                    ));
+                }
             },
         },
     };
     if std::str::from_utf8(&body).is_err() {
-        return bad_request("event data is not valid UTF-8", "/body");
+        return Err(bad_request("event data is not valid UTF-8", "/body"));
     }
-    let topic: Arc<str> = topic.into();
-    let ev = NewEvent { topic: topic.clone(), kind: kind.map(Into::into), data: body };
-    let cursor = publish(ctx, vec![ev]).await[0];
-    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": &*topic}))
+    Ok(NewEvent { topic: topic.into(), kind: kind.map(Into::into), data: body })
+}
+
+/// The answer to a single publish: the event's id and topic.
+pub fn published(cursor: Cursor, topic: &str) -> Response {
+    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": topic}))
 }
 
 /// `POST /pub`: one JSON object per line, validated whole before anything is published.

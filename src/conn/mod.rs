@@ -4,6 +4,7 @@
 //! request/response it owns a read buffer; once it becomes an event stream the buffer is
 //! dropped, the stream is parked with the worker's watcher and the task ends.
 
+mod answers;
 mod longpoll;
 pub mod outbox;
 mod request;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 
 use crate::api::subscribe::{PollRequest, StreamRequest, Transport};
 use crate::api::{self};
@@ -31,7 +31,7 @@ use crate::route::{Route, route};
 use crate::seeds;
 use crate::shard::parked;
 use crate::shard::state::{ConnKey, ShardRef};
-use outbox::Outbox;
+use answers::Answers;
 use request::{ReadError, RequestReader};
 
 /// How long a keep-alive connection may sit idle between requests.
@@ -123,39 +123,27 @@ enum Next {
     Poll(PollRequest, longpoll::Framing),
 }
 
-/// Most answer bytes held back for pipelined requests before they are written anyway.
-const MAX_HELD_ANSWERS: usize = 64 * 1024;
-
 /// Answers requests in order until the connection closes, becomes a stream or holds a poll.
 async fn serve_requests(ctx: &Ctx, stream: &mut TcpStream, reader: &mut RequestReader, first: bool) -> Next {
-    let mut answers = Outbox::default();
+    let mut answers = Answers::default();
     let next = answer_requests(ctx, stream, reader, first, &mut answers).await;
     // Answers held back for pipelined requests go out before anything else does.
-    if !write_answers(ctx, stream, &mut answers).await {
+    if !answers.write(ctx, stream).await {
         return Next::Close;
     }
     next
 }
 
-/// Writes the held-back answers; `false` when the client does not take them in time.
-async fn write_answers(ctx: &Ctx, stream: &TcpStream, answers: &mut Outbox) -> bool {
-    if answers.is_empty() {
-        return true;
-    }
-    let deadline = Instant::now() + ctx.config.head_timeout * 3;
-    Box::pin(request::write_out(stream, answers, deadline)).await.is_ok()
-}
-
 /// The request loop of `serve_requests`. While the next request of a pipelining client is
-/// already buffered, an answer waits in `answers` and leaves with the following ones in one
-/// write: a publisher sending requests back to back pays one write per batch of answers,
-/// not one each.
+/// already here, an answer waits in `answers` and leaves with the following ones in one
+/// write, and a single publish goes to its owner without waiting for its cursor: a publisher
+/// sending requests back to back pays one write and one wait per batch, not one each.
 async fn answer_requests(
     ctx: &Ctx,
     stream: &mut TcpStream,
     reader: &mut RequestReader,
     mut first: bool,
-    answers: &mut Outbox,
+    answers: &mut Answers,
 ) -> Next {
     let metrics = &ctx.mesh.metrics.workers[ctx.worker];
     loop {
@@ -168,7 +156,7 @@ async fn answer_requests(
             Err(ReadError::Closed) | Err(ReadError::TimedOut) | Err(ReadError::Io) => return Next::Close,
             Err(ReadError::Refused(resp, version)) => {
                 metrics.response(resp.status.code());
-                if write_answers(ctx, stream, answers).await {
+                if answers.write(ctx, stream).await {
                     Box::pin(request::refuse(stream, resp, version)).await;
                 }
                 return Next::Close;
@@ -183,7 +171,7 @@ async fn answer_requests(
             let r =
                 Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
             metrics.response(r.status.code());
-            if write_answers(ctx, stream, answers).await {
+            if answers.write(ctx, stream).await {
                 Box::pin(request::refuse(stream, r, head.minor_version)).await;
             }
             return Next::Close;
@@ -192,7 +180,7 @@ async fn answer_requests(
             Ok(body) => body,
             Err(ReadError::Refused(resp, _)) => {
                 metrics.response(resp.status.code());
-                if write_answers(ctx, stream, answers).await {
+                if answers.write(ctx, stream).await {
                     Box::pin(request::refuse(stream, resp, head.minor_version)).await;
                 }
                 return Next::Close;
@@ -200,23 +188,36 @@ async fn answer_requests(
             Err(_) => return Next::Close,
         };
         let head_only = head.method == Method::Head;
+        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
         let cors = auth::cors::headers(&ctx.config.cors_origins, &head);
-        let mut response = match Box::pin(dispatch(ctx, &head, &path, route, body, cors.clone())).await {
-            Ok(next) => return next,
-            Err(response) => response,
+        let mut response = match route {
+            Route::Publish(topic)
+                if keep_alive && answers.may_defer() && reader.next_head_ready(stream.as_raw_fd()) =>
+            {
+                match api::publish::single_event(ctx, &head, topic, body) {
+                    Ok(ev) => {
+                        answers.defer(ctx, ev, head.minor_version, cors).await;
+                        continue;
+                    }
+                    Err(refused) => refused,
+                }
+            }
+            _ => {
+                // Whatever this request does, the publishes before it are done first.
+                answers.settle(ctx).await;
+                match Box::pin(dispatch(ctx, &head, &path, route, body, cors.clone())).await {
+                    Ok(next) => return next,
+                    Err(response) => response,
+                }
+            }
         };
         response.headers.extend(cors);
-        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
-        let bytes = response.encode(head.minor_version, keep_alive, head_only);
-        metrics.response(response.status.code());
-        metrics.bytes_written.add(bytes.len() as u64);
-        answers.push(bytes);
+        answers.settle(ctx).await;
+        answers.push(ctx, response, head.minor_version, keep_alive, head_only);
         if !keep_alive {
             return Next::Close;
         }
-        if (!reader.holds_next_head() || answers.queued() >= MAX_HELD_ANSWERS)
-            && !write_answers(ctx, stream, answers).await
-        {
+        if (answers.full() || !reader.holds_next_head()) && !answers.write(ctx, stream).await {
             return Next::Close;
         }
     }

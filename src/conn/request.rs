@@ -2,7 +2,7 @@
 //! and the lingering close that lets a client read a refusal.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +45,26 @@ impl RequestReader {
     /// Whether the next request's whole head is already buffered (the client pipelines).
     pub fn holds_next_head(&self) -> bool {
         self.buf.windows(4).any(|w| w == b"\r\n\r\n")
+    }
+
+    /// Whether the next request's head is here: buffered already, or in the socket now (read
+    /// without waiting). A client that pipelines has its requests taken in together.
+    pub fn next_head_ready(&mut self, fd: RawFd) -> bool {
+        if self.holds_next_head() {
+            return true;
+        }
+        if self.buf.len() > MAX_HEAD_BYTES {
+            return false;
+        }
+        let mut scratch = [0u8; 4096];
+        match sys::recv_nonblocking(fd, &mut scratch) {
+            // An end or an error is found again by the next blocking read.
+            Ok(n) if n > 0 => {
+                self.buf.extend_from_slice(&scratch[..n]);
+                self.holds_next_head()
+            }
+            _ => false,
+        }
     }
 
     /// Gives the buffer's memory back while nothing is buffered (a held poll keeps none).

@@ -1,0 +1,89 @@
+//! The answers a connection owes its client, in request order: encoded responses held back to
+//! leave in one write, and single publishes already handed to their owners whose cursors are
+//! still to come.
+//!
+//! A client that pipelines publishes has them sent to their owners together and waits for
+//! the cursors together: one trip through the worker's run queue per batch rather than per
+//! publish. That trip is long when thousands of subscribers' tasks are runnable (long-polls
+//! answered by the last publish), and paying it once per publish starved the publisher.
+
+use std::sync::Arc;
+
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use super::Ctx;
+use super::outbox::Outbox;
+use super::request;
+use crate::api::publish::{self, NewEvent, Submitted};
+use crate::proto::http1::Response;
+
+/// Most answer bytes held back for pipelined requests before they are written anyway.
+const MAX_HELD_BYTES: usize = 64 * 1024;
+
+/// Most publishes taken in before their cursors are waited for.
+const MAX_DEFERRED: usize = 128;
+
+#[derive(Default)]
+pub struct Answers {
+    ready: Outbox,
+    publishes: Vec<Deferred>,
+}
+
+/// A single publish submitted ahead of its answer.
+struct Deferred {
+    submitted: Submitted,
+    topic: Arc<str>,
+    minor_version: u8,
+    cors: Vec<(&'static str, String)>,
+}
+
+impl Answers {
+    /// Whether another publish may be taken in before the answers are settled.
+    pub fn may_defer(&self) -> bool {
+        self.publishes.len() < MAX_DEFERRED && self.ready.queued() < MAX_HELD_BYTES
+    }
+
+    /// Whether enough is held back that it should be written now.
+    pub fn full(&self) -> bool {
+        self.ready.queued() >= MAX_HELD_BYTES
+    }
+
+    /// Hands a validated single publish to its owner; its answer comes with [`Answers::settle`].
+    pub async fn defer(&mut self, ctx: &Ctx, ev: NewEvent, minor_version: u8, cors: Vec<(&'static str, String)>) {
+        let topic = ev.topic.clone();
+        let submitted = publish::submit(ctx, vec![ev]).await;
+        self.publishes.push(Deferred { submitted, topic, minor_version, cors });
+    }
+
+    /// Waits for the deferred publishes' cursors and encodes their answers, in order.
+    pub async fn settle(&mut self, ctx: &Ctx) {
+        for d in std::mem::take(&mut self.publishes) {
+            let cursor = publish::cursors(ctx, d.submitted).await[0];
+            let mut response = publish::published(cursor, &d.topic);
+            response.headers.extend(d.cors);
+            // Only keep-alive requests are deferred.
+            self.push(ctx, response, d.minor_version, true, false);
+        }
+    }
+
+    /// Encodes `response` behind the answers before it (which must be settled).
+    pub fn push(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
+        debug_assert!(self.publishes.is_empty(), "answers out of order");
+        let bytes = response.encode(minor_version, keep_alive, head_only);
+        let metrics = &ctx.mesh.metrics.workers[ctx.worker];
+        metrics.response(response.status.code());
+        metrics.bytes_written.add(bytes.len() as u64);
+        self.ready.push(bytes);
+    }
+
+    /// Settles and writes everything owed; `false` when the client does not take it in time.
+    pub async fn write(&mut self, ctx: &Ctx, stream: &TcpStream) -> bool {
+        self.settle(ctx).await;
+        if self.ready.is_empty() {
+            return true;
+        }
+        let deadline = Instant::now() + ctx.config.head_timeout * 3;
+        Box::pin(request::write_out(stream, &mut self.ready, deadline)).await.is_ok()
+    }
+}
