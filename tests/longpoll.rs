@@ -546,3 +546,49 @@ fn longpoll_answer_is_capped_by_max_pending_bytes() {
         assert_eq!(ids_of(&last.events), &ids[9..]);
     });
 }
+
+// ---------------------------------------------------------------- a held poll without a task
+
+/// A request sent behind a held poll (HTTP/1.1 pipelining) is answered after the poll, and the
+/// connection goes on.
+#[test]
+fn longpoll_request_pipelined_behind_a_held_poll_is_answered_after_it() {
+    each_driver(2, &[], |s| {
+        let latest = publish_ok(s, "behind", "before");
+        let mut c = s.connect();
+        c.write_all(get_raw(&sub_path("behind", Some(&latest), "timeout=30"), &[]).as_bytes()).unwrap();
+        assert_held(&mut c, "poll");
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_held(&mut c, "poll with a request behind it");
+        let id = publish_ok(s, "behind", "now");
+        let got = answer(&mut c, "poll");
+        expect_exact(&got, "behind", std::slice::from_ref(&id), &["now".to_string()], "poll");
+        let health = read_response(&mut c).expect("the pipelined request's answer");
+        assert_eq!((health.status, health.text().trim_end()), (200, "ok"));
+        let again = poll_on(&mut c, &sub_path("behind", Some(&got.cursor), "timeout=0"), &[]);
+        assert_eq!(again.status, 204, "{again:?}");
+    });
+}
+
+/// SIGTERM answers every held poll at once (nothing came: 204 with the cursor to resume from)
+/// and closes its connection; the server exits 0.
+#[test]
+fn longpoll_sigterm_answers_held_polls_and_exits_zero() {
+    for driver in DRIVERS {
+        let mut s = Server::with(driver, 2, &[]);
+        let latest = publish_ok(&s, "bye", "before");
+        let path = sub_path("bye", Some(&latest), "timeout=60");
+        let mut conns: Vec<TcpStream> = (0..20).map(|_| send_poll(&s, &path)).collect();
+        assert_held(&mut conns[19], "the last poll");
+        let started = Instant::now();
+        let status = s.terminate();
+        assert!(status.success(), "{driver}: exit status after SIGTERM: {status:?}");
+        assert!(started.elapsed() <= Duration::from_secs(5), "{driver}: exit took {:?}", started.elapsed());
+        for (i, c) in conns.iter_mut().enumerate() {
+            let r = read_response(c).unwrap_or_else(|| panic!("{driver}: poll {i} got no answer"));
+            assert_eq!(r.status, 204, "{driver}: poll {i}: {}", r.text());
+            assert_eq!(r.header("last-event-id"), Some(latest.as_str()), "{driver}: poll {i}");
+            assert!(wait_closed(c, DEADLINE).is_empty(), "{driver}: poll {i}: bytes after the answer");
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! A held long-poll (API.md §3.3): register like a stream, wait for the first events (or the
 //! timeout), answer once, and go back to reading requests on the same connection.
 //!
-//! While held the connection keeps no read buffer and no timer of its own (the worker's
-//! ticker expires polls): it costs what an idle stream costs. Answers are assembled from the
+//! Once its owners have registered it, a held poll with nothing to answer yet has no task: its
+//! connection is parked like an idle stream (`shard::parked`), with no read buffer and no timer
+//! of its own (the worker's ticker expires polls), and a new task answers it when it gets
+//! events, times out or the server stops. Answers are assembled from the
 //! events' shared JSON encodings; a single-topic poll released by one event is sent that
 //! event's cached complete answer, so one publish releases thousands of polls without
 //! building thousands of responses.
@@ -12,7 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::net::TcpStream;
@@ -23,6 +25,7 @@ use crate::api::subscribe::PollRequest;
 use crate::proto::http1::{Head, Status};
 use crate::proto::longpoll;
 use crate::pubsub::local::{Delivery, Held, HeldItem, Subscription};
+use crate::shard::clock::Stamp;
 use crate::shard::state::flags;
 use crate::sys;
 
@@ -51,12 +54,67 @@ enum Event {
     Flags(u16),
 }
 
-/// Holds the poll until it can be answered; returns whether the connection stays open.
-/// Only the waiting loop is inline: registering and answering are boxed, so a held poll
-/// costs little more than its readiness wait.
-pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Framing) -> bool {
+/// What became of a poll once it was registered.
+pub enum Outcome {
+    /// Answered (or the peer left); whether the connection stays open.
+    Answered(bool),
+    /// Registered with its owners and nothing to answer yet: the connection can go without a
+    /// task until there is (see `shard::parked`). The framing is handed back for then.
+    Waiting(Framing),
+}
+
+/// A parked poll's connection: what the task that answers it will need. Kept small (it
+/// sits in the parked set's table); the parts most polls do not have are boxed.
+pub struct Waiting {
+    minor_version: u8,
+    keep_alive: bool,
+    style: Style,
+    loopback: bool,
+    rare: Option<Box<Rare>>,
+}
+
+/// What few parked polls have.
+struct Rare {
+    cors: Vec<(&'static str, String)>,
+    /// Where the last session-events answer stopped (`Ctx::resume`).
+    resume: Option<String>,
+}
+
+impl Waiting {
+    pub fn new(framing: Framing, resume: Option<String>, loopback: bool) -> Waiting {
+        let Framing { minor_version, keep_alive, cors, style } = framing;
+        let rare = (!cors.is_empty() || resume.is_some()).then(|| Box::new(Rare { cors, resume }));
+        Waiting { minor_version, keep_alive, style, loopback, rare }
+    }
+
+    /// The framing, the resume point and whether the peer is on loopback.
+    pub fn into_parts(self) -> (Framing, Option<String>, bool) {
+        let (cors, resume) = self.rare.map_or((Vec::new(), None), |r| (r.cors, r.resume));
+        let framing =
+            Framing { minor_version: self.minor_version, keep_alive: self.keep_alive, cors, style: self.style };
+        (framing, resume, self.loopback)
+    }
+}
+
+/// Registers the poll and holds it until it can be answered. With `parkable` (nothing else
+/// buffered on the connection) a poll with nothing to answer yet comes back as
+/// [`Outcome::Waiting`] instead of keeping its task.
+pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Framing, parkable: bool) -> Outcome {
     Box::pin(register(ctx, req)).await;
-    if !wait(ctx, stream).await {
+    if parkable {
+        let any = flags::READY | flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED;
+        let f = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, any, cx)).await;
+        if f & (flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED) == 0 {
+            return Outcome::Waiting(framing);
+        }
+    }
+    Outcome::Answered(answer_when_ready(ctx, stream, framing, !parkable).await)
+}
+
+/// Waits until the poll has something to answer and answers it; whether the connection
+/// stays open. With `watch`, a peer that leaves meanwhile is noticed at once.
+pub async fn answer_when_ready(ctx: &Ctx, stream: &TcpStream, framing: Framing, watch: bool) -> bool {
+    if !wait(ctx, stream, watch).await {
         return false;
     }
     Box::pin(respond(ctx, stream, framing)).await
@@ -64,10 +122,10 @@ pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Fram
 
 async fn register(ctx: &Ctx, req: PollRequest) {
     let key = ctx.key;
-    let held = Held::new(req.max, ctx.config.max_pending_bytes, Instant::now() + req.timeout);
+    let held = Held::new(req.max, ctx.config.max_pending_bytes, Stamp::after(req.timeout));
     let requests = {
         let mut s = ctx.shard.borrow_mut();
-        let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(Box::new(held)));
+        let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));
         s.join(key, sub, &req.stream.from)
     };
     for (owner, msg) in requests {
@@ -82,13 +140,13 @@ async fn register(ctx: &Ctx, req: PollRequest) {
 }
 
 /// Waits until the poll has something to answer (events, its timeout, the server stopping);
-/// `false` when the peer left or the connection was cut.
-async fn wait(ctx: &Ctx, stream: &TcpStream) -> bool {
+/// `false` when the peer left (noticed while `watch`ing) or the connection was cut.
+async fn wait(ctx: &Ctx, stream: &TcpStream, watch: bool) -> bool {
     let key = ctx.key;
     let fd = stream.as_raw_fd();
     let mut readable = pin!(stream.readable(false));
     // Watch for the peer leaving until it sends its next request (then just answer).
-    let mut watching = true;
+    let mut watching = watch;
     loop {
         let wanted = flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED;
         let event = poll_fn(|cx| {

@@ -2,10 +2,12 @@
 //!
 //! Each connection is one monoio task on the worker that accepted it. While it speaks
 //! request/response it owns a read buffer; once it becomes an event stream the buffer is
-//! dropped, the stream is parked with the worker's watcher and the task ends.
+//! dropped, the stream is parked with the worker's watcher and the task ends. A held
+//! long-poll is parked the same way until it has something to answer; then a new task
+//! (`resume_poll`) answers it and goes on reading requests.
 
 mod answers;
-mod longpoll;
+pub mod longpoll;
 pub mod outbox;
 mod request;
 pub mod stream;
@@ -50,28 +52,56 @@ pub struct Ctx {
     pub worker: usize,
 }
 
+impl Ctx {
+    fn new(shard: ShardRef, key: ConnKey, loopback: bool, resume: Option<String>) -> Ctx {
+        let (config, mesh, worker) = {
+            let s = shard.borrow();
+            (s.config.clone(), s.mesh.clone(), s.id)
+        };
+        Ctx { resume: std::cell::RefCell::new(resume), shard, key, loopback, config, mesh, worker }
+    }
+}
+
 /// Serves one accepted connection until it closes.
 pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
-    let (config, mesh, worker) = {
-        let s = shard.borrow();
-        (s.config.clone(), s.mesh.clone(), s.id)
-    };
     let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
-    let loopback = crate::api::publish::is_loopback(peer);
-    let ctx = Ctx { resume: Default::default(), shard, key, loopback, config, mesh, worker };
+    let ctx = Ctx::new(shard, key, crate::api::publish::is_loopback(peer), None);
+    ctx.mesh.metrics.workers[ctx.worker].connection(Doing::Http, 1);
+    serve_from(ctx, stream, None).await;
+}
+
+/// Takes a parked long-poll back into a task (the watcher saw it get something to answer,
+/// or its peer send something): answers it, then serves the connection's next requests.
+pub async fn resume_poll(shard: ShardRef, key: ConnKey, stream: TcpStream, waiting: longpoll::Waiting) {
+    let (framing, resume, loopback) = waiting.into_parts();
+    let ctx = Ctx::new(shard, key, loopback, resume);
+    serve_from(ctx, stream, Some(framing)).await;
+}
+
+/// The connection's life from a request boundary, or from a held poll to answer.
+async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Framing>) {
+    let key = ctx.key;
     let mut stream = stream;
     let mut reader = RequestReader::new();
-    let mut first = true;
+    let mut first = held.is_none();
     let metrics = &ctx.mesh.metrics.workers[ctx.worker];
-    metrics.connection(Doing::Http, 1);
     // What the connection is doing, for the connections gauge.
-    let mut doing = Doing::Http;
+    let mut doing = if held.is_some() { Doing::LongPoll } else { Doing::Http };
     let mut now_doing = |t: Doing| {
         metrics.connection(doing, -1);
         metrics.connection(t, 1);
         doing = t;
     };
     loop {
+        if let Some(framing) = held.take() {
+            // A poll that was parked: its peer may have left meanwhile, which the answer's
+            // write finds out.
+            let stays = longpoll::answer_when_ready(&ctx, &stream, framing, false).await;
+            now_doing(Doing::Http);
+            if !stays {
+                break;
+            }
+        }
         // Boxed: request handling needs more state than a waiting stream or a held poll,
         // and those should not carry it.
         let f = Box::pin(serve_requests(&ctx, &mut stream, &mut reader, first));
@@ -99,11 +129,18 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
             Next::Poll(req, framing) => {
                 reader.release();
                 now_doing(Doing::LongPoll);
-                // Inline like event streams: a held poll should cost what an idle stream costs.
-                let stays = longpoll::hold(&ctx, &stream, req, framing).await;
-                now_doing(Doing::Http);
-                if !stays {
-                    break;
+                // A poll with nothing else buffered behind it waits without a task.
+                let parkable = reader.is_empty();
+                match longpoll::hold(&ctx, &stream, req, framing, parkable).await {
+                    longpoll::Outcome::Answered(true) => now_doing(Doing::Http),
+                    longpoll::Outcome::Answered(false) => break,
+                    longpoll::Outcome::Waiting(framing) => {
+                        let waiting = longpoll::Waiting::new(framing, ctx.resume.take(), ctx.loopback);
+                        if parked::park_poll(&ctx.shard, key, stream, waiting) {
+                            return;
+                        }
+                        break;
+                    }
                 }
             }
         }

@@ -67,6 +67,11 @@ impl RequestReader {
         }
     }
 
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Gives the buffer's memory back while nothing is buffered (a held poll keeps none).
     pub fn release(&mut self) {
         if self.buf.is_empty() {

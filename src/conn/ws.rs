@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
                 if !events.is_empty()
                     && let Some(c) = ctx.shard.borrow_mut().conn(key)
                 {
-                    c.last_read = std::time::Instant::now();
+                    c.last_read = crate::shard::clock::Stamp::now();
                 }
                 for ev in events {
                     match ev {

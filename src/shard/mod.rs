@@ -1,6 +1,7 @@
 //! Per-core workers: one thread per worker, pinned to a core, each running its own monoio
 //! runtime on the chosen driver, with its own SO_REUSEPORT listeners; and the staged stop.
 
+pub mod clock;
 pub mod parked;
 pub mod state;
 mod turns;

@@ -8,9 +8,15 @@
 //! set and for notices. An idle stream then costs its slab entry and its subscription: no
 //! task, no runtime registration, no buffer.
 //!
+//! A held long-poll waits the same way: once its owners have registered it, its task ends,
+//! and the watcher spawns a new one when the poll has something to answer (events, its
+//! timeout, the server stopping) or its peer sends something. What that task needs is kept
+//! here meanwhile.
+//!
 //! A parked connection owns its descriptor (a duplicate taken from the task's stream when it
 //! parked); removing the connection from the slab closes it.
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
@@ -19,7 +25,8 @@ use std::task::{Poll, Waker};
 
 use monoio::net::TcpStream;
 
-use super::state::{ConnKey, ShardRef, flags};
+use super::state::{ConnKey, Shard, ShardRef, flags};
+use crate::conn::longpoll::Waiting;
 use crate::metrics::Transport;
 use crate::sys;
 
@@ -40,11 +47,13 @@ pub struct Parked {
     /// Parked connections whose flags changed since the watcher last looked.
     notified: Vec<ConnKey>,
     waker: Option<Waker>,
+    /// Parked long-polls, with what answering them will need.
+    polls: HashMap<ConnKey, Waiting>,
 }
 
 impl Parked {
     pub fn new() -> io::Result<Parked> {
-        Ok(Parked { epoll: sys::epoll_create()?, notified: Vec::new(), waker: None })
+        Ok(Parked { epoll: sys::epoll_create()?, notified: Vec::new(), waker: None, polls: HashMap::new() })
     }
 
     /// A handle on the epoll set that the runtime can wait on; made on the worker's thread,
@@ -68,6 +77,13 @@ impl Parked {
         let _ = sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
+    /// The connection is gone: forget what a parked poll of it kept.
+    pub fn forget(&mut self, key: ConnKey) {
+        if !self.polls.is_empty() {
+            self.polls.remove(&key);
+        }
+    }
+
     /// The flags of parked connection `key` changed: the watcher looks at it next.
     pub fn notify(&mut self, key: ConnKey) {
         self.notified.push(key);
@@ -81,6 +97,22 @@ impl Parked {
 /// end. When it cannot (the connection is cut, or no descriptor is left) the connection is
 /// left unparked and the caller closes it.
 pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
+    park_with(shard, key, stream, flags::WANT_WRITE | flags::CLOSING)
+}
+
+/// Parks a held long-poll's connection (see `park`), keeping `waiting` for the task that will
+/// answer it.
+pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Waiting) -> bool {
+    shard.borrow_mut().parked.polls.insert(key, waiting);
+    let parked = park_with(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED);
+    if !parked {
+        shard.borrow_mut().parked.forget(key);
+    }
+    parked
+}
+
+/// Parks the connection; `wake_on` are the flags that, already set, need the watcher now.
+fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) -> bool {
     let mut s = shard.borrow_mut();
     let Some(c) = s.conn(key) else { return false };
     if c.has(flags::CLOSED) {
@@ -95,13 +127,39 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
     }
     let Some(c) = s.conn(key) else { return false };
     c.park(fd);
-    // The socket may have filled up, or the stream begun to end, before it was parked.
-    let notice = c.has(flags::WANT_WRITE | flags::CLOSING);
+    // Something may have happened before it was parked (the socket filled up, the stream
+    // began to end, the poll got an event).
+    let notice = c.has(wake_on);
     drop(stream);
     if notice {
         s.parked.notify(key);
     }
     true
+}
+
+/// Takes the connection out of the parked set, back into a stream a task can own.
+fn unpark(s: &mut Shard, key: ConnKey, fd: RawFd) -> Option<TcpStream> {
+    s.parked.unwatch(fd);
+    if let Some(c) = s.conn(key) {
+        c.flags &= !flags::PARKED;
+    }
+    TcpStream::from_std(sys::owned_stream(fd)).ok()
+}
+
+/// What a parked connection counts as in the connections gauge.
+fn transport(s: &Shard, key: ConnKey) -> Transport {
+    if s.parked.polls.contains_key(&key) { Transport::LongPoll } else { Transport::Sse }
+}
+
+/// A parked poll has something to answer, or its peer sent something: a task takes over.
+fn resume_poll(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
+    let waiting = s.parked.polls.remove(&key);
+    match (unpark(s, key, fd), waiting) {
+        (Some(stream), Some(waiting)) => {
+            monoio::spawn(crate::conn::resume_poll(shard.clone(), key, stream, waiting));
+        }
+        _ => s.drop_conn(key, Transport::LongPoll),
+    }
 }
 
 /// The watcher of one worker's parked streams; `set` is the runtime's handle on the epoll set
@@ -156,21 +214,22 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
     let mut s = shard.borrow_mut();
     let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
     let (fd, f) = (c.fd, c.flags);
+    let poll = s.parked.polls.contains_key(&key);
     if f & flags::CLOSED != 0 {
-        s.drop_conn(key, Transport::Sse);
+        let t = transport(&s, key);
+        s.drop_conn(key, t);
+    } else if poll {
+        if f & (flags::CLOSING | flags::DATA | flags::EXPIRED) != 0 {
+            resume_poll(shard, &mut s, key, fd);
+        }
     } else if f & flags::CLOSING != 0 {
         // Ending cleanly takes a flush under a deadline and a lingering close: a task again,
         // for the few moments it lasts.
-        s.parked.unwatch(fd);
-        if let Some(c) = s.conn(key) {
-            c.flags &= !flags::PARKED;
-        }
-        drop(s);
-        match TcpStream::from_std(sys::owned_stream(fd)) {
-            Ok(stream) => {
+        match unpark(&mut s, key, fd) {
+            Some(stream) => {
                 monoio::spawn(crate::conn::stream::end(shard.clone(), key, stream));
             }
-            Err(_) => shard.borrow_mut().drop_conn(key, Transport::Sse),
+            None => s.drop_conn(key, Transport::Sse),
         }
     } else if f & flags::WANT_WRITE != 0 && s.parked.want_write(fd, key, true).is_err() {
         s.drop_conn(key, Transport::Sse);
@@ -180,14 +239,27 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
 /// Acts on what the epoll set reported for a parked connection.
 fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     let mut s = shard.borrow_mut();
-    let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
-    let fd = c.fd;
-    if ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 && !peer_still_there(fd) {
+    let Some(fd) = s.conn(key).filter(|c| c.has(flags::PARKED)).map(|c| c.fd) else { return };
+    let readable = ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
+    if readable && s.parked.polls.contains_key(&key) {
+        // A poll's peer may send its next request before the answer (pipelining): that is
+        // input for the task, not to be dropped.
+        match sys::peek(fd) {
+            Ok(0) => s.drop_conn(key, Transport::LongPoll),
+            Ok(_) => resume_poll(shard, &mut s, key, fd),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(_) => s.drop_conn(key, Transport::LongPoll),
+        }
+        return;
+    }
+    if readable && !peer_still_there(fd) {
         s.drop_conn(key, Transport::Sse);
         return;
     }
     if ev & libc::EPOLLOUT as u32 != 0 {
-        c.flags &= !flags::WANT_WRITE;
+        if let Some(c) = s.conn(key) {
+            c.flags &= !flags::WANT_WRITE;
+        }
         s.flush(key);
         let Some(c) = s.conn(key) else { return };
         let (closed, drained) = (c.has(flags::CLOSED), !c.has(flags::WANT_WRITE));

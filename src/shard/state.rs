@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use bytes::Bytes;
 use slab::Slab;
@@ -23,6 +22,7 @@ use crate::metrics::Transport;
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::local::{LocalTopic, Subscription};
 use crate::pubsub::msg::ToOwner;
+use crate::shard::clock::Stamp;
 use crate::shard::parked::Parked;
 use crate::sys;
 
@@ -78,9 +78,9 @@ pub struct Conn {
     pub outbox: Outbox,
     pub flags: u16,
     waker: Option<Waker>,
-    pub last_write: Instant,
+    pub last_write: Stamp,
     /// When the peer last sent something (WebSocket liveness).
-    pub last_read: Instant,
+    pub last_read: Stamp,
     /// Set once the connection has become a stream. Inline, not boxed: streams are most
     /// connections, and their long-lived state belongs in the slab, not scattered through
     /// the heap between the request-phase allocations that come and go.
@@ -171,8 +171,8 @@ impl Shard {
             outbox: Outbox::default(),
             flags: 0,
             waker: None,
-            last_write: Instant::now(),
-            last_read: Instant::now(),
+            last_write: Stamp::now(),
+            last_read: Stamp::now(),
             sub: None,
         });
         ConnKey { index: index as u32, generation }
@@ -199,6 +199,7 @@ impl Shard {
         self.conns.remove(key.index as usize);
         if parked {
             sys::close(fd);
+            self.parked.forget(key);
         }
         self.metrics().connection(doing, -1);
         self.mesh.connections.fetch_sub(1, Ordering::Relaxed);
@@ -251,7 +252,7 @@ impl Shard {
         match c.outbox.flush(c.fd) {
             Ok((n, done)) => {
                 if n > 0 {
-                    c.last_write = Instant::now();
+                    c.last_write = Stamp::now();
                     metrics.bytes_written.add(n as u64);
                 }
                 if done == Flushed::Blocked {

@@ -14,6 +14,7 @@ use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use slab::Slab;
 
+use super::clock::Stamp;
 use super::parked::{self, Parked};
 use super::state::{ConnKey, Shard, ShardRef, flags};
 use crate::config::{Config, Driver};
@@ -222,6 +223,7 @@ async fn ticker(shard: ShardRef) {
     loop {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
+        let stamp = Stamp::at(now);
         {
             let mut s = shard.borrow_mut();
             let mut quiet = Vec::new();
@@ -234,23 +236,23 @@ async fn ticker(shard: ShardRef) {
                 }
                 match &sub.delivery {
                     Delivery::Sse { chunked } => {
-                        if c.outbox.is_empty() && now.saturating_duration_since(c.last_write) >= heartbeat {
+                        if c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat {
                             c.outbox.push(beat.for_version(*chunked));
                             quiet.push(key);
                         }
                     }
                     Delivery::Held(held) => {
-                        if now >= held.deadline && !c.has(flags::EXPIRED) {
+                        if stamp.reached(held.deadline) && !c.has(flags::EXPIRED) {
                             c.flags |= flags::EXPIRED;
                             c.notify(key, parked);
                         }
                     }
                     Delivery::Ws | Delivery::WsRaw => {
                         // A peer that answered no ping for two intervals is gone.
-                        if now.saturating_duration_since(c.last_read) >= heartbeat * 2 {
+                        if stamp.since(c.last_read) >= heartbeat * 2 {
                             c.flags |= flags::CLOSED;
                             c.notify(key, parked);
-                        } else if c.outbox.is_empty() && now.saturating_duration_since(c.last_write) >= heartbeat {
+                        } else if c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat {
                             c.outbox.push(ping.clone());
                             quiet.push(key);
                         }
