@@ -1419,6 +1419,52 @@ fn ws_sigterm_closes_the_echo_websocket_with_1001() {
     }
 }
 
+/// Under the cap, a WebSocket that stops reading is not cut: its socket fills up while it
+/// waits between messages, a message it sends meanwhile is answered behind the events, and
+/// everything arrives in order once it reads again.
+#[test]
+fn ws_a_reader_that_falls_behind_gets_everything_once_it_reads() {
+    each_driver(2, &["--max-pending-bytes", "33554432"], |s| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&s.addr.into()).unwrap();
+        let mut lagging = Ws { s: sock.into(), headers: Vec::new(), pings: 0, partial: None };
+        lagging.s.set_read_timeout(Some(DEADLINE)).unwrap();
+        lagging.s.write_all(upgrade_request("/sub/wslag", &fresh_key(), &[]).as_bytes()).unwrap();
+        assert_eq!(read_head(&mut lagging.s).expect("101").0, 101);
+        // 6 MiB, more than the kernel's socket buffers hold, published while it does not read.
+        let (count, size) = (384, 16 * 1024);
+        let mut p = Publisher::new(s);
+        for i in 0..count {
+            let mut d = format!("{i:05}:");
+            d.push_str(&"w".repeat(size - d.len()));
+            p.publish("wslag", &d);
+            if i == count / 2 {
+                lagging.json(&json!({"method": "ping", "id": "behind"}));
+            }
+        }
+        let mut pong = false;
+        let mut i = 0;
+        while i < count {
+            let v = lagging.next_json();
+            if v["event"] == "pong" {
+                assert_eq!(v["id"], "behind", "{v}");
+                pong = true;
+                continue;
+            }
+            assert_eq!(v["event"], "message", "event {i}: {v}");
+            let d = v["data"].as_str().expect("data");
+            assert!(d.starts_with(&format!("{i:05}:")), "event {i} out of order");
+            assert_eq!(d.len(), size);
+            i += 1;
+        }
+        if !pong {
+            assert_eq!(lagging.next_json()["event"], "pong");
+        }
+        assert_eq!(lagging.call(json!({"method": "ping", "id": 2}))["event"], "pong");
+    });
+}
+
 #[test]
 fn ws_stalled_reader_is_disconnected_and_others_get_everything() {
     each_driver(2, &["--max-pending-bytes", "65536"], |s| {

@@ -12,7 +12,7 @@ pub mod outbox;
 mod request;
 pub mod stream;
 mod wake;
-mod ws;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -78,6 +78,18 @@ pub async fn resume_poll(shard: ShardRef, key: ConnKey, stream: TcpStream, waiti
     serve_from(ctx, stream, Some(framing)).await;
 }
 
+/// Takes a parked WebSocket back into a task (its peer sent something, or it is closing):
+/// serves it until it is idle again (parked anew) or closes.
+pub async fn resume_ws(shard: ShardRef, key: ConnKey, stream: TcpStream, session: ws::Session) {
+    let ctx = Ctx::new(shard, key, session.loopback(), None);
+    if let ws::Ending::Idle(session) = Box::pin(ws::serve(&ctx, &stream, session, true)).await
+        && parked::park_ws(&ctx.shard, key, stream, session)
+    {
+        return;
+    }
+    ctx.shard.borrow_mut().drop_conn(key, Doing::Ws);
+}
+
 /// The connection's life from a request boundary, or from a held poll to answer.
 async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Framing>) {
     let key = ctx.key;
@@ -123,7 +135,11 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                 drop(reader);
                 now_doing(Doing::Ws);
                 metrics.response(101);
-                Box::pin(ws::run(&ctx, &stream, mode, accept)).await;
+                if let ws::Ending::Idle(session) = Box::pin(ws::run(&ctx, &stream, mode, accept)).await
+                    && parked::park_ws(&ctx.shard, key, stream, session)
+                {
+                    return;
+                }
                 break;
             }
             Next::Poll(req, framing) => {

@@ -1,6 +1,7 @@
-//! What a WebSocket's task waits for: the peer (read readiness, kept armed), the socket
-//! taking more bytes after it filled up, and its flags (cut, closing, socket full). (Open
-//! event streams have no task: `shard::parked` watches them.)
+//! What a WebSocket's task waits for while it has something half-done (a message partly
+//! read, a close to finish): the peer (read readiness), the socket taking more bytes after it
+//! filled up, and its flags (cut, closing, socket full). Between messages it has no task:
+//! `shard::parked` watches it, as it does open event streams.
 
 use std::future::{Future, poll_fn};
 use std::io;

@@ -1,10 +1,11 @@
 //! A connection that has become a WebSocket.
 //!
-//! Like an event stream, the task keeps a read-readiness wait armed and lets the delivery
-//! task write events into the outbox; unlike one, it also reads: frames go through the pure
-//! `proto::ws` reader (no read buffer is kept between messages), text messages through the
-//! JSON protocol in `api::ws`, pings are answered, and the close handshake is echoed. A
-//! broken rule closes with its RFC code.
+//! Like an event stream, the delivery task writes events into its outbox, and between messages
+//! it has no task: it is parked with the worker's watcher (`shard::parked`), which keeps its
+//! `Session` and spawns a task when the peer sends something or the connection is closing.
+//! That task reads: frames go through the pure `proto::ws` reader (no read buffer is kept
+//! between messages), text messages through the JSON protocol in `api::ws`, pings are
+//! answered, and the close handshake is echoed. A broken rule closes with its RFC code.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -50,64 +51,113 @@ pub enum Mode {
     Chat(Result<std::sync::Arc<str>, String>),
 }
 
-/// Runs the WebSocket until either side closes it.
-pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
-    let rights = match &mode {
-        Mode::PubSub { publisher, identity, .. } => Some((publisher.clone(), identity.clone())),
-        Mode::Echo | Mode::Chat(_) => None,
-    };
-    let echo = matches!(mode, Mode::Echo);
-    let chat = matches!(mode, Mode::Chat(_));
-    let no_session = matches!(mode, Mode::Chat(Err(_)));
-    if !Box::pin(open(ctx, mode, accept)).await {
-        return;
+/// What a WebSocket's task needs between messages. While the connection is parked (nothing
+/// read is half-done) this is all that is kept of it, besides its slab entry.
+pub struct Session {
+    kind: Kind,
+    reader: WsReader,
+    loopback: bool,
+}
+
+enum Kind {
+    PubSub { publisher: Option<Publisher>, identity: Identity },
+    Echo,
+    Chat,
+}
+
+impl Session {
+    pub fn loopback(&self) -> bool {
+        self.loopback
     }
-    let key = ctx.key;
-    let fd = stream.as_raw_fd();
-    let max_message = if echo { ECHO_MAX_MESSAGE } else { ctx.config.max_event_bytes + ENVELOPE_SLACK };
-    let mut reader = WsReader::new(max_message);
-    let mut inbuf: Vec<u8> = Vec::new();
-    let mut readable = pin!(stream.readable(false));
+}
+
+/// How a WebSocket's task ends.
+pub enum Ending {
+    /// Closed (or cut): the connection is done.
+    Closed,
+    /// Nothing to do until the peer sends more: the connection can wait without a task.
+    Idle(Session),
+}
+
+/// Opens the WebSocket and serves it until it closes or goes idle.
+pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> Ending {
+    let kind = match &mode {
+        Mode::PubSub { publisher, identity, .. } => {
+            Kind::PubSub { publisher: publisher.clone(), identity: identity.clone() }
+        }
+        Mode::Echo => Kind::Echo,
+        Mode::Chat(_) => Kind::Chat,
+    };
+    let no_session = matches!(mode, Mode::Chat(Err(_)));
+    let max_message =
+        if matches!(kind, Kind::Echo) { ECHO_MAX_MESSAGE } else { ctx.config.max_event_bytes + ENVELOPE_SLACK };
+    if !Box::pin(open(ctx, mode, accept)).await {
+        return Ending::Closed;
+    }
     if no_session {
         // The error message went out with the upgrade; now the close.
         queue(ctx, close_frame(CloseCode::Policy.code(), "no session"));
-        return finish(ctx, stream, readable.as_mut()).await;
+        finish(ctx, stream, pin!(stream.readable(false))).await;
+        return Ending::Closed;
     }
+    let session = Session { kind, reader: WsReader::new(max_message), loopback: ctx.loopback };
+    serve(ctx, stream, session, false).await
+}
+
+/// Serves the WebSocket's messages until it closes or has nothing left to do. `readable`: the
+/// peer sent something (a parked connection's task starts by reading it).
+pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, readable: bool) -> Ending {
+    let key = ctx.key;
+    let fd = stream.as_raw_fd();
+    let mut inbuf: Vec<u8> = Vec::new();
+    let mut must_read = readable;
+    let mut readable = pin!(stream.readable(false));
     let mut writable: Writable = None;
     loop {
-        match wake::next(ctx, readable.as_mut(), &mut writable).await {
-            Wake::Readable(Err(_)) | Wake::Writable(Err(_)) => return,
+        let wake = if must_read {
+            must_read = false;
+            Wake::Readable(Ok(()))
+        } else if inbuf.is_empty()
+            && session.reader.is_idle()
+            && !ctx.shard.borrow_mut().conn(key).is_none_or(|c| c.has(flags::CLOSED | flags::CLOSING))
+        {
+            // Between messages: the parked-stream watcher can wait for the next one.
+            return Ending::Idle(session);
+        } else {
+            wake::next(ctx, readable.as_mut(), &mut writable).await
+        };
+        match wake {
+            Wake::Readable(Err(_)) | Wake::Writable(Err(_)) => return Ending::Closed,
             Wake::Readable(Ok(())) => {
                 let mut events = Vec::new();
-                let read = read_frames(fd, &mut inbuf, &mut reader, &mut events);
+                let read = read_frames(fd, &mut inbuf, &mut session.reader, &mut events);
                 if !events.is_empty()
                     && let Some(c) = ctx.shard.borrow_mut().conn(key)
                 {
                     c.last_read = crate::shard::clock::Stamp::now();
                 }
                 for ev in events {
-                    match ev {
-                        WsEvent::Text(text) if echo => queue(ctx, encode_frame(Opcode::Text, text.as_bytes())),
-                        WsEvent::Binary(data) if echo => queue(ctx, encode_frame(Opcode::Binary, &data)),
-                        WsEvent::Text(text) if chat => {
+                    match (ev, &session.kind) {
+                        (WsEvent::Text(text), Kind::Echo) => queue(ctx, encode_frame(Opcode::Text, text.as_bytes())),
+                        (WsEvent::Binary(data), Kind::Echo) => queue(ctx, encode_frame(Opcode::Binary, &data)),
+                        (WsEvent::Text(text), Kind::Chat) => {
                             if let Some(reply) = chat::on_message(&text, now_micros()) {
                                 queue(ctx, reply);
                             }
                         }
-                        WsEvent::Text(text) => {
-                            let (publisher, identity) = rights.as_ref().expect("pub/sub connections have rights");
+                        (WsEvent::Text(text), Kind::PubSub { publisher, identity }) => {
                             Box::pin(on_message(ctx, &text, publisher.as_ref(), identity)).await
                         }
-                        WsEvent::Binary(_) => {
+                        (WsEvent::Binary(_), _) => {
                             let errors = [(
                                 "binary messages are not part of the protocol; send JSON text".into(),
                                 "/".to_string(),
                             )];
                             queue(ctx, error_reply("error", &Default::default(), &errors));
                         }
-                        WsEvent::Ping(payload) => queue(ctx, encode_frame(Opcode::Pong, &payload)),
-                        WsEvent::Pong => {}
-                        WsEvent::Close { code, .. } => {
+                        (WsEvent::Ping(payload), _) => queue(ctx, encode_frame(Opcode::Pong, &payload)),
+                        (WsEvent::Pong, _) => {}
+                        (WsEvent::Close { code, .. }, _) => {
                             // Echo the close (its code, or none for an empty close), then end —
                             // unless this is the answer to our own close (the server stopping).
                             let ours = ctx.shard.borrow_mut().conn(key).is_some_and(|c| c.has(flags::CLOSING));
@@ -118,22 +168,27 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) {
                                 };
                                 queue(ctx, echo);
                             }
-                            return finish(ctx, stream, readable.as_mut()).await;
+                            finish(ctx, stream, readable.as_mut()).await;
+                            return Ending::Closed;
                         }
                     }
                 }
                 match read {
                     Ok(true) => readable.set(stream.readable(false)),
-                    Ok(false) => return,
+                    Ok(false) => return Ending::Closed,
                     Err(v) => {
                         queue(ctx, close_frame(v.code.code(), v.reason));
-                        return finish(ctx, stream, readable.as_mut()).await;
+                        finish(ctx, stream, readable.as_mut()).await;
+                        return Ending::Closed;
                     }
                 }
             }
             Wake::Writable(Ok(())) => wake::writable_again(ctx, &mut writable),
-            Wake::Flags(f) if f & flags::CLOSED != 0 => return,
-            Wake::Flags(f) if f & flags::CLOSING != 0 => return finish(ctx, stream, readable.as_mut()).await,
+            Wake::Flags(f) if f & flags::CLOSED != 0 => return Ending::Closed,
+            Wake::Flags(f) if f & flags::CLOSING != 0 => {
+                finish(ctx, stream, readable.as_mut()).await;
+                return Ending::Closed;
+            }
             Wake::Flags(_) => wake::arm(stream, &mut writable),
         }
     }

@@ -8,10 +8,11 @@
 //! set and for notices. An idle stream then costs its slab entry and its subscription: no
 //! task, no runtime registration, no buffer.
 //!
-//! A held long-poll waits the same way: once its owners have registered it, its task ends,
-//! and the watcher spawns a new one when the poll has something to answer (events, its
-//! timeout, the server stopping) or its peer sends something. What that task needs is kept
-//! here meanwhile.
+//! Held long-polls and WebSockets wait the same way. A poll's task ends once its owners have
+//! registered it, and the watcher spawns a new one when the poll has something to answer
+//! (events, its timeout, the server stopping) or its peer sends something. A WebSocket's task
+//! ends between messages, and the watcher spawns one when the peer sends something or the
+//! connection is closing. What those tasks need is kept here meanwhile.
 //!
 //! A parked connection owns its descriptor (a duplicate taken from the task's stream when it
 //! parked); removing the connection from the slab closes it.
@@ -27,6 +28,7 @@ use monoio::net::TcpStream;
 
 use super::state::{ConnKey, Shard, ShardRef, flags};
 use crate::conn::longpoll::Waiting;
+use crate::conn::ws::Session;
 use crate::metrics::Transport;
 use crate::sys;
 
@@ -49,11 +51,19 @@ pub struct Parked {
     waker: Option<Waker>,
     /// Parked long-polls, with what answering them will need.
     polls: HashMap<ConnKey, Waiting>,
+    /// Parked WebSockets, with what serving their next message will need.
+    sockets: HashMap<ConnKey, Session>,
 }
 
 impl Parked {
     pub fn new() -> io::Result<Parked> {
-        Ok(Parked { epoll: sys::epoll_create()?, notified: Vec::new(), waker: None, polls: HashMap::new() })
+        Ok(Parked {
+            epoll: sys::epoll_create()?,
+            notified: Vec::new(),
+            waker: None,
+            polls: HashMap::new(),
+            sockets: HashMap::new(),
+        })
     }
 
     /// A handle on the epoll set that the runtime can wait on; made on the worker's thread,
@@ -82,6 +92,9 @@ impl Parked {
         if !self.polls.is_empty() {
             self.polls.remove(&key);
         }
+        if !self.sockets.is_empty() {
+            self.sockets.remove(&key);
+        }
     }
 
     /// The flags of parked connection `key` changed: the watcher looks at it next.
@@ -105,6 +118,17 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
 pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Waiting) -> bool {
     shard.borrow_mut().parked.polls.insert(key, waiting);
     let parked = park_with(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED);
+    if !parked {
+        shard.borrow_mut().parked.forget(key);
+    }
+    parked
+}
+
+/// Parks a WebSocket between messages (see `park`), keeping `session` for the task that will
+/// serve the next one.
+pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Session) -> bool {
+    shard.borrow_mut().parked.sockets.insert(key, session);
+    let parked = park_with(shard, key, stream, flags::WANT_WRITE | flags::CLOSING);
     if !parked {
         shard.borrow_mut().parked.forget(key);
     }
@@ -148,7 +172,24 @@ fn unpark(s: &mut Shard, key: ConnKey, fd: RawFd) -> Option<TcpStream> {
 
 /// What a parked connection counts as in the connections gauge.
 fn transport(s: &Shard, key: ConnKey) -> Transport {
-    if s.parked.polls.contains_key(&key) { Transport::LongPoll } else { Transport::Sse }
+    if s.parked.polls.contains_key(&key) {
+        Transport::LongPoll
+    } else if s.parked.sockets.contains_key(&key) {
+        Transport::Ws
+    } else {
+        Transport::Sse
+    }
+}
+
+/// A parked WebSocket's peer sent something, or it is closing: a task takes over.
+fn resume_ws(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
+    let session = s.parked.sockets.remove(&key);
+    match (unpark(s, key, fd), session) {
+        (Some(stream), Some(session)) => {
+            monoio::spawn(crate::conn::resume_ws(shard.clone(), key, stream, session));
+        }
+        _ => s.drop_conn(key, Transport::Ws),
+    }
 }
 
 /// A parked poll has something to answer, or its peer sent something: a task takes over.
@@ -214,14 +255,16 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
     let mut s = shard.borrow_mut();
     let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
     let (fd, f) = (c.fd, c.flags);
-    let poll = s.parked.polls.contains_key(&key);
+    let t = transport(&s, key);
     if f & flags::CLOSED != 0 {
-        let t = transport(&s, key);
         s.drop_conn(key, t);
-    } else if poll {
+    } else if t == Transport::LongPoll {
         if f & (flags::CLOSING | flags::DATA | flags::EXPIRED) != 0 {
             resume_poll(shard, &mut s, key, fd);
         }
+    } else if f & flags::CLOSING != 0 && t == Transport::Ws {
+        // The close handshake needs the task.
+        resume_ws(shard, &mut s, key, fd);
     } else if f & flags::CLOSING != 0 {
         // Ending cleanly takes a flush under a deadline and a lingering close: a task again,
         // for the few moments it lasts.
@@ -232,7 +275,7 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
             None => s.drop_conn(key, Transport::Sse),
         }
     } else if f & flags::WANT_WRITE != 0 && s.parked.want_write(fd, key, true).is_err() {
-        s.drop_conn(key, Transport::Sse);
+        s.drop_conn(key, t);
     }
 }
 
@@ -240,20 +283,21 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
 fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     let mut s = shard.borrow_mut();
     let Some(fd) = s.conn(key).filter(|c| c.has(flags::PARKED)).map(|c| c.fd) else { return };
+    let t = transport(&s, key);
     let readable = ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-    if readable && s.parked.polls.contains_key(&key) {
+    if readable && t == Transport::LongPoll {
         // A poll's peer may send its next request before the answer (pipelining): that is
         // input for the task, not to be dropped.
         match sys::peek(fd) {
-            Ok(0) => s.drop_conn(key, Transport::LongPoll),
+            Ok(0) => s.drop_conn(key, t),
             Ok(_) => resume_poll(shard, &mut s, key, fd),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            Err(_) => s.drop_conn(key, Transport::LongPoll),
+            Err(_) => s.drop_conn(key, t),
         }
         return;
     }
-    if readable && !peer_still_there(fd) {
-        s.drop_conn(key, Transport::Sse);
+    if readable && t == Transport::Sse && !peer_still_there(fd) {
+        s.drop_conn(key, t);
         return;
     }
     if ev & libc::EPOLLOUT as u32 != 0 {
@@ -264,8 +308,13 @@ fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
         let Some(c) = s.conn(key) else { return };
         let (closed, drained) = (c.has(flags::CLOSED), !c.has(flags::WANT_WRITE));
         if closed || (drained && s.parked.want_write(fd, key, false).is_err()) {
-            s.drop_conn(key, Transport::Sse);
+            s.drop_conn(key, t);
+            return;
         }
+    }
+    if readable && t == Transport::Ws {
+        // Messages (or the peer leaving) are the task's to read.
+        resume_ws(shard, &mut s, key, fd);
     }
 }
 

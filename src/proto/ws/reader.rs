@@ -51,6 +51,11 @@ impl WsReader {
         WsReader { max_message, partial: None }
     }
 
+    /// Whether no fragmented message is half-read.
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_none()
+    }
+
     /// Takes every complete frame at the start of `buf` (unmasking it in place), pushing what
     /// they say to `events`. Returns how many bytes were used; the rest is an unfinished
     /// frame to call again with once more bytes arrive.
