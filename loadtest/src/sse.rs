@@ -8,22 +8,35 @@ pub struct SseParser {
     /// The previous piece ended in CR: a following LF belongs to it.
     after_cr: bool,
     /// The event's data so far (reused from event to event), and whether it has any field.
-    data: String,
+    data: Vec<u8>,
     has_data: bool,
-    /// The `id:` of the event being read; it becomes `last_id` only when the event is
-    /// dispatched (WHATWG), so a connection cut in the middle of an event resumes before it.
-    id_buffer: Option<String>,
-    pub last_id: Option<String>,
+    /// The `id:` last seen (when `has_id`); it becomes the last event id only when its event
+    /// is dispatched (WHATWG), so a connection cut in the middle of an event resumes before
+    /// it. Reused from event to event.
+    id_buffer: Vec<u8>,
+    has_id: bool,
+    last_id: Option<Vec<u8>>,
 }
 
 impl SseParser {
-    /// Feeds bytes; calls `on_event(data)` for every dispatched event. Lines are found by
-    /// scanning for their ends, not byte by byte: the harness must not be what limits a run.
-    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(&str)) {
+    /// A parser for a stream that resumes after `last_id`.
+    pub fn resuming(last_id: Option<String>) -> SseParser {
+        SseParser { last_id: last_id.map(String::into_bytes), ..SseParser::default() }
+    }
+
+    /// The id to resume from: the last dispatched event's.
+    pub fn last_id(&self) -> Option<String> {
+        self.last_id.as_ref().map(|id| String::from_utf8_lossy(id).into_owned())
+    }
+
+    /// Feeds bytes; calls `on_event(data)` for every dispatched event. Lines are found with
+    /// `memchr` and fields compared as bytes (no UTF-8 pass): the harness must not be what
+    /// limits a run.
+    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(&[u8])) {
         if std::mem::take(&mut self.after_cr) && bytes.first() == Some(&b'\n') {
             bytes = &bytes[1..];
         }
-        while let Some(i) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', bytes) {
             if self.line.is_empty() {
                 self.line_done(&bytes[..i], &mut on_event);
             } else {
@@ -46,10 +59,13 @@ impl SseParser {
         self.line.extend_from_slice(bytes);
     }
 
-    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(&str)) {
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
         if line.is_empty() {
-            if self.id_buffer.is_some() {
-                self.last_id.clone_from(&self.id_buffer);
+            if self.has_id {
+                match &mut self.last_id {
+                    Some(last) => last.clone_from(&self.id_buffer),
+                    None => self.last_id = Some(self.id_buffer.clone()),
+                }
             }
             if std::mem::take(&mut self.has_data) {
                 self.data.pop();
@@ -61,15 +77,21 @@ impl SseParser {
         if line[0] == b':' {
             return;
         }
-        let text = String::from_utf8_lossy(line);
-        let (field, value) = text.split_once(':').map_or((&*text, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => (&line[..i], line[i + 1..].strip_prefix(b" ").unwrap_or(&line[i + 1..])),
+            None => (line, &[][..]),
+        };
         match field {
-            "data" => {
+            b"data" => {
                 self.has_data = true;
-                self.data.push_str(value);
-                self.data.push('\n');
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
             }
-            "id" => self.id_buffer = Some(value.to_string()),
+            b"id" => {
+                self.has_id = true;
+                self.id_buffer.clear();
+                self.id_buffer.extend_from_slice(value);
+            }
             _ => {}
         }
     }
@@ -141,10 +163,10 @@ mod tests {
             let mut p = SseParser::default();
             let mut got = Vec::new();
             for piece in stream.chunks(size) {
-                p.feed(piece, |d| got.push(d.to_string()));
+                p.feed(piece, |d| got.push(String::from_utf8_lossy(d).into_owned()));
             }
             assert_eq!(got, ["a\nb", "c"], "pieces of {size}");
-            assert_eq!(p.last_id.as_deref(), Some("2"));
+            assert_eq!(p.last_id().as_deref(), Some("2"));
         }
     }
 
@@ -152,12 +174,12 @@ mod tests {
     fn the_last_id_moves_only_when_its_event_is_complete() {
         let mut p = SseParser::default();
         let mut got = Vec::new();
-        p.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n", |d| got.push(d.to_string()));
+        p.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n", |d| got.push(String::from_utf8_lossy(d).into_owned()));
         // Cut here: event 2 never arrived whole, so a resume must ask for what follows 1.
         assert_eq!(got, ["a"]);
-        assert_eq!(p.last_id.as_deref(), Some("1"));
-        p.feed(b"\n", |d| got.push(d.to_string()));
-        assert_eq!(p.last_id.as_deref(), Some("2"));
+        assert_eq!(p.last_id().as_deref(), Some("1"));
+        p.feed(b"\n", |d| got.push(String::from_utf8_lossy(d).into_owned()));
+        assert_eq!(p.last_id().as_deref(), Some("2"));
     }
 
     #[test]

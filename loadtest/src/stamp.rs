@@ -17,16 +17,24 @@ pub fn stamp(run: u32, seq: u64, size: usize) -> String {
     s
 }
 
-/// (seq, sent_us) of a payload of run `run`; `None` for anything else.
-pub fn parse(run: u32, payload: &str) -> Option<(u64, u64)> {
-    let mut parts = payload.splitn(4, ':');
-    let r: u32 = parts.next()?.parse().ok()?;
-    if r != run {
+/// (seq, sent_us) of a payload of run `run`; `None` for anything else. Read from bytes with
+/// no UTF-8 pass: it runs once per delivery.
+pub fn parse(run: u32, payload: &[u8]) -> Option<(u64, u64)> {
+    let mut parts = payload.splitn(4, |&b| b == b':');
+    if number(parts.next()?)? != u64::from(run) {
         return None;
     }
-    let seq = parts.next()?.parse().ok()?;
-    let sent = parts.next()?.parse().ok()?;
+    let seq = number(parts.next()?)?;
+    let sent = number(parts.next()?)?;
     Some((seq, sent))
+}
+
+/// A decimal number of 1 to 19 digits.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
 }
 
 #[cfg(test)]
@@ -37,10 +45,11 @@ mod tests {
     fn round_trip() {
         let s = stamp(7, 42, 128);
         assert_eq!(s.len(), 128);
-        let (seq, sent) = parse(7, &s).unwrap();
+        let (seq, sent) = parse(7, s.as_bytes()).unwrap();
         assert_eq!(seq, 42);
         assert!(sent > 0);
-        assert_eq!(parse(8, &s), None);
-        assert_eq!(parse(7, "junk"), None);
+        assert_eq!(parse(8, s.as_bytes()), None);
+        assert_eq!(parse(7, b"junk"), None);
+        assert_eq!(parse(7, b"7::1:"), None);
     }
 }
