@@ -8,7 +8,8 @@
 //! 2. **Parse** — `conn` reads requests with the pure codecs of `proto::http1` (heads on
 //!    httparse, bodies by length or chunked); `route` picks the handler in `api`.
 //! 3. **Route the publish** — `api::publish` sends the event through a bounded lock-free
-//!    queue (`mesh`) to the topic's owner worker (`pubsub::topic::owner_of`).
+//!    queue (`mesh`) to the topic's owner worker (`pubsub::topic::owner_of`); a pipelining
+//!    client's publishes go together (`conn::answers`).
 //! 4. **Encode once** — the owner (`pubsub::owner`) assigns the cursor (`pubsub::cursor`),
 //!    builds one `frames::Frame` holding the event's encodings (`proto::sse`), keeps it in
 //!    the topic's history (`pubsub::history`) and forwards it to each worker with subscribers.
@@ -18,8 +19,10 @@
 //! 6. **Backpressure** — an outbox past `max_pending_bytes` closes its connection; the client
 //!    resumes from history with its last event id.
 //!
-//! An open SSE stream has no task of its own: it is *parked* (`shard::parked`), its socket in
-//! the worker's epoll set, watched by one task per worker. Tasks that yield go through
+//! A waiting connection has no task of its own — an open SSE stream, a WebSocket between
+//! messages, a held long-poll with nothing to answer yet: it is *parked* (`shard::parked`),
+//! its socket in the worker's epoll set, watched by one task per worker, which spawns a task
+//! when there is something to do. Tasks that yield go through
 //! `shard::turns`, which makes monoio actually run the others first.
 #![deny(unsafe_code)]
 

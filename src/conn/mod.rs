@@ -4,7 +4,8 @@
 //! request/response it owns a read buffer; once it becomes an event stream the buffer is
 //! dropped, the stream is parked with the worker's watcher and the task ends. A held
 //! long-poll is parked the same way until it has something to answer; then a new task
-//! (`resume_poll`) answers it and goes on reading requests.
+//! (`resume_poll`) answers it and goes on reading requests. A WebSocket is parked between
+//! messages, and a new task (`resume_ws`) serves the next ones.
 
 mod answers;
 pub mod longpoll;

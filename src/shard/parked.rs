@@ -87,7 +87,7 @@ impl Parked {
         let _ = sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
     }
 
-    /// The connection is gone: forget what a parked poll of it kept.
+    /// The connection is gone: forget what was kept for its next task.
     pub fn forget(&mut self, key: ConnKey) {
         if !self.polls.is_empty() {
             self.polls.remove(&key);
