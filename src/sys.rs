@@ -56,6 +56,41 @@ pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
 }
 
+/// Appends what is waiting on the socket to `buf`, into its spare capacity, without
+/// blocking. `Ok(0)` means the peer closed its side (or `buf` has no spare capacity).
+pub fn recv_append(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is writable, uninitialised memory of `spare.len()` bytes owned by `buf`
+    // for the whole call; the kernel writes at most that many bytes into it.
+    let r = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = r as usize;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity (n ≤ its length).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Accepts a connection waiting on `listener` without blocking; `Ok(None)` when none waits.
+/// The accept loops drain their queue with it after each accept the runtime completes.
+pub fn accept_now(listener: RawFd) -> io::Result<Option<(std::net::TcpStream, std::net::SocketAddr)>> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: null address pointers ask for no peer address; `flags` are valid accept4 flags.
+    let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: `fd` was just returned by accept4 and nothing else owns it.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = stream.peer_addr()?;
+    Ok(Some((stream, peer)))
+}
+
 /// Whether the peer sent something (`Ok(n > 0)`) or closed (`Ok(0)`), without consuming it.
 pub fn peek(fd: RawFd) -> io::Result<usize> {
     let mut byte = 0u8;

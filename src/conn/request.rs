@@ -84,6 +84,20 @@ impl RequestReader {
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
+        // What is already waiting is taken without a trip through the runtime: under io_uring
+        // every read is a submission and a completion a run-queue turn later, and a request
+        // is usually there by the time its connection is served.
+        match sys::recv_append(stream.as_raw_fd(), &mut buf) {
+            Ok(n) => {
+                self.buf = buf;
+                return if n == 0 { Err(ReadError::Closed) } else { Ok(()) };
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                self.buf = buf;
+                return Err(if e.kind() == io::ErrorKind::ConnectionReset { ReadError::Closed } else { ReadError::Io });
+            }
+        }
         // Read into the spare capacity, after what is already buffered.
         let len = buf.len();
         let (res, buf) = match timeout_at(deadline, stream.read(buf.slice_mut(len..))).await {

@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::proto::{sse, ws};
 use crate::pubsub::local::Delivery;
 use crate::pubsub::msg::ToOwner;
 use crate::pubsub::{local, owner};
+use crate::sys;
 
 /// io_uring submission queue size: every idle stream keeps one readiness wait in flight.
 const URING_ENTRIES: u32 = 16 * 1024;
@@ -167,6 +169,9 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     }
 }
 
+/// Most connections taken from the accept queue without the runtime after one it accepted.
+const ACCEPT_BURST: usize = 128;
+
 /// Accepts connections until the stop begins.
 async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize, stop: Rc<Stop>) {
     let (mesh, id) = {
@@ -181,17 +186,20 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize, stop: R
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let metrics = &mesh.metrics.workers[id];
-                if mesh.connections.fetch_add(1, Ordering::Relaxed) >= cap {
-                    mesh.connections.fetch_sub(1, Ordering::Relaxed);
-                    metrics.rejected.inc();
-                    metrics.response(503);
-                    monoio::spawn(refuse_over_cap(stream));
-                    continue;
+                admit(&shard, &mesh, cap, stream, peer);
+                // Under io_uring each accept is a submission whose completion comes a
+                // run-queue turn later; during a reconnect storm that turn is long, so what
+                // else is queued is taken now.
+                for _ in 0..ACCEPT_BURST {
+                    match sys::accept_now(listener.as_raw_fd()) {
+                        Ok(Some((stream, peer))) => {
+                            if let Ok(stream) = TcpStream::from_std(stream) {
+                                admit(&shard, &mesh, cap, stream, peer);
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
                 }
-                metrics.accepted.inc();
-                monoio::spawn(conn::serve(shard.clone(), stream, peer));
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning on the error.
@@ -203,6 +211,21 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize, stop: R
             }
         }
     }
+}
+
+/// Serves an accepted connection, or refuses it over the connection cap.
+fn admit(shard: &ShardRef, mesh: &Mesh, cap: usize, stream: TcpStream, peer: std::net::SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let metrics = &mesh.metrics.workers[shard.borrow().id];
+    if mesh.connections.fetch_add(1, Ordering::Relaxed) >= cap {
+        mesh.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics.rejected.inc();
+        metrics.response(503);
+        monoio::spawn(refuse_over_cap(stream));
+        return;
+    }
+    metrics.accepted.inc();
+    monoio::spawn(conn::serve(shard.clone(), stream, peer));
 }
 
 async fn refuse_over_cap(stream: TcpStream) {
