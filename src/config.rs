@@ -216,6 +216,11 @@ impl Config {
         }
         let history_ttl = secs("history_ttl", flags.history_ttl.or(file.history_ttl), 300.0, 0.001)?;
         let heartbeat = secs("heartbeat", flags.heartbeat.or(file.heartbeat), 15.0, 0.01)?;
+        // Connection stamps measure spans of up to 24 days (`shard::clock`); the liveness
+        // check spans two heartbeats.
+        if heartbeat > Duration::from_secs(86_400) {
+            return Err(bad("heartbeat", format!("{} s is more than a day", heartbeat.as_secs())));
+        }
         let max_event_bytes = positive("max_event_bytes", flags.max_event_bytes.or(file.max_event_bytes), 65536)?;
         if max_event_bytes > 64 << 20 {
             return Err(bad("max_event_bytes", "at most 67108864"));
@@ -318,6 +323,7 @@ mod tests {
             (&["--workers", "0"][..], "workers"),
             (&["--heartbeat", "-1"][..], "heartbeat"),
             (&["--heartbeat", "NaN"][..], "heartbeat"),
+            (&["--heartbeat", "100000"][..], "heartbeat"),
             (&["--listen", "nowhere"][..], "listen"),
             (&["--max-event-bytes", "0"][..], "max_event_bytes"),
             (&["--log-level", "loud"][..], "log_level"),

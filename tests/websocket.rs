@@ -1327,6 +1327,43 @@ fn ws_heartbeat_pings_idle_connections_and_keeps_those_that_answer() {
     });
 }
 
+/// Events flowing to a subscriber say nothing about whether it is still there: it is pinged
+/// anyway, and one that answers is kept however long the events keep coming.
+#[test]
+fn ws_subscriber_that_only_receives_is_pinged_and_kept_while_events_flow() {
+    each_driver(2, &["--heartbeat", "0.3"], |s| {
+        let w = ws(s, "/sub/busy");
+        let count = 30;
+        std::thread::scope(|sc| {
+            let reader = sc.spawn(move || {
+                let mut w = w;
+                let mut got = 0;
+                while got < count {
+                    let f = w.frame();
+                    match f.opcode {
+                        OP_PING => {
+                            w.pings += 1;
+                            w.send(true, OP_PONG, &f.payload);
+                        }
+                        OP_TEXT => got += 1,
+                        _ => panic!("after {got} events: unexpected {}", f.describe()),
+                    }
+                }
+                w.pings
+            });
+            // An event every 50 ms for 1.5 s: five heartbeat intervals in which the
+            // connection is never quiet.
+            let mut p = Publisher::new(s);
+            for i in 0..count {
+                p.publish("busy", &format!("e{i}"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let pings = reader.join().expect("every event arrived on the same connection");
+            assert!(pings >= 1, "a subscriber that never spoke was never pinged");
+        });
+    });
+}
+
 #[test]
 fn ws_peer_that_never_answers_pings_is_dropped() {
     each_driver(2, &["--heartbeat", "0.3"], |s| {

@@ -44,6 +44,11 @@ impl Answers {
         self.publishes.len() < MAX_DEFERRED && self.ready.queued() < MAX_HELD_BYTES
     }
 
+    /// Whether nothing is owed.
+    pub fn is_empty(&self) -> bool {
+        self.publishes.is_empty() && self.ready.is_empty()
+    }
+
     /// Whether enough is held back that it should be written now.
     pub fn full(&self) -> bool {
         self.ready.queued() >= MAX_HELD_BYTES
@@ -84,6 +89,11 @@ impl Answers {
             return true;
         }
         let deadline = Instant::now() + ctx.config.head_timeout * 3;
-        Box::pin(request::write_out(stream, &mut self.ready, deadline)).await.is_ok()
+        let written = Box::pin(request::write_out(stream, &mut self.ready, deadline)).await.is_ok();
+        if !written {
+            // The client is not taking it: nothing more is owed (and no second deadline).
+            self.ready.clear();
+        }
+        written
     }
 }

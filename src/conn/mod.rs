@@ -166,6 +166,9 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
     ctx.shard.borrow_mut().drop_conn(key, doing);
 }
 
+/// Requests a connection answers before the rest of the worker gets a turn.
+const REQUESTS_PER_TURN: u32 = 32;
+
 /// What a connection does after its plain requests.
 enum Next {
     Close,
@@ -200,7 +203,14 @@ async fn answer_requests(
     answers: &mut Answers,
 ) -> Next {
     let metrics = &ctx.mesh.metrics.workers[ctx.worker];
+    let mut served = 0u32;
     loop {
+        served = served.wrapping_add(1);
+        if served.is_multiple_of(REQUESTS_PER_TURN) {
+            // Requests already buffered are read and answered without waiting on anything,
+            // so a client pipelining cheap requests non-stop would otherwise keep the worker.
+            crate::shard::yield_now().await;
+        }
         let idle = if first { ctx.config.head_timeout } else { KEEPALIVE_IDLE };
         first = false;
         // Each step is boxed: its timer alone is 640 bytes, and none of it may stay in the
@@ -228,6 +238,10 @@ async fn answer_requests(
             if answers.write(ctx, stream).await {
                 Box::pin(request::refuse(stream, r, head.minor_version)).await;
             }
+            return Next::Close;
+        }
+        if head.expect_continue && !answers.is_empty() && !answers.write(ctx, stream).await {
+            // `100 Continue` goes straight to the socket: what is owed before it goes first.
             return Next::Close;
         }
         let body = match Box::pin(reader.read_body(stream, &head, limit, ctx.config.head_timeout)).await {

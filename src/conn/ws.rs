@@ -247,6 +247,8 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
         let Some(c) = s.conn(key) else { return false };
         c.outbox.push(handshake::switching(&accept, &[("Herald-Worker", &ctx.worker.to_string())]));
         c.flags |= flags::WEBSOCKET;
+        // Liveness counts from the upgrade, not from when the connection was accepted.
+        c.last_read = crate::shard::clock::Stamp::now();
         match mode {
             Mode::Echo => Vec::new(),
             Mode::Chat(Err(why)) => {

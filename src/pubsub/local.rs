@@ -558,8 +558,11 @@ impl Shard {
                 Taken::Nothing => continue,
                 Taken::Held => {
                     metrics.deliveries.inc();
-                    c.flags |= flags::DATA;
-                    c.notify(key, parked);
+                    // One notice per poll, not per event: a parked poll's notices are queued.
+                    if !c.has(flags::DATA) {
+                        c.flags |= flags::DATA;
+                        c.notify(key, parked);
+                    }
                     continue;
                 }
                 Taken::Outbox => metrics.deliveries.inc(),

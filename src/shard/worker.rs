@@ -271,11 +271,15 @@ async fn ticker(shard: ShardRef) {
                         }
                     }
                     Delivery::Ws | Delivery::WsRaw => {
-                        // A peer that answered no ping for two intervals is gone.
+                        // A peer that answered no ping for two intervals is gone. A peer silent
+                        // for one is pinged even while events flow to it (they say nothing
+                        // about whether it is still there); a quiet connection is pinged too.
                         if stamp.since(c.last_read) >= heartbeat * 2 {
                             c.flags |= flags::CLOSED;
                             c.notify(key, parked);
-                        } else if c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat {
+                        } else if stamp.since(c.last_read) >= heartbeat
+                            || (c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat)
+                        {
                             c.outbox.push(ping.clone());
                             quiet.push(key);
                         }
