@@ -79,10 +79,7 @@ fn stalled_readers_keep_memory_bounded_and_others_get_everything() {
         let baseline = rss_kib(s);
         let mut stalled = Vec::new();
         for _ in 0..20 {
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            sock.set_recv_buffer_size(2048).unwrap();
-            sock.connect(&s.addr.into()).unwrap();
-            let mut c: TcpStream = sock.into();
+            let mut c = s.connect_with_recv_buffer(2048);
             c.write_all(b"GET /sub/flood HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
             assert_eq!(read_head(&mut c).expect("head").0, 200);
             stalled.push(c);
@@ -133,10 +130,7 @@ fn stalled_readers_keep_memory_bounded_and_others_get_everything() {
 fn a_websocket_peer_that_pings_but_never_reads_is_cut() {
     use common::ws::{OP_PING, cframe};
     each_driver(2, &["--max-pending-bytes", "65536"], |s| {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.addr.into()).unwrap();
-        let mut c: TcpStream = sock.into();
+        let mut c = s.connect_with_recv_buffer(4096);
         c.write_all(
             b"GET /sub/pings HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",

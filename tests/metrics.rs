@@ -99,10 +99,7 @@ fn numbers_move_exactly_and_gauges_return_to_zero() {
 #[test]
 fn slow_consumers_are_counted() {
     each_driver(2, &["--max-pending-bytes", "65536"], |s| {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.addr.into()).unwrap();
-        let mut stalled: std::net::TcpStream = sock.into();
+        let mut stalled = s.connect_with_recv_buffer(4096);
         stalled.write_all(b"GET /sub/slowm HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
         assert_eq!(read_head(&mut stalled).expect("head").0, 200);
         let big = "x".repeat(32 * 1024);

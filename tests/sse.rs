@@ -4,7 +4,6 @@ mod common;
 use common::*;
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Opens `path` as SSE on a raw socket and returns the stream bytes read until `enough` says so.
@@ -486,10 +485,7 @@ fn sse_every_subscriber_sees_the_same_order_across_workers() {
 fn sse_stalled_reader_is_disconnected_and_others_get_everything() {
     each_driver(2, &["--max-pending-bytes", "65536"], |s| {
         // A subscriber with a tiny receive buffer that never reads.
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.addr.into()).unwrap();
-        let mut stalled: TcpStream = sock.into();
+        let mut stalled = s.connect_with_recv_buffer(4096);
         stalled.set_read_timeout(Some(DEADLINE)).unwrap();
         stalled.write_all(b"GET /sub/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
         let (status, _) = read_head(&mut stalled).expect("stalled subscriber's head");
@@ -542,11 +538,9 @@ fn sse_a_reader_that_falls_behind_gets_everything_once_it_reads() {
     // Under the cap, a reader that stops reading is not cut: its socket fills up, the stream
     // waits for room, and every event arrives in order once it reads again.
     each_driver(2, &["--max-pending-bytes", "33554432"], |s| {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.addr.into()).unwrap();
+        let sock = s.connect_with_recv_buffer(4096);
         let req = "GET /sub/lag HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n";
-        let mut lagging = SseClient::open_on(sock.into(), req).expect("subscribed");
+        let mut lagging = SseClient::open_on(sock, req).expect("subscribed");
         // 6 MiB, more than the kernel's socket buffers hold, published while it does not read.
         let (count, size) = (384, 16 * 1024);
         let mut p = Publisher::new(s);

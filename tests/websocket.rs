@@ -1462,10 +1462,8 @@ fn ws_sigterm_closes_the_echo_websocket_with_1001() {
 #[test]
 fn ws_a_reader_that_falls_behind_gets_everything_once_it_reads() {
     each_driver(2, &["--max-pending-bytes", "33554432"], |s| {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.addr.into()).unwrap();
-        let mut lagging = Ws { s: sock.into(), headers: Vec::new(), pings: 0, partial: None };
+        let sock = s.connect_with_recv_buffer(4096);
+        let mut lagging = Ws { s: sock, headers: Vec::new(), pings: 0, partial: None };
         lagging.s.set_read_timeout(Some(DEADLINE)).unwrap();
         lagging.s.write_all(upgrade_request("/sub/wslag", &fresh_key(), &[]).as_bytes()).unwrap();
         assert_eq!(read_head(&mut lagging.s).expect("101").0, 101);
@@ -1506,10 +1504,7 @@ fn ws_a_reader_that_falls_behind_gets_everything_once_it_reads() {
 fn ws_stalled_reader_is_disconnected_and_others_get_everything() {
     each_driver(2, &["--max-pending-bytes", "65536"], |s| {
         // A subscriber with a tiny receive buffer that never reads after the 101.
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&s.addr.into()).unwrap();
-        let mut stalled: TcpStream = sock.into();
+        let mut stalled = s.connect_with_recv_buffer(4096);
         stalled.set_read_timeout(Some(DEADLINE)).unwrap();
         let key = fresh_key();
         stalled.write_all(upgrade_request("/sub/slow", &key, &[]).as_bytes()).unwrap();

@@ -79,17 +79,20 @@ impl Seen {
         self.max = Some(self.max.map_or(seq, |m| m.max(seq)));
     }
 
-    /// The first `most` sequences below `expected` never received.
-    pub fn missing(&self, expected: u64, most: usize) -> Vec<u64> {
-        let from = self.floor.unwrap_or(0);
-        (from..expected).filter(|&i| !self.got.get(i as usize).copied().unwrap_or(false)).take(most).collect()
-    }
-
     /// Sequences below `expected` never received (from the floor, for a subscriber that
     /// came back without an id).
+    fn never_received(&self, expected: u64) -> impl Iterator<Item = u64> + '_ {
+        (self.floor.unwrap_or(0)..expected).filter(|&i| !self.got.get(i as usize).copied().unwrap_or(false))
+    }
+
+    /// The first `most` sequences below `expected` never received.
+    pub fn missing(&self, expected: u64, most: usize) -> Vec<u64> {
+        self.never_received(expected).take(most).collect()
+    }
+
+    /// How many sequences below `expected` were never received.
     pub fn lost(&self, expected: u64) -> u64 {
-        let from = self.floor.unwrap_or(0) as usize;
-        (from..expected as usize).filter(|&i| !self.got.get(i).copied().unwrap_or(false)).count() as u64
+        self.never_received(expected).count() as u64
     }
 }
 
@@ -123,8 +126,8 @@ impl Record {
         }))
     }
 
-    fn event(&mut self, sub: usize, data: &str) {
-        self.event_at(sub, data.as_bytes(), Instant::now(), stamp::now_micros());
+    fn event(&mut self, sub: usize, data: &[u8]) {
+        self.event_at(sub, data, Instant::now(), stamp::now_micros());
     }
 
     /// Records an event received at `now` (`now_us` on the wall clock): the events of one
@@ -436,7 +439,7 @@ async fn longpoll(
                 cursor = Some(format!("{modified}\n{etag}"));
             }
             if status == 200 {
-                rec.borrow_mut().event(sub, &String::from_utf8_lossy(&body));
+                rec.borrow_mut().event(sub, &body);
             }
         } else if let Some(id) = head.lines().find_map(|l| l.strip_prefix("Last-Event-ID: ")) {
             cursor = Some(id.trim().to_string());
@@ -447,7 +450,7 @@ async fn longpoll(
         {
             let mut r = rec.borrow_mut();
             for e in answer.events.iter().filter_map(|e| e.data.as_deref()) {
-                r.event(sub, e);
+                r.event(sub, e.as_bytes());
             }
         }
         if *stop.borrow() != generation {
@@ -456,8 +459,6 @@ async fn longpoll(
     }
 }
 
-/// A herald long-poll answer, read without building a JSON tree: the harness must not be
-/// what limits a run.
 /// What the harness reads of a herald WebSocket message (borrowed: no tree, no copies).
 #[derive(serde::Deserialize)]
 struct WsMessage<'a> {
@@ -468,6 +469,8 @@ struct WsMessage<'a> {
     data: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// A herald long-poll answer, read without building a JSON tree: the harness must not be
+/// what limits a run.
 #[derive(serde::Deserialize)]
 struct PollAnswer<'a> {
     #[serde(borrow)]

@@ -35,7 +35,7 @@ fn figure(r: &Value) -> Figure {
         note = format!("lost {lost}, dup {dup}");
     }
     if r["complete"] == json!(false) {
-        note.push_str(if note.is_empty() { "incomplete" } else { ", incomplete" });
+        add_note(&mut note, "incomplete");
     }
     match (r["scenario"].as_str().unwrap_or(""), r["rate"].is_null()) {
         ("idle", _) => Figure { unit: "B/conn", value: f("rss_bytes_per_conn"), note },
@@ -44,12 +44,20 @@ fn figure(r: &Value) -> Figure {
         ("connect", _) => Figure { unit: "conn/s", value: f("per_sec"), note },
         ("storm", _) => {
             if r["all_resumed"] == json!(false) {
-                note.push_str(if note.is_empty() { "not all resumed" } else { ", not all resumed" });
+                add_note(&mut note, "not all resumed");
             }
             Figure { unit: "s to resume all", value: f("recovery_secs"), note }
         }
         _ => Figure { unit: "", value: None, note },
     }
+}
+
+/// Appends `what` to a comma-separated note.
+fn add_note(note: &mut String, what: &str) {
+    if !note.is_empty() {
+        note.push_str(", ");
+    }
+    note.push_str(what);
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

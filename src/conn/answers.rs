@@ -68,13 +68,17 @@ impl Answers {
             let mut response = publish::published(cursor, &d.topic);
             response.headers.extend(d.cors);
             // Only keep-alive requests are deferred.
-            self.push(ctx, response, d.minor_version, true, false);
+            self.encode(ctx, response, d.minor_version, true, false);
         }
     }
 
-    /// Encodes `response` behind the answers before it (which must be settled).
-    pub fn push(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
-        debug_assert!(self.publishes.is_empty(), "answers out of order");
+    /// Adds the answer to the request just read, behind every answer owed before it.
+    pub async fn add(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
+        self.settle(ctx).await;
+        self.encode(ctx, response, minor_version, keep_alive, head_only);
+    }
+
+    fn encode(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
         let bytes = response.encode(minor_version, keep_alive, head_only);
         let metrics = &ctx.mesh.metrics.workers[ctx.worker];
         metrics.response(response.status.code());

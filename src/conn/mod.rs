@@ -280,8 +280,7 @@ async fn answer_requests(
             }
         };
         response.headers.extend(cors);
-        answers.settle(ctx).await;
-        answers.push(ctx, response, head.minor_version, keep_alive, head_only);
+        answers.add(ctx, response, head.minor_version, keep_alive, head_only).await;
         if !keep_alive {
             return Next::Close;
         }

@@ -56,15 +56,9 @@ impl RequestReader {
         if self.buf.len() > MAX_HEAD_BYTES {
             return false;
         }
-        let mut scratch = [0u8; 4096];
-        match sys::recv_nonblocking(fd, &mut scratch) {
-            // An end or an error is found again by the next blocking read.
-            Ok(n) if n > 0 => {
-                self.buf.extend_from_slice(&scratch[..n]);
-                self.holds_next_head()
-            }
-            _ => false,
-        }
+        self.buf.reserve(READ_CHUNK);
+        // An end or an error is found again by the next blocking read.
+        matches!(sys::recv_append(fd, &mut self.buf), Ok(n) if n > 0) && self.holds_next_head()
     }
 
     /// Whether nothing is buffered.

@@ -29,6 +29,7 @@ use crate::proto::ws::reader::Violation;
 use crate::proto::ws::{CloseCode, Opcode, WsEvent, WsReader, encode_frame, handshake};
 use crate::pubsub::local::{Delivery, Subscription};
 use crate::seeds::chat;
+use crate::shard::clock::Stamp;
 use crate::shard::state::flags;
 use crate::sys;
 
@@ -104,13 +105,12 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> E
     serve(ctx, stream, session, false).await
 }
 
-/// Serves the WebSocket's messages until it closes or has nothing left to do. `readable`: the
+/// Serves the WebSocket's messages until it closes or has nothing left to do. `must_read`: the
 /// peer sent something (a parked connection's task starts by reading it).
-pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, readable: bool) -> Ending {
+pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must_read: bool) -> Ending {
     let key = ctx.key;
     let fd = stream.as_raw_fd();
     let mut inbuf: Vec<u8> = Vec::new();
-    let mut must_read = readable;
     let mut readable = pin!(stream.readable(false));
     let mut writable: Writable = None;
     loop {
@@ -119,7 +119,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, readable
             Wake::Readable(Ok(()))
         } else if inbuf.is_empty()
             && session.reader.is_idle()
-            && !ctx.shard.borrow_mut().conn(key).is_none_or(|c| c.has(flags::CLOSED | flags::CLOSING))
+            && ctx.shard.borrow_mut().conn(key).is_some_and(|c| !c.has(flags::CLOSED | flags::CLOSING))
         {
             // Between messages: the parked-stream watcher can wait for the next one.
             return Ending::Idle(session);
@@ -134,7 +134,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, readable
                 if !events.is_empty()
                     && let Some(c) = ctx.shard.borrow_mut().conn(key)
                 {
-                    c.last_read = crate::shard::clock::Stamp::now();
+                    c.last_read = Stamp::now();
                 }
                 for ev in events {
                     match (ev, &session.kind) {
@@ -248,7 +248,7 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
         c.outbox.push(handshake::switching(&accept, &[("Herald-Worker", &ctx.worker.to_string())]));
         c.flags |= flags::WEBSOCKET;
         // Liveness counts from the upgrade, not from when the connection was accepted.
-        c.last_read = crate::shard::clock::Stamp::now();
+        c.last_read = Stamp::now();
         match mode {
             Mode::Echo => Vec::new(),
             Mode::Chat(Err(why)) => {

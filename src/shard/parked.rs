@@ -117,18 +117,20 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
 /// answer it.
 pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Waiting) -> bool {
     shard.borrow_mut().parked.polls.insert(key, waiting);
-    let parked = park_with(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED);
-    if !parked {
-        shard.borrow_mut().parked.forget(key);
-    }
-    parked
+    park_keeping(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED)
 }
 
 /// Parks a WebSocket between messages (see `park`), keeping `session` for the task that will
 /// serve the next one.
 pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Session) -> bool {
     shard.borrow_mut().parked.sockets.insert(key, session);
-    let parked = park_with(shard, key, stream, flags::WANT_WRITE | flags::CLOSING);
+    park_keeping(shard, key, stream, flags::WANT_WRITE | flags::CLOSING)
+}
+
+/// `park_with` for a connection whose next task's needs were just kept: forgotten again if
+/// it cannot be parked.
+fn park_keeping(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) -> bool {
+    let parked = park_with(shard, key, stream, wake_on);
     if !parked {
         shard.borrow_mut().parked.forget(key);
     }
@@ -170,37 +172,30 @@ fn unpark(s: &mut Shard, key: ConnKey, fd: RawFd) -> Option<TcpStream> {
     TcpStream::from_std(sys::owned_stream(fd)).ok()
 }
 
-/// What a parked connection counts as in the connections gauge.
-fn transport(s: &Shard, key: ConnKey) -> Transport {
-    if s.parked.polls.contains_key(&key) {
-        Transport::LongPoll
-    } else if s.parked.sockets.contains_key(&key) {
-        Transport::Ws
-    } else {
-        Transport::Sse
+/// A task takes over a parked connection (its WebSocket peer sent something, its poll has
+/// something to answer, …) with what was kept for it; without that, or its stream, the
+/// connection is dropped.
+fn resume<T, F>(s: &mut Shard, key: ConnKey, fd: RawFd, kept: Option<T>, task: impl FnOnce(TcpStream, T) -> F)
+where
+    F: Future<Output = ()> + 'static,
+{
+    let transport = s.conn(key).map_or(Transport::Sse, |c| c.transport());
+    match (unpark(s, key, fd), kept) {
+        (Some(stream), Some(kept)) => {
+            monoio::spawn(task(stream, kept));
+        }
+        _ => s.drop_conn(key, transport),
     }
 }
 
-/// A parked WebSocket's peer sent something, or it is closing: a task takes over.
 fn resume_ws(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
     let session = s.parked.sockets.remove(&key);
-    match (unpark(s, key, fd), session) {
-        (Some(stream), Some(session)) => {
-            monoio::spawn(crate::conn::resume_ws(shard.clone(), key, stream, session));
-        }
-        _ => s.drop_conn(key, Transport::Ws),
-    }
+    resume(s, key, fd, session, |stream, session| crate::conn::resume_ws(shard.clone(), key, stream, session));
 }
 
-/// A parked poll has something to answer, or its peer sent something: a task takes over.
 fn resume_poll(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
     let waiting = s.parked.polls.remove(&key);
-    match (unpark(s, key, fd), waiting) {
-        (Some(stream), Some(waiting)) => {
-            monoio::spawn(crate::conn::resume_poll(shard.clone(), key, stream, waiting));
-        }
-        _ => s.drop_conn(key, Transport::LongPoll),
-    }
+    resume(s, key, fd, waiting, |stream, waiting| crate::conn::resume_poll(shard.clone(), key, stream, waiting));
 }
 
 /// The watcher of one worker's parked streams; `set` is the runtime's handle on the epoll set
@@ -254,8 +249,7 @@ pub async fn run(shard: ShardRef, set: TcpStream) {
 fn on_notice(shard: &ShardRef, key: ConnKey) {
     let mut s = shard.borrow_mut();
     let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
-    let (fd, f) = (c.fd, c.flags);
-    let t = transport(&s, key);
+    let (fd, f, t) = (c.fd, c.flags, c.transport());
     if f & flags::CLOSED != 0 {
         s.drop_conn(key, t);
     } else if t == Transport::LongPoll {
@@ -282,8 +276,7 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
 /// Acts on what the epoll set reported for a parked connection.
 fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     let mut s = shard.borrow_mut();
-    let Some(fd) = s.conn(key).filter(|c| c.has(flags::PARKED)).map(|c| c.fd) else { return };
-    let t = transport(&s, key);
+    let Some((fd, t)) = s.conn(key).filter(|c| c.has(flags::PARKED)).map(|c| (c.fd, c.transport())) else { return };
     let readable = ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
     if readable && t == Transport::LongPoll {
         // A poll's peer may send its next request before the answer (pipelining): that is

@@ -20,7 +20,7 @@ use crate::conn::outbox::{Flushed, Outbox};
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::pubsub::cursor::Cursor;
-use crate::pubsub::local::{LocalTopic, Subscription};
+use crate::pubsub::local::{Delivery, LocalTopic, Subscription};
 use crate::pubsub::msg::ToOwner;
 use crate::shard::clock::Stamp;
 use crate::shard::parked::Parked;
@@ -90,6 +90,16 @@ pub struct Conn {
 impl Conn {
     pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
+    }
+
+    /// What the connection counts as in the connections gauge once it is a stream, a
+    /// WebSocket or a held poll (parked connections are one of those).
+    pub fn transport(&self) -> Transport {
+        match self.sub.as_ref().map(|s| &s.delivery) {
+            _ if self.has(flags::WEBSOCKET) => Transport::Ws,
+            Some(Delivery::Held(_)) => Transport::LongPoll,
+            _ => Transport::Sse,
+        }
     }
 
     pub fn generation(&self) -> u32 {

@@ -76,6 +76,15 @@ impl Server {
         s
     }
 
+    /// A connection whose receive buffer holds about `bytes` (no timeouts set): a client that
+    /// stops reading fills it, and then the server's side, quickly.
+    pub fn connect_with_recv_buffer(&self, bytes: usize) -> TcpStream {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(bytes).unwrap();
+        sock.connect(&self.addr.into()).unwrap();
+        sock.into()
+    }
+
     /// Sends SIGTERM and waits for the exit status (with a deadline).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe_kill(self.child.id(), libc_sigterm());
