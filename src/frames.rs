@@ -21,11 +21,21 @@ pub struct Frame {
     pub cursor: Cursor,
     /// The event type; `None` is the default SSE `message` event.
     pub kind: Option<Box<str>>,
+    /// The event data. When it is one line, this is a slice of `sse`: the history holds the
+    /// data once, and the publish request's body is freed at once.
     pub data: Bytes,
     /// Server receive time, Unix microseconds.
     pub ts_micros: u64,
     /// SSE with the `id:` line: what a single-topic stream sends.
     sse: Chunk,
+    /// The other encodings, boxed and made on first use: an event only ever sent to
+    /// single-topic streams (and kept in history meanwhile) pays 16 bytes for them, not 200.
+    more: OnceLock<Box<Encodings>>,
+}
+
+/// Encodings a stream needs less often, each built once by whichever worker needs it first.
+#[derive(Debug, Default)]
+struct Encodings {
     /// SSE without the `id:` line, for multi-topic streams whose id is per stream.
     sse_anonymous: OnceLock<Chunk>,
     /// The event's JSON object, as long-poll answers list it.
@@ -41,21 +51,22 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(topic: Arc<str>, cursor: Cursor, kind: Option<Box<str>>, data: Bytes, ts_micros: u64) -> Frame {
-        let id = cursor.to_string();
+        let id = cursor.text();
         let sse = sse::event_chunk(Some(&id), kind.as_deref(), &data);
-        Frame {
-            topic,
-            cursor,
-            kind,
-            data,
-            ts_micros,
-            sse,
-            sse_anonymous: OnceLock::new(),
-            json: OnceLock::new(),
-            ws: OnceLock::new(),
-            ws_raw: OnceLock::new(),
-            longpoll_answer: OnceLock::new(),
-        }
+        // One line of data is written as it is, last in the chunk: `data: {data}\n\n\r\n`.
+        let data = if data.iter().any(|&b| b == b'\n' || b == b'\r') {
+            data
+        } else {
+            let end = sse.framed.len() - b"\n\n\r\n".len();
+            let copy = sse.framed.slice(end - data.len()..end);
+            debug_assert_eq!(copy, data);
+            copy
+        };
+        Frame { topic, cursor, kind, data, ts_micros, sse, more: OnceLock::new() }
+    }
+
+    fn more(&self) -> &Encodings {
+        self.more.get_or_init(Box::default)
     }
 
     /// The event as a single-topic SSE stream sends it (`id:` = the topic cursor).
@@ -65,15 +76,19 @@ impl Frame {
 
     /// The event without its `id:` line, for streams that send their own id first.
     pub fn sse_anonymous(&self, chunked: bool) -> Bytes {
-        self.sse_anonymous.get_or_init(|| sse::event_chunk(None, self.kind.as_deref(), &self.data)).for_version(chunked)
+        self.more()
+            .sse_anonymous
+            .get_or_init(|| sse::event_chunk(None, self.kind.as_deref(), &self.data))
+            .for_version(chunked)
     }
 
     /// The event's JSON object for long-poll answers.
     pub fn json(&self) -> Bytes {
-        self.json
+        self.more()
+            .json
             .get_or_init(|| {
                 let data = std::str::from_utf8(&self.data).unwrap_or_default();
-                let id = self.cursor.to_string();
+                let id = self.cursor.text();
                 longpoll::event_object(&self.topic, &id, self.kind.as_deref(), data, self.ts_micros)
             })
             .clone()
@@ -82,7 +97,8 @@ impl Frame {
     /// The event as a WebSocket text frame:
     /// `{"event":"message","topic","id","type"?,"data","ts"}`.
     pub fn ws(&self) -> Bytes {
-        self.ws
+        self.more()
+            .ws
             .get_or_init(|| {
                 let json = self.json();
                 let mut payload = Vec::with_capacity(json.len() + 18);
@@ -95,12 +111,12 @@ impl Frame {
 
     /// The event's data as a text frame, nothing around it.
     pub fn ws_raw(&self) -> Bytes {
-        self.ws_raw.get_or_init(|| ws::encode_frame(ws::Opcode::Text, &self.data)).clone()
+        self.more().ws_raw.get_or_init(|| ws::encode_frame(ws::Opcode::Text, &self.data)).clone()
     }
 
     /// The complete long-poll answer with just this event, built once with `build`.
     pub fn longpoll_answer(&self, build: impl FnOnce() -> Bytes) -> Bytes {
-        self.longpoll_answer.get_or_init(build).clone()
+        self.more().longpoll_answer.get_or_init(build).clone()
     }
 
     /// Whether a `types=` filter lets this event through (`message` names untyped events).
@@ -128,6 +144,19 @@ mod tests {
         assert_eq!(&f.sse(false)[..], b"id: ab-7\nevent: score\ndata: 1-0\n\n");
         assert_eq!(&f.sse_anonymous(false)[..], b"event: score\ndata: 1-0\n\n");
         assert_eq!(f.sse_anonymous(true).as_ptr(), f.sse_anonymous(true).as_ptr());
+    }
+
+    #[test]
+    fn one_line_data_lives_in_the_sse_chunk() {
+        let one = Frame::new("t".into(), Cursor::new(1, 1), None, Bytes::from(b"abc".to_vec()), 1);
+        assert_eq!(&one.data[..], b"abc");
+        let sse = one.sse(true);
+        assert!(sse.as_ptr_range().contains(&one.data.as_ptr()), "a slice of the SSE chunk");
+        let two = Frame::new("t".into(), Cursor::new(1, 2), None, Bytes::from(b"a\r\nb".to_vec()), 1);
+        assert_eq!(&two.data[..], b"a\r\nb");
+        assert_eq!(&two.sse(false)[..], b"id: 1-2\ndata: a\ndata: b\n\n");
+        let empty = Frame::new("t".into(), Cursor::new(1, 3), None, Bytes::new(), 1);
+        assert!(empty.data.is_empty());
     }
 
     #[test]

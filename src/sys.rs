@@ -48,6 +48,15 @@ pub fn send_vectored<'a>(fd: RawFd, bufs: impl Iterator<Item = &'a Bytes>) -> io
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
 }
 
+/// Writes as much of `buf` as the socket takes right now, without blocking: the common
+/// flush of a single frame, without `sendmsg`'s message header and vector to copy in.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, readable region of `buf.len()` bytes for the whole call and
+    // the kernel only reads from it.
+    let r = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
+}
+
 /// Reads what is waiting on the socket into `buf` without blocking.
 /// `Ok(0)` means the peer closed its side.
 pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

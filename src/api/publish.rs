@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
+use smallvec::SmallVec;
 
 use super::bad_request;
 use crate::auth::jwt::{self, Claims};
 use crate::auth::rights;
 use crate::conn::Ctx;
+use crate::proto::http1::response::Head;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::cursor::Cursor;
@@ -35,8 +37,15 @@ pub fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The cursors of one publish request, in the order of its events; most have one.
+pub type Cursors = SmallVec<[Cursor; 1]>;
+
 /// Publishes `events` (each to its topic's owner) and waits for their cursors.
-pub async fn publish(ctx: &Ctx, events: Vec<NewEvent>) -> Vec<Cursor> {
+pub async fn publish<I>(ctx: &Ctx, events: I) -> Cursors
+where
+    I: IntoIterator<Item = NewEvent>,
+    I::IntoIter: ExactSizeIterator,
+{
     let submitted = submit(ctx, events).await;
     cursors(ctx, submitted).await
 }
@@ -49,12 +58,17 @@ pub struct Submitted {
 }
 
 /// Hands `events` to their owners without waiting for the cursors.
-pub async fn submit(ctx: &Ctx, events: Vec<NewEvent>) -> Submitted {
+pub async fn submit<I>(ctx: &Ctx, events: I) -> Submitted
+where
+    I: IntoIterator<Item = NewEvent>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let events = events.into_iter();
     let n = events.len();
-    let slot =
-        ctx.shard.borrow_mut().publishes.insert(PendingPublish { cursors: vec![None; n], missing: n, waker: None });
+    let pending = PendingPublish { cursors: smallvec::smallvec![None; n], missing: n, waker: None };
+    let slot = ctx.shard.borrow_mut().publishes.insert(pending);
     let ts_micros = now_micros();
-    for (i, ev) in events.into_iter().enumerate() {
+    for (i, ev) in events.enumerate() {
         let owner = owner_of(&ev.topic, ctx.mesh.workers);
         let reply = ReplyTo { worker: ctx.worker as u16, token: slot as u64, index: i as u32 };
         let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
@@ -64,7 +78,7 @@ pub async fn submit(ctx: &Ctx, events: Vec<NewEvent>) -> Submitted {
 }
 
 /// Waits for the cursors of a submitted publish, in the order its events were given.
-pub async fn cursors(ctx: &Ctx, submitted: Submitted) -> Vec<Cursor> {
+pub async fn cursors(ctx: &Ctx, submitted: Submitted) -> Cursors {
     let slot = submitted.slot;
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
@@ -152,7 +166,7 @@ pub async fn single(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes)
     match single_event(ctx, head, raw_topic, body) {
         Ok(ev) => {
             let topic = ev.topic.clone();
-            let cursor = publish(ctx, vec![ev]).await[0];
+            let cursor = publish(ctx, [ev]).await[0];
             published(cursor, &topic)
         }
         Err(r) => r,
@@ -188,12 +202,67 @@ pub fn single_event(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes)
     if std::str::from_utf8(&body).is_err() {
         return Err(bad_request("event data is not valid UTF-8", "/body"));
     }
-    Ok(NewEvent { topic: topic.into(), kind: kind.map(Into::into), data: body })
+    Ok(NewEvent { topic: Arc::from(&*topic), kind: kind.map(Into::into), data: body })
 }
 
 /// The answer to a single publish: the event's id and topic.
 pub fn published(cursor: Cursor, topic: &str) -> Response {
-    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": topic}))
+    if !json_safe(topic) {
+        return Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": topic}));
+    }
+    let id = cursor.text();
+    let mut body = BytesMut::with_capacity(published_len(&id, topic));
+    put_published(&mut body, &id, topic);
+    Response::new(Status::Ok, "application/json", body.freeze())
+}
+
+/// Appends the whole answer to a single publish to `out`, with no allocation of its own:
+/// how a pipelining publisher's answers are built, one after another in one buffer.
+/// Returns the bytes written.
+pub fn write_published(
+    out: &mut BytesMut,
+    cursor: Cursor,
+    topic: &str,
+    minor_version: u8,
+    headers: &[(&'static str, String)],
+) -> usize {
+    let start = out.len();
+    if !json_safe(topic) {
+        let mut r = published(cursor, topic);
+        r.headers.extend_from_slice(headers);
+        r.encode_into(out, minor_version, true, false);
+        return out.len() - start;
+    }
+    let id = cursor.text();
+    let head = Head {
+        status: Status::Ok,
+        content_type: "application/json",
+        content_length: published_len(&id, topic),
+        headers,
+        minor_version,
+        keep_alive: true,
+    };
+    head.write(out);
+    put_published(out, &id, topic);
+    out.len() - start
+}
+
+/// Whether `s` goes into a JSON string as it is. Topic names always do (their alphabet has
+/// nothing to escape); anything else takes the general encoder.
+fn json_safe(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+fn published_len(id: &str, topic: &str) -> usize {
+    r#"{"id":"","topic":""}"#.len() + id.len() + topic.len()
+}
+
+fn put_published(out: &mut BytesMut, id: &str, topic: &str) {
+    out.put_slice(br#"{"id":""#);
+    out.put_slice(id.as_bytes());
+    out.put_slice(br#"","topic":""#);
+    out.put_slice(topic.as_bytes());
+    out.put_slice(br#""}"#);
 }
 
 /// `POST /pub`: one JSON object per line, validated whole before anything is published.
@@ -209,7 +278,7 @@ pub async fn batch(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
     if let Some((n, ev)) = lines.iter().find(|(_, ev)| !publisher.may(&ev.topic)) {
         return forbidden_topic(&ev.topic, &format!("/line/{n}"));
     }
-    let events = lines.into_iter().map(|(_, ev)| ev).collect();
+    let events = lines.into_iter().map(|(_, ev)| ev);
     let ids: Vec<String> = publish(ctx, events).await.iter().map(Cursor::to_string).collect();
     Response::json(Status::Ok, &json!({"ids": ids}))
 }
@@ -264,6 +333,23 @@ mod tests {
     fn err_path(r: Result<Vec<(usize, NewEvent)>, Response>) -> String {
         let body: Value = serde_json::from_slice(&r.err().expect("an error").body).unwrap();
         body["error"]["path"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn publish_answers_are_json() {
+        let cursor = Cursor::new(0xab, 3);
+        for topic in ["news.eu:1@x-y_z", "odd \"topic\"\\"] {
+            let r = published(cursor, topic);
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body, json!({"id": "ab-3", "topic": topic}));
+            let mut out = BytesMut::new();
+            let cors = [("Access-Control-Allow-Origin", "*".to_string())];
+            let n = write_published(&mut out, cursor, topic, 1, &cors);
+            assert_eq!(n, out.len());
+            let mut expected = r.clone();
+            expected.headers.extend_from_slice(&cors);
+            assert_eq!(out.freeze(), expected.encode(1, true, false));
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn token_of(head: &RequestHead) -> Option<String> {
     if let Some(b) = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
         return Some(b.trim().to_string());
     }
-    if let Some(c) = head.headers.iter().filter(|(k, _)| &**k == "cookie").find_map(|(_, v)| cookie(v, "token")) {
+    if let Some(c) = head.headers("cookie").find_map(|v| cookie(v, "token")) {
         return Some(c);
     }
     match param(head.query(), "token") {

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
@@ -16,7 +17,7 @@ use super::Ctx;
 use super::outbox::Outbox;
 use super::request;
 use crate::api::publish::{self, NewEvent, Submitted};
-use crate::proto::http1::Response;
+use crate::proto::http1::{Response, Status};
 
 /// Most answer bytes held back for pipelined requests before they are written anyway.
 const MAX_HELD_BYTES: usize = 64 * 1024;
@@ -26,7 +27,9 @@ const MAX_DEFERRED: usize = 128;
 
 #[derive(Default)]
 pub struct Answers {
-    ready: Outbox,
+    /// Encoded answers, back to back. The buffer is reused from batch to batch once the
+    /// write of the last one has let go of it.
+    ready: BytesMut,
     publishes: Vec<Deferred>,
 }
 
@@ -41,7 +44,7 @@ struct Deferred {
 impl Answers {
     /// Whether another publish may be taken in before the answers are settled.
     pub fn may_defer(&self) -> bool {
-        self.publishes.len() < MAX_DEFERRED && self.ready.queued() < MAX_HELD_BYTES
+        self.publishes.len() < MAX_DEFERRED && self.ready.len() < MAX_HELD_BYTES
     }
 
     /// Whether nothing is owed.
@@ -51,39 +54,36 @@ impl Answers {
 
     /// Whether enough is held back that it should be written now.
     pub fn full(&self) -> bool {
-        self.ready.queued() >= MAX_HELD_BYTES
+        self.ready.len() >= MAX_HELD_BYTES
     }
 
     /// Hands a validated single publish to its owner; its answer comes with [`Answers::settle`].
     pub async fn defer(&mut self, ctx: &Ctx, ev: NewEvent, minor_version: u8, cors: Vec<(&'static str, String)>) {
         let topic = ev.topic.clone();
-        let submitted = publish::submit(ctx, vec![ev]).await;
+        let submitted = publish::submit(ctx, [ev]).await;
         self.publishes.push(Deferred { submitted, topic, minor_version, cors });
     }
 
     /// Waits for the deferred publishes' cursors and encodes their answers, in order.
     pub async fn settle(&mut self, ctx: &Ctx) {
-        for d in std::mem::take(&mut self.publishes) {
+        let metrics = &ctx.mesh.metrics.workers[ctx.worker];
+        for d in self.publishes.drain(..) {
             let cursor = publish::cursors(ctx, d.submitted).await[0];
-            let mut response = publish::published(cursor, &d.topic);
-            response.headers.extend(d.cors);
             // Only keep-alive requests are deferred.
-            self.encode(ctx, response, d.minor_version, true, false);
+            let n = publish::write_published(&mut self.ready, cursor, &d.topic, d.minor_version, &d.cors);
+            metrics.response(Status::Ok.code());
+            metrics.bytes_written.add(n as u64);
         }
     }
 
     /// Adds the answer to the request just read, behind every answer owed before it.
     pub async fn add(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
         self.settle(ctx).await;
-        self.encode(ctx, response, minor_version, keep_alive, head_only);
-    }
-
-    fn encode(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
-        let bytes = response.encode(minor_version, keep_alive, head_only);
+        let start = self.ready.len();
+        response.encode_into(&mut self.ready, minor_version, keep_alive, head_only);
         let metrics = &ctx.mesh.metrics.workers[ctx.worker];
         metrics.response(response.status.code());
-        metrics.bytes_written.add(bytes.len() as u64);
-        self.ready.push(bytes);
+        metrics.bytes_written.add((self.ready.len() - start) as u64);
     }
 
     /// Settles and writes everything owed; `false` when the client does not take it in time.
@@ -92,12 +92,11 @@ impl Answers {
         if self.ready.is_empty() {
             return true;
         }
+        let mut out = Outbox::default();
+        out.push(self.ready.split().freeze());
         let deadline = Instant::now() + ctx.config.head_timeout * 3;
-        let written = Box::pin(request::write_out(stream, &mut self.ready, deadline)).await.is_ok();
-        if !written {
-            // The client is not taking it: nothing more is owed (and no second deadline).
-            self.ready.clear();
-        }
-        written
+        // A failed write leaves nothing owed (the client is not taking it), and no second
+        // deadline.
+        Box::pin(request::write_out(stream, &mut out, deadline)).await.is_ok()
     }
 }

@@ -226,8 +226,8 @@ async fn answer_requests(
                 return Next::Close;
             }
         };
-        let path = head.path().to_string();
-        let route = route(&head.method, &path, ctx.config.member_events_prefix.as_deref());
+        let path = head.path();
+        let route = route(&head.method, path, ctx.config.member_events_prefix.as_deref());
         let limit = route.body_limit(ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
         if let BodyKind::Length(n) = head.body
             && n > limit as u64
@@ -273,7 +273,7 @@ async fn answer_requests(
             _ => {
                 // Whatever this request does, the publishes before it are done first.
                 answers.settle(ctx).await;
-                match Box::pin(dispatch(ctx, &head, &path, route, body, cors.clone())).await {
+                match Box::pin(dispatch(ctx, &head, path, route, body, cors.clone())).await {
                     Ok(next) => return next,
                     Err(response) => response,
                 }

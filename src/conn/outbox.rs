@@ -79,8 +79,13 @@ impl Outbox {
     /// Returns how many bytes went out and whether everything did.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<(usize, Flushed)> {
         let mut total = 0;
-        while !self.is_empty() {
-            let n = match sys::send_vectored(fd, self.first.iter().chain(self.rest.iter())) {
+        while let Some(first) = &self.first {
+            let sent = if self.rest.is_empty() {
+                sys::send(fd, first)
+            } else {
+                sys::send_vectored(fd, std::iter::once(first).chain(self.rest.iter()))
+            };
+            let n = match sent {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, Flushed::Blocked)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -32,6 +32,9 @@ pub enum ReadError {
 /// The read side of a connection in request/response mode.
 pub struct RequestReader {
     buf: Vec<u8>,
+    /// How much of `buf` is taken: requests are consumed by moving this mark, and the
+    /// buffer is compacted only before it is read into, not once per pipelined request.
+    pos: usize,
 }
 
 /// What a read asks for at least: most request heads fit in one; bodies grow the buffer.
@@ -39,12 +42,33 @@ const READ_CHUNK: usize = 1024;
 
 impl RequestReader {
     pub fn new() -> RequestReader {
-        RequestReader { buf: Vec::new() }
+        RequestReader { buf: Vec::new(), pos: 0 }
+    }
+
+    /// What is buffered and not yet taken.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Moves what is pending to the front, before reading more after it.
+    fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
     }
 
     /// Whether the next request's whole head is already buffered (the client pipelines).
     pub fn holds_next_head(&self) -> bool {
-        self.buf.windows(4).any(|w| w == b"\r\n\r\n")
+        self.pending().windows(4).any(|w| w == b"\r\n\r\n")
     }
 
     /// Whether the next request's head is here: buffered already, or in the socket now (read
@@ -53,9 +77,10 @@ impl RequestReader {
         if self.holds_next_head() {
             return true;
         }
-        if self.buf.len() > MAX_HEAD_BYTES {
+        if self.pending().len() > MAX_HEAD_BYTES {
             return false;
         }
+        self.compact();
         self.buf.reserve(READ_CHUNK);
         // An end or an error is found again by the next blocking read.
         matches!(sys::recv_append(fd, &mut self.buf), Ok(n) if n > 0) && self.holds_next_head()
@@ -63,17 +88,19 @@ impl RequestReader {
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.pending().is_empty()
     }
 
     /// Gives the buffer's memory back while nothing is buffered (a held poll keeps none).
     pub fn release(&mut self) {
-        if self.buf.is_empty() {
+        if self.is_empty() {
             self.buf = Vec::new();
+            self.pos = 0;
         }
     }
 
     async fn fill(&mut self, stream: &mut TcpStream, deadline: Instant) -> Result<(), ReadError> {
+        self.compact();
         let mut buf = std::mem::take(&mut self.buf);
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
@@ -116,21 +143,21 @@ impl RequestReader {
         head_timeout: Duration,
     ) -> Result<RequestHead, ReadError> {
         let start = Instant::now();
-        let mut deadline = if self.buf.is_empty() { start + idle } else { start + head_timeout };
-        let mut started = !self.buf.is_empty();
+        let mut deadline = if self.is_empty() { start + idle } else { start + head_timeout };
+        let mut started = !self.is_empty();
         loop {
-            if !self.buf.is_empty() {
-                match parse_head(&self.buf) {
+            if !self.is_empty() {
+                match parse_head(self.pending()) {
                     Ok(Some(head)) => {
-                        self.buf.drain(..head.len);
+                        self.consume(head.len);
                         return Ok(head);
                     }
                     Ok(None) => {}
-                    Err(e) => return Err(refusal(e, &self.buf)),
+                    Err(e) => return Err(refusal(e, self.pending())),
                 }
             }
-            if self.buf.len() > MAX_HEAD_BYTES {
-                return Err(refusal(HeadError::TooLarge, &self.buf));
+            if self.pending().len() > MAX_HEAD_BYTES {
+                return Err(refusal(HeadError::TooLarge, self.pending()));
             }
             self.fill(stream, deadline).await?;
             if !started {
@@ -154,14 +181,14 @@ impl RequestReader {
             BodyKind::Length(n) => BodyDecoder::length(n, limit),
             BodyKind::Chunked => BodyDecoder::chunked(limit),
         };
-        if head.expect_continue && self.buf.is_empty() {
+        if head.expect_continue && self.is_empty() {
             write_all(stream, Bytes::from_static(CONTINUE), Instant::now() + timeout)
                 .await
                 .map_err(|_| ReadError::Io)?;
         }
         let mut body = Vec::new();
         loop {
-            let used = decoder.decode(&self.buf, &mut body).map_err(|e| match e {
+            let used = decoder.decode(self.pending(), &mut body).map_err(|e| match e {
                 BodyError::TooLarge(n) => ReadError::Refused(
                     Response::error(Status::PayloadTooLarge, &format!("request body larger than {n} bytes"), "/body"),
                     head.minor_version,
@@ -171,10 +198,11 @@ impl RequestReader {
                     head.minor_version,
                 ),
             })?;
-            self.buf.drain(..used);
+            self.consume(used);
             if decoder.is_done() {
                 // A large body should not leave a large buffer behind on a keep-alive connection.
-                if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
+                if self.buf.capacity() > 4 * READ_CHUNK && self.pending().len() < READ_CHUNK {
+                    self.compact();
                     self.buf.shrink_to(READ_CHUNK);
                 }
                 return Ok(Bytes::from(body));

@@ -300,7 +300,7 @@ async fn on_message(ctx: &Ctx, text: &str, publisher: Option<&Publisher>, identi
             error_reply(m.reply_event, &m.input, &[(why.into(), "/topic".to_string())])
         }
         Ok(Request::Publish { topic, kind, data }) => {
-            let cursor = publish(ctx, vec![NewEvent { topic, kind, data }]).await[0];
+            let cursor = publish(ctx, [NewEvent { topic, kind, data }]).await[0];
             reply("published", &m.input, json!({ "event_id": cursor.to_string() }))
         }
         Ok(Request::Unsubscribe { topics }) => {

@@ -174,10 +174,18 @@ impl WorkerSet {
         self.0.iter().all(|&b| b == 0)
     }
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.0
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &bits)| (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| i * 64 + b))
+        // Visits set bits only: this runs for every event an owner forwards.
+        self.0.iter().enumerate().flat_map(|(i, &word)| {
+            let mut bits = word;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(i * 64 + b)
+            })
+        })
     }
 }
 

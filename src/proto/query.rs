@@ -1,10 +1,13 @@
 //! Percent-decoding of path segments and query strings.
 
+use std::borrow::Cow;
+
 /// Decodes `%XX` escapes (and, in query values, `+` as space). `None` when an escape is
 /// malformed or the result is not UTF-8.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+/// Text with nothing to decode is borrowed as it is.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
     if !s.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+')) {
-        return Some(s.to_string());
+        return Some(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -28,7 +31,7 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// The decoded value of the first `key` in a query string. `Some(Err(()))` when it is
@@ -36,7 +39,7 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
 pub fn param(query: &str, key: &str) -> Option<Result<String, ()>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v, true).ok_or(()))
+        (k == key).then(|| percent_decode(v, true).map(Cow::into_owned).ok_or(()))
     })
 }
 

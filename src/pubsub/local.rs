@@ -477,7 +477,9 @@ impl Shard {
     /// One message from an owner.
     pub fn handle(&mut self, msg: ToWorker) {
         match msg {
-            ToWorker::Event(frame) => self.deliver(&frame),
+            ToWorker::Event(frame) => {
+                self.deliver(&frame);
+            }
             ToWorker::Published { reply, cursor } => {
                 if let Some(p) = self.publishes.get_mut(reply.token as usize)
                     && let Some(slot) = p.cursors.get_mut(reply.index as usize)
@@ -528,11 +530,12 @@ impl Shard {
         }
     }
 
-    /// Appends `frame` to the outbox of every local subscriber of its topic.
-    fn deliver(&mut self, frame: &Arc<Frame>) {
+    /// Appends `frame` to the outbox of every local subscriber of its topic; whether it has
+    /// any here.
+    fn deliver(&mut self, frame: &Arc<Frame>) -> bool {
         let metrics = &self.mesh.metrics.workers[self.id];
         let Shard { topics, conns, dirty, config, parked, .. } = self;
-        let Some(t) = topics.get_mut(&frame.topic) else { return };
+        let Some(t) = topics.get_mut(&frame.topic) else { return false };
         t.head = frame.cursor;
         let cap = config.max_pending_bytes;
         let mut ids = IdMemo::default();
@@ -579,6 +582,7 @@ impl Shard {
                 dirty.push(key);
             }
         }
+        !t.subs.is_empty()
     }
 
     /// The owner registered us for a topic: replay, then join live.
@@ -628,11 +632,6 @@ impl Shard {
             self.mark_dirty(key);
         }
     }
-
-    /// Live subscribers of `topic` on this worker.
-    pub fn local_subscribers(&self, topic: &str) -> usize {
-        self.topics.get(topic).map_or(0, |t| t.subs.len())
-    }
 }
 
 /// The delivery task of one worker: takes in its `to_worker` inbox (fanning events out into
@@ -658,12 +657,14 @@ pub async fn run(shard: ShardRef) {
             let mut took = 0;
             while took < BATCH {
                 let Some(msg) = inbox.pop() else { break };
-                if let ToWorker::Event(f) = &msg
-                    && s.local_subscribers(&f.topic) > 0
-                {
-                    published_at.push(f.ts_micros);
+                match msg {
+                    ToWorker::Event(f) => {
+                        if s.deliver(&f) {
+                            published_at.push(f.ts_micros);
+                        }
+                    }
+                    msg => s.handle(msg),
                 }
-                s.handle(msg);
                 took += 1;
             }
             let n = s.dirty.len().min(FLUSH_CHUNK);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::api::bad_request;
-use crate::api::publish::{NewEvent, check_rights, now_micros, publish};
+use crate::api::publish::{NewEvent, check_rights, now_micros, publish, published};
 use crate::api::subscribe::{StreamRequest, parse_resume};
 use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
@@ -60,9 +60,8 @@ pub async fn send(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
     if data.len() > ctx.config.max_event_bytes {
         return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/event/body");
     }
-    let cursor =
-        publish(ctx, vec![NewEvent { topic: topic.clone(), kind: Some(kind.into()), data: data.into() }]).await[0];
-    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": &*topic}))
+    let cursor = publish(ctx, [NewEvent { topic: topic.clone(), kind: Some(kind.into()), data: data.into() }]).await[0];
+    published(cursor, &topic)
 }
 
 /// `{"event":{"type":"UPPER_CASE","body":{…}}}` → (type, body).

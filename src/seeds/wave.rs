@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::bad_request;
-use crate::api::publish::{NewEvent, check_rights, publish};
+use crate::api::publish::{NewEvent, check_rights, publish, published};
 use crate::api::subscribe::{PollRequest, StreamRequest, parse_resume, parse_timeout};
 use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
@@ -59,6 +59,6 @@ pub async fn send(ctx: &Ctx, head: &RequestHead, token: &str, body: Bytes) -> Re
     if body.len() > ctx.config.max_event_bytes {
         return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/body");
     }
-    let cursor = publish(ctx, vec![NewEvent { topic: topic.clone(), kind: None, data: body }]).await[0];
-    Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": &*topic}))
+    let cursor = publish(ctx, [NewEvent { topic: topic.clone(), kind: None, data: body }]).await[0];
+    published(cursor, &topic)
 }

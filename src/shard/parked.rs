@@ -17,13 +17,13 @@
 //! A parked connection owns its descriptor (a duplicate taken from the task's stream when it
 //! parked); removing the connection from the slab closes it.
 
-use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::pin::pin;
 use std::task::{Poll, Waker};
 
+use foldhash::HashMap;
 use monoio::net::TcpStream;
 
 use super::state::{ConnKey, Shard, ShardRef, flags};
@@ -61,8 +61,8 @@ impl Parked {
             epoll: sys::epoll_create()?,
             notified: Vec::new(),
             waker: None,
-            polls: HashMap::new(),
-            sockets: HashMap::new(),
+            polls: HashMap::default(),
+            sockets: HashMap::default(),
         })
     }
 

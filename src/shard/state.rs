@@ -5,7 +5,6 @@
 //! ever held across an `.await`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use slab::Slab;
 
 use crate::config::Config;
@@ -127,7 +127,7 @@ impl Conn {
 
 /// A publish (or batch) waiting for its owners' cursors.
 pub struct PendingPublish {
-    pub cursors: Vec<Option<Cursor>>,
+    pub cursors: smallvec::SmallVec<[Option<Cursor>; 1]>,
     pub missing: usize,
     pub waker: Option<Waker>,
 }
@@ -159,7 +159,7 @@ impl Shard {
             // copying (which would leave the old copy's pages behind in the heap).
             conns: Slab::with_capacity(slots),
             next_gen: 0,
-            topics: HashMap::new(),
+            topics: HashMap::default(),
             publishes: Slab::new(),
             dirty: Vec::new(),
             deferred: Vec::new(),

@@ -6,6 +6,8 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header fields in one head; more is answered 431 like an oversized head.
 pub const MAX_HEADERS: usize = 100;
 
+use smallvec::SmallVec;
+
 /// Request methods herald routes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
@@ -42,15 +44,18 @@ pub enum BodyKind {
     Chunked,
 }
 
-/// A parsed request head. Header names are lower-cased; values are kept as sent.
+/// A parsed request head: one copy of its bytes, with the target and every header field
+/// as ranges into it (one allocation per request, whatever the number of fields). Header
+/// names are matched without regard to case; values are kept as sent.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     pub method: Method,
+    raw: Box<[u8]>,
     /// The request target (origin-form: path and query).
-    pub target: Box<str>,
+    target: Span,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Vec<(Box<str>, Box<[u8]>)>,
+    fields: SmallVec<[(Span, Span); 12]>,
     /// Bytes the head took in the buffer, final blank line included.
     pub len: usize,
     pub body: BodyKind,
@@ -59,10 +64,38 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
+/// A range of a head's bytes; heads are at most `MAX_HEAD_BYTES`, so 16 bits do.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u16,
+    end: u16,
+}
+
+impl Span {
+    /// Where `part`, a slice of `buf`, lies in it.
+    fn of(buf: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        Span { start: start as u16, end: (start + part.len()) as u16 }
+    }
+}
+
 impl RequestHead {
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.raw[usize::from(span.start)..usize::from(span.end)]
+    }
+
+    /// The values of every header field called `name` (lower-case), in order.
+    pub fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| self.bytes(*n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| self.bytes(*v))
+    }
+
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
+        let (_, v) = self.fields.iter().find(|(n, _)| self.bytes(*n).eq_ignore_ascii_case(name.as_bytes()))?;
+        Some(self.bytes(*v))
     }
 
     /// The first value of header `name` as text, if it is valid UTF-8.
@@ -70,14 +103,21 @@ impl RequestHead {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
     }
 
+    /// The request target: path and query.
+    pub fn target(&self) -> &str {
+        // httparse admits only visible ASCII in a target.
+        std::str::from_utf8(self.bytes(self.target)).unwrap_or_default()
+    }
+
     /// The path part of the target, without the query.
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+        let target = self.target();
+        target.split_once('?').map_or(target, |(p, _)| p)
     }
 
     /// The query part of the target, without the `?`.
     pub fn query(&self) -> &str {
-        self.target.split_once('?').map_or("", |(_, q)| q)
+        self.target().split_once('?').map_or("", |(_, q)| q)
     }
 }
 
@@ -148,18 +188,27 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut hosts = 0;
-    let mut headers = Vec::with_capacity(req.headers.len());
+    let mut fields = SmallVec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
         let value = h.value;
-        match name.as_str() {
-            "content-length" => {
+        let mut lower = [0u8; 20];
+        let name = match h.name.as_bytes() {
+            n if n.len() <= lower.len() => {
+                lower[..n.len()].copy_from_slice(n);
+                lower[..n.len()].make_ascii_lowercase();
+                &lower[..n.len()]
+            }
+            // No field herald looks at has a longer name.
+            _ => &b""[..],
+        };
+        match name {
+            b"content-length" => {
                 if content_length.is_some() {
                     return Err(HeadError::BadHeader("content-length", "duplicate Content-Length"));
                 }
                 content_length = Some(parse_content_length(value)?);
             }
-            "transfer-encoding" => {
+            b"transfer-encoding" => {
                 if te_seen {
                     return Err(HeadError::BadHeader("transfer-encoding", "duplicate Transfer-Encoding"));
                 }
@@ -173,21 +222,21 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
                 }
                 chunked = true;
             }
-            "connection" => {
+            b"connection" => {
                 for token in std::str::from_utf8(value).unwrap_or("").split(',') {
                     let t = token.trim();
                     close |= t.eq_ignore_ascii_case("close");
                     keep_alive_token |= t.eq_ignore_ascii_case("keep-alive");
                 }
             }
-            "expect" => {
+            b"expect" => {
                 let v = std::str::from_utf8(value).unwrap_or("").trim();
                 expect_continue = v.eq_ignore_ascii_case("100-continue");
             }
-            "host" => hosts += 1,
+            b"host" => hosts += 1,
             _ => {}
         }
-        headers.push((name.into_boxed_str(), value.into()));
+        fields.push((Span::of(buf, h.name.as_bytes()), Span::of(buf, value)));
     }
     if te_seen && content_length.is_some() {
         return Err(HeadError::BadHeader("transfer-encoding", "both Content-Length and Transfer-Encoding"));
@@ -209,9 +258,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let keep_alive = if minor_version == 0 { keep_alive_token && !close } else { !close };
     Ok(Some(RequestHead {
         method,
-        target: target.into(),
+        raw: buf[..len].into(),
+        target: Span::of(buf, target.as_bytes()),
         minor_version,
-        headers,
+        fields,
         len,
         body,
         keep_alive,
@@ -336,6 +386,19 @@ mod tests {
         let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n");
         assert_eq!(parse(&raw).unwrap_err(), HeadError::TooManyHeaders);
+    }
+
+    #[test]
+    fn header_names_match_in_any_case() {
+        let h = parse(
+            "GET /a HTTP/1.1\r\nHOST: h\r\nCookie: a=1\r\nx-Long-Header-Name-Over-Twenty: v\r\ncookie: b=2\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.header_str("host"), Some("h"));
+        assert_eq!(h.headers("cookie").collect::<Vec<_>>(), [&b"a=1"[..], b"b=2"]);
+        assert_eq!(h.header_str("x-long-header-name-over-twenty"), Some("v"));
+        assert_eq!(h.target(), "/a");
     }
 
     #[test]

@@ -100,6 +100,13 @@ impl Response {
     /// Encodes head and body. `keep_alive` decides the `Connection` header; `head_only`
     /// (for HEAD requests) keeps the length but drops the body.
     pub fn encode(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Bytes {
+        let mut out = BytesMut::with_capacity(160 + self.body.len());
+        self.encode_into(&mut out, minor_version, keep_alive, head_only);
+        out.freeze()
+    }
+
+    /// Appends the encoded response to `out` (see `encode`).
+    pub fn encode_into(&self, out: &mut BytesMut, minor_version: u8, keep_alive: bool, head_only: bool) {
         let head = Head {
             status: self.status,
             content_type: self.content_type,
@@ -108,12 +115,10 @@ impl Response {
             minor_version,
             keep_alive,
         };
-        let mut out = BytesMut::with_capacity(160 + self.body.len());
-        head.write(&mut out);
+        head.write(out);
         if !head_only && self.status != Status::NoContent {
             out.put_slice(&self.body);
         }
-        out.freeze()
     }
 }
 
