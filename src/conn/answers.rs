@@ -22,6 +22,9 @@ use crate::proto::http1::{Response, Status};
 /// Most answer bytes held back for pipelined requests before they are written anyway.
 const MAX_HELD_BYTES: usize = 64 * 1024;
 
+/// Most buffer capacity kept for the next batch of answers once a batch is written.
+const KEPT_BYTES: usize = 4096;
+
 /// Most publishes taken in before their cursors are waited for.
 const MAX_DEFERRED: usize = 128;
 
@@ -92,11 +95,17 @@ impl Answers {
         if self.ready.is_empty() {
             return true;
         }
+        let size = self.ready.len() + self.ready.capacity();
         let mut out = Outbox::default();
         out.push(self.ready.split().freeze());
         let deadline = Instant::now() + ctx.config.head_timeout * 3;
         // A failed write leaves nothing owed (the client is not taking it), and no second
         // deadline.
-        Box::pin(request::write_out(stream, &mut out, deadline)).await.is_ok()
+        let written = Box::pin(request::write_out(stream, &mut out, deadline)).await.is_ok();
+        if size > KEPT_BYTES {
+            // A connection that goes quiet after a large batch does not keep its buffer.
+            self.ready = BytesMut::new();
+        }
+        written
     }
 }
