@@ -108,6 +108,9 @@ pub struct Record {
     pub failures: usize,
     pub reconnected: usize,
     pub last_reconnect: Option<Instant>,
+    /// Per subscriber, its place in the window of connections being opened, given back as
+    /// soon as it is connected or has failed.
+    pub opening: Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Record {
@@ -123,7 +126,13 @@ impl Record {
             failures: 0,
             reconnected: 0,
             last_reconnect: None,
+            opening: (0..subs).map(|_| None).collect(),
         }))
+    }
+
+    fn failed(&mut self, sub: usize) {
+        self.failures += 1;
+        self.opening[sub] = None;
     }
 
     fn event(&mut self, sub: usize, data: &[u8]) {
@@ -196,7 +205,7 @@ pub async fn subscribe(
     let s = match TcpStream::connect(target.addr).await {
         Ok(s) => s,
         Err(_) => {
-            rec.borrow_mut().failures += 1;
+            rec.borrow_mut().failed(sub);
             return resume;
         }
     };
@@ -216,9 +225,10 @@ pub async fn subscribe(
     }
 }
 
-fn connected(rec: &Rc<RefCell<Record>>, started: Instant, resumed: bool) {
+fn connected(rec: &Rc<RefCell<Record>>, sub: usize, started: Instant, resumed: bool) {
     let mut r = rec.borrow_mut();
     r.connected += 1;
+    r.opening[sub] = None;
     let _ = r.connect_us.record(started.elapsed().as_micros().max(1) as u64);
     if resumed {
         r.reconnected += 1;
@@ -248,19 +258,19 @@ async fn sse(
     }
     req.push_str("\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
-        rec.borrow_mut().failures += 1;
+        rec.borrow_mut().failed(sub);
         return resume;
     }
     let mut buf = Vec::new();
     let Ok((status, head, rest)) = read_head(&mut s, &mut buf).await else {
-        rec.borrow_mut().failures += 1;
+        rec.borrow_mut().failed(sub);
         return resume;
     };
     if status != 200 {
-        rec.borrow_mut().failures += 1;
+        rec.borrow_mut().failed(sub);
         return resume;
     }
-    connected(rec, started, resume.is_some());
+    connected(rec, sub, started, resume.is_some());
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     let mut parser = SseParser::resuming(resume);
     let mut dechunk = Dechunk::default();
@@ -303,15 +313,15 @@ async fn websocket(
     started: Instant,
 ) -> Option<String> {
     if s.write_all(ws::upgrade_request(path, "load").as_bytes()).await.is_err() {
-        rec.borrow_mut().failures += 1;
+        rec.borrow_mut().failed(sub);
         return last_id;
     }
     let mut buf = Vec::new();
     let Ok((101, _, rest)) = read_head(&mut s, &mut buf).await else {
-        rec.borrow_mut().failures += 1;
+        rec.borrow_mut().failed(sub);
         return last_id;
     };
-    connected(rec, started, last_id.is_some());
+    connected(rec, sub, started, last_id.is_some());
     let mut dec = ws::Decoder::default();
     let mut out = Vec::new();
     let mut stop = stop.clone();
@@ -405,7 +415,7 @@ async fn longpoll(
             // nchan holds the first poll until there is a message (the channel's oldest, so
             // nothing is missed): the subscriber counts as connected once it has asked.
             first = false;
-            connected(rec, started, resumed);
+            connected(rec, sub, started, resumed);
         }
         let mut buf = Vec::new();
         let answer = tokio::select! {
@@ -415,7 +425,7 @@ async fn longpoll(
         let Ok((status, head, mut body)) = answer else { return cursor };
         if first {
             first = false;
-            connected(rec, started, resumed);
+            connected(rec, sub, started, resumed);
         }
         let len: usize = head
             .lines()

@@ -23,6 +23,7 @@ mod ws;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -195,29 +196,33 @@ async fn open_subscribers(
 ) {
     let t = Rc::new(target(c));
     let progress = bar(c.subscribers as u64, "connecting");
-    let mut i = 0;
-    while i < c.subscribers {
-        let upto = (i + c.concurrency).min(c.subscribers);
-        for k in i..upto {
-            let path = c.sub_path.replace("{topic}", &topic_of(k, targeted)).replace("{i}", &k.to_string());
-            let (t, rec, stop) = (t.clone(), rec.clone(), stop.clone());
-            tokio::task::spawn_local(async move {
-                let mut resume = None;
-                // Reconnect with the last id after a cut (storm), until stopped for good.
-                loop {
-                    let generation = *stop.borrow();
-                    resume = conn::subscribe(&t, &path, k, resume, &rec, &stop).await;
-                    if *stop.borrow() == u64::MAX || *stop.borrow() == generation {
-                        return;
-                    }
+    // A sliding window: the next connection starts as soon as any of the `concurrency` being
+    // opened is connected (or has failed), not when a whole wave is.
+    let concurrency = c.concurrency.clamp(1, u32::MAX as usize);
+    let window = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    for k in 0..c.subscribers {
+        let Ok(place) = window.clone().acquire_owned().await else { break };
+        rec.borrow_mut().opening[k] = Some(place);
+        let path = c.sub_path.replace("{topic}", &topic_of(k, targeted)).replace("{i}", &k.to_string());
+        let (t, rec, stop) = (t.clone(), rec.clone(), stop.clone());
+        tokio::task::spawn_local(async move {
+            let mut resume = None;
+            // Reconnect with the last id after a cut (storm), until stopped for good.
+            loop {
+                let generation = *stop.borrow();
+                resume = conn::subscribe(&t, &path, k, resume, &rec, &stop).await;
+                if *stop.borrow() == u64::MAX || *stop.borrow() == generation {
+                    return;
                 }
-            });
+            }
+        });
+        if k % 256 == 0 {
+            progress.set_position(k as u64);
         }
-        let target_count = upto;
-        conn::until(rec, Duration::from_secs(60), |r| r.connected + r.failures >= target_count).await;
-        progress.set_position(upto as u64);
-        i = upto;
     }
+    // Every place back: every subscriber is connected or has failed.
+    let all = concurrency as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(60), window.acquire_many(all)).await;
     progress.finish_and_clear();
 }
 
@@ -383,10 +388,12 @@ async fn connect(c: Common) -> String {
     let started = Instant::now();
     let rec = Record::new(0, c.subscribers);
     let (_tx, stop) = tokio::sync::watch::channel(0u64);
+    let cpu_server = c.server_pid.and_then(|p| procstat::cpu_secs(Some(p)));
     let cpu_client = procstat::cpu_secs(None);
     let t0 = Instant::now();
     open_subscribers(&c, &rec, false, &stop).await;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu_server = procstat::share(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))), secs);
     let cpu_client = procstat::share(cpu_client, procstat::cpu_secs(None), secs);
     let r = rec.borrow();
     let rate = r.connected as f64 / secs;
@@ -397,7 +404,8 @@ async fn connect(c: Common) -> String {
     );
     finish(
         json!({"scenario": "connect", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
-               "connections": r.connected, "failures": r.failures, "secs": secs, "per_sec": rate, "connect_latency": lat}),
+               "connections": r.connected, "failures": r.failures, "secs": secs, "per_sec": rate, "connect_latency": lat,
+               "server_cpu": cpu_server}),
         cpu_client,
         started,
     )
