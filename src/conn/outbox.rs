@@ -1,8 +1,9 @@
 //! A connection's queued output, and the one place bytes hit a socket.
 //!
 //! Frames are queued as shared `Bytes` (no copy per subscriber) and flushed together with one
-//! vectored, non-blocking `sendmsg`: coalescing every frame queued for a connection into one
-//! system call is what lifts delivery past the per-write cost of the kernel.
+//! vectored, non-blocking `sendmsg` (a lone frame with a plain `send`): coalescing every frame
+//! queued for a connection into one system call is what lifts delivery past the per-write
+//! cost of the kernel.
 
 use std::collections::VecDeque;
 use std::io;
