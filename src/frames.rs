@@ -44,8 +44,9 @@ struct Encodings {
     ws: OnceLock<Bytes>,
     /// The event's data alone as a text frame (the chat events API pushes events as they are).
     ws_raw: OnceLock<Bytes>,
-    /// A whole long-poll answer carrying only this event (HTTP/1.1, keep-alive): what every
-    /// single-topic poll released by this event is sent.
+    /// A whole long-poll answer carrying only this event (HTTP/1.1, keep-alive), its resume
+    /// id this event's cursor: what every single-topic poll released by this event, and
+    /// standing at it, is sent.
     longpoll_answer: OnceLock<Bytes>,
 }
 

@@ -8,7 +8,7 @@ use crate::auth::rights::{self, Denied, Identity};
 use crate::config::Config;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
-use crate::pubsub::cursor::Cursor;
+use crate::pubsub::cursor::Resume;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
 
 /// The transport a subscribe request asks for, chosen like nchan does.
@@ -34,8 +34,8 @@ pub fn transport(head: &RequestHead) -> Transport {
 #[derive(Debug)]
 pub struct StreamRequest {
     pub topics: Vec<Arc<str>>,
-    /// Per topic, the cursor to resume after.
-    pub from: Vec<Option<Cursor>>,
+    /// Per topic, where to resume.
+    pub from: Vec<Resume>,
     pub types: Option<Box<[Box<str>]>>,
     pub padding: bool,
     /// For streams an admin pause may close: the groups that spare them (seed 003).
@@ -87,25 +87,36 @@ pub fn parse_types(head: &RequestHead) -> Result<Option<Box<[Box<str>]>>, Respon
     }
 }
 
-/// The resume point: `?last_event_id=` wins over the `Last-Event-ID` header. One cursor
-/// per topic: a single-topic stream takes a publish cursor, a multi-topic stream its own id.
-pub fn parse_resume(head: &RequestHead, topics: usize) -> Result<Vec<Option<Cursor>>, Response> {
-    let (raw, path) = match param(head.query(), "last_event_id") {
-        Some(Err(())) => {
-            return Err(bad_request("last_event_id is not valid percent-encoding", "/query/last_event_id"));
-        }
-        Some(Ok(v)) => (Some(v), "/query/last_event_id"),
-        None => (head.header_str("last-event-id").map(str::to_string), "/headers/last-event-id"),
-    };
-    match raw.filter(|v| !v.is_empty()) {
-        None => Ok(vec![None; topics]),
-        Some(v) => match Cursor::parse_list(&v, topics) {
-            Some(cursors) => Ok(cursors.into_iter().map(Some).collect()),
-            None => Err(bad_request(
-                format!("last event id {v:?} is not an id this stream sent ({topics} topic cursor(s) expected)"),
-                path,
-            )),
-        },
+/// The resume id sent, if any: `?last_event_id=` wins over the `Last-Event-ID` header. With
+/// it, where to point an error about it.
+fn resume_id(head: &RequestHead) -> Result<(Option<String>, &'static str), Response> {
+    match param(head.query(), "last_event_id") {
+        Some(Err(())) => Err(bad_request("last_event_id is not valid percent-encoding", "/query/last_event_id")),
+        Some(Ok(v)) => Ok((Some(v), "/query/last_event_id")),
+        None => Ok((head.header_str("last-event-id").map(str::to_string), "/headers/last-event-id")),
+    }
+}
+
+/// Where an event stream (SSE, WebSocket) resumes each of its `topics`: one cursor per topic.
+/// An id that cannot be read that way still opens the stream (API.md §7): a browser's
+/// EventSource never reconnects after a refusal. Each topic is then searched for among the
+/// cursors sent, and starts with a gap where none is its own.
+pub fn parse_resume(head: &RequestHead, topics: usize) -> Result<Vec<Resume>, Response> {
+    let (raw, _) = resume_id(head)?;
+    Ok(Resume::parse_list(raw.as_deref(), topics))
+}
+
+/// Where a long-poll resumes: like [`parse_resume`], but an id that is not one cursor per
+/// topic is refused (400): a poller is a program that sent back something it was not given.
+pub fn parse_poll_resume(head: &RequestHead, topics: usize) -> Result<Vec<Resume>, Response> {
+    let (raw, path) = resume_id(head)?;
+    let resume = Resume::parse_list(raw.as_deref(), topics);
+    match (raw, resume.first()) {
+        (Some(v), Some(Resume::Unknown { .. })) => Err(bad_request(
+            format!("last event id {v:?} is not an id this poll was sent ({topics} topic cursor(s) expected)"),
+            path,
+        )),
+        _ => Ok(resume),
     }
 }
 
@@ -132,11 +143,15 @@ pub fn check_topic(who: &Identity, topic: &str) -> Result<(), (Status, String)> 
     }
 }
 
-/// Validates an SSE subscription.
+/// Validates an SSE or WebSocket subscription.
 pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamRequest, Response> {
     let topics = parse_topics(raw_topics)?;
-    let types = parse_types(head)?;
     let from = parse_resume(head, topics.len())?;
+    stream_request(head, topics, from)
+}
+
+fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
+    let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
     Ok(StreamRequest { topics, from, types, padding, pausable: None })
 }
@@ -157,7 +172,9 @@ pub struct PollRequest {
 
 /// Validates a long-poll (`max` default 100, `timeout` default 30 s, at most 300).
 pub fn long_poll(head: &RequestHead, raw_topics: &str) -> Result<PollRequest, Response> {
-    let stream = event_stream(head, raw_topics)?;
+    let topics = parse_topics(raw_topics)?;
+    let from = parse_poll_resume(head, topics.len())?;
+    let stream = stream_request(head, topics, from)?;
     let max = match param(head.query(), "max") {
         None => 100,
         Some(Ok(v)) => match v.parse::<usize>() {

@@ -10,13 +10,13 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::proto::ws::{Opcode, encode_frame};
-use crate::pubsub::cursor::Cursor;
+use crate::pubsub::cursor::Resume;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
 
 /// A client request that passed validation.
 #[derive(Debug, PartialEq)]
 pub enum Request {
-    Subscribe { topics: Vec<Arc<str>>, from: Vec<Option<Cursor>> },
+    Subscribe { topics: Vec<Arc<str>>, from: Vec<Resume> },
     Unsubscribe { topics: Vec<Arc<str>> },
     Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes },
     Ping,
@@ -92,16 +92,12 @@ fn topics_of(input: &Map<String, Value>) -> Result<Vec<Arc<str>>, Vec<(String, S
 
 fn subscribe(input: &Map<String, Value>) -> Result<Request, Vec<(String, String)>> {
     let topics = topics_of(input)?;
+    // Like an event stream's `Last-Event-ID`, an id that cannot be read one cursor per topic
+    // still subscribes: each topic is searched for among the cursors sent, and starts with a
+    // gap where none is its own (API.md §7).
     let from = match input.get("last_event_id") {
-        None | Some(Value::Null) => vec![None; topics.len()],
-        Some(Value::String(id)) if id.is_empty() => vec![None; topics.len()],
-        Some(Value::String(id)) => match Cursor::parse_list(id, topics.len()) {
-            Some(c) => c.into_iter().map(Some).collect(),
-            None => {
-                let why = format!("last_event_id must hold one cursor per topic ({})", topics.len());
-                return Err(vec![err(why, "/last_event_id")]);
-            }
-        },
+        None | Some(Value::Null) => vec![Resume::Live; topics.len()],
+        Some(Value::String(id)) => Resume::parse_list(Some(id), topics.len()),
         Some(_) => return Err(vec![err("last_event_id must be a string", "/last_event_id")]),
     };
     Ok(Request::Subscribe { topics, from })
@@ -172,6 +168,7 @@ pub fn text_frame(v: &Value) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pubsub::cursor::Cursor;
 
     fn payload(frame: &[u8]) -> Value {
         let h = crate::proto::ws::frame::parse_head(frame).unwrap().unwrap();
@@ -194,7 +191,7 @@ mod tests {
             m.request.unwrap(),
             Request::Subscribe {
                 topics: vec!["a".into(), "b".into()],
-                from: vec![Some(Cursor::new(1, 2)), Some(Cursor::new(3, 4))]
+                from: vec![Resume::After(Cursor::new(1, 2)), Resume::After(Cursor::new(3, 4))]
             }
         );
         let m = parse(r#"{"method":"publish","topic":"a","data":{"x":[1,2]}}"#, 100);
@@ -210,7 +207,7 @@ mod tests {
         assert_eq!(paths(r#"{"method":"subscribe","topics":["ok","bad topic",7]}"#), ["/topics/1", "/topics/2"]);
         assert_eq!(paths(r#"{"method":"subscribe","topics":"a"}"#), ["/topics"]);
         assert_eq!(paths(r#"{"method":"subscribe","topics":["a","a"]}"#), ["/topics/1"]);
-        assert_eq!(paths(r#"{"method":"subscribe","topics":["a"],"last_event_id":"x"}"#), ["/last_event_id"]);
+        assert_eq!(paths(r#"{"method":"subscribe","topics":["a"],"last_event_id":7}"#), ["/last_event_id"]);
         assert_eq!(paths(r#"{"method":"publish","topic":"a b","type":"t t"}"#), ["/topic", "/type", "/data"]);
         let long = format!(r#"{{"method":"publish","topic":"a","data":"{}"}}"#, "x".repeat(101));
         assert_eq!(paths(&long), ["/data"]);

@@ -246,11 +246,14 @@ fn answer(sub: Subscription, framing: &Framing) -> (Status, Vec<Bytes>) {
     }
     if let [HeldItem::Event(frame)] = &held.items[..]
         && sub.topics.len() == 1
+        && sub.positions[0] == frame.cursor
         && framing.minor_version == 1
         && framing.keep_alive
         && framing.cors.is_empty()
     {
-        // Every single-topic poll released by this event gets the same bytes.
+        // Every single-topic poll released by this event, and standing at it, gets the same
+        // bytes. A poll whose filter took it past the event (it skipped later events of other
+        // types) has another resume id, so its own answer.
         let cached = frame.longpoll_answer(|| {
             let pieces = longpoll::answer(&[frame.json()], &id, |len| head(Status::Ok, len));
             pieces.concat().into()

@@ -257,7 +257,7 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
             }
             Mode::Chat(Ok(user)) => {
                 let sub = Subscription::new(vec![user], None, Delivery::WsRaw);
-                s.join(key, sub, &[None])
+                s.join(key, sub, &[crate::pubsub::cursor::Resume::Live])
             }
             Mode::PubSub { req, .. } => {
                 let sub = Subscription::new(req.topics, req.types, Delivery::Ws);
@@ -326,7 +326,7 @@ async fn subscribe(
     ctx: &Ctx,
     input: &serde_json::Map<String, Value>,
     topics: Vec<std::sync::Arc<str>>,
-    from: Vec<Option<crate::pubsub::cursor::Cursor>>,
+    from: Vec<crate::pubsub::cursor::Resume>,
     identity: &Identity,
 ) {
     let key = ctx.key;

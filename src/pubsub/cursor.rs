@@ -1,12 +1,15 @@
 //! Cursors: the opaque event ids clients echo back to resume.
 //!
 //! A cursor is a per-topic `(epoch, sequence)` pair, written `{epoch:x}-{seq}`. The epoch
-//! names one life of a topic on one run of the server (a fresh random value per run, plus a
-//! counter per topic instance), so a cursor from an earlier run, or from before the topic was
-//! forgotten, is recognised as stale and reported as a gap. A multi-topic stream's id is the
+//! names one life of one topic on one run of the server (see `pubsub::owner::Epochs`): a
+//! cursor from an earlier run, from before the topic was forgotten, or of another topic is
+//! never read as a position — it is reported as a gap. A multi-topic stream's id is the
 //! comma-separated list of its topics' cursors, in the order the topics were subscribed.
+//!
+//! [`Resume`] is where a subscription to one topic starts, read from what the client sent.
 
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Cursor {
@@ -49,6 +52,55 @@ impl Cursor {
             let _ = write!(s, "{c}");
         }
         s
+    }
+}
+
+/// Where a subscription to one topic starts, from the resume id the client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No id: from now on.
+    Live,
+    /// After this cursor (which may still turn out to be another topic's, or stale).
+    After(Cursor),
+    /// The id sent cannot be read one cursor per topic (malformed, or the wrong number of
+    /// cursors: a list kept from another subscription). A cursor among `cursors` that was
+    /// issued for this topic is its position; failing that, the topic starts with a gap
+    /// whose `missed_from` is `sent`.
+    Unknown { cursors: Arc<[Cursor]>, sent: Arc<str> },
+}
+
+/// Most cursors looked at in an id that cannot be read positionally.
+const MAX_SEARCHED: usize = 256;
+/// Most bytes of an unreadable id echoed back as a gap's `missed_from`.
+const MAX_ECHOED: usize = 256;
+
+impl Resume {
+    /// Reads a stream's resume id for `n` topics: one cursor per topic, in order. An id that
+    /// cannot be read that way is `Unknown` for every topic (see [`Resume::Unknown`]);
+    /// `None` or an empty id is `Live`.
+    pub fn parse_list(raw: Option<&str>, n: usize) -> Vec<Resume> {
+        let Some(raw) = raw.filter(|r| !r.is_empty()) else { return vec![Resume::Live; n] };
+        if let Some(cursors) = Cursor::parse_list(raw, n) {
+            return cursors.into_iter().map(Resume::After).collect();
+        }
+        let cursors: Arc<[Cursor]> =
+            raw.split(',').take(MAX_SEARCHED).filter_map(|c| Cursor::parse(c.trim())).collect();
+        let mut end = raw.len().min(MAX_ECHOED);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        let sent: Arc<str> = raw[..end].into();
+        vec![Resume::Unknown { cursors, sent }; n]
+    }
+
+    /// Whether this resume starts exactly at `head`, a cursor of the topic: nothing to
+    /// replay, nothing missed.
+    pub fn is_at(&self, head: Cursor) -> bool {
+        match self {
+            Resume::Live => false,
+            Resume::After(c) => *c == head,
+            Resume::Unknown { cursors, .. } => cursors.contains(&head),
+        }
     }
 }
 
@@ -123,5 +175,27 @@ mod tests {
         }
         assert_eq!(Cursor::parse_list("1-1,2-2", 1), None);
         assert_eq!(Cursor::parse_list("1-1", 2), None);
+    }
+
+    #[test]
+    fn resume_ids_that_cannot_be_read_positionally_are_searched() {
+        assert_eq!(Resume::parse_list(None, 2), [Resume::Live, Resume::Live]);
+        assert_eq!(Resume::parse_list(Some(""), 1), [Resume::Live]);
+        assert_eq!(
+            Resume::parse_list(Some("a-1,b-2"), 2),
+            [Resume::After(Cursor::new(0xa, 1)), Resume::After(Cursor::new(0xb, 2))]
+        );
+        let wrong_count = Resume::parse_list(Some("a-1,b-2,c-3"), 2);
+        assert_eq!(wrong_count.len(), 2);
+        let Resume::Unknown { cursors, sent } = &wrong_count[1] else { panic!("{wrong_count:?}") };
+        assert_eq!(&cursors[..], [Cursor::new(0xa, 1), Cursor::new(0xb, 2), Cursor::new(0xc, 3)]);
+        assert_eq!(&**sent, "a-1,b-2,c-3");
+        let garbage = Resume::parse_list(Some("not-a-cursor,a-1"), 2);
+        let Resume::Unknown { cursors, .. } = &garbage[0] else { panic!("{garbage:?}") };
+        assert_eq!(&cursors[..], [Cursor::new(0xa, 1)]);
+        assert!(garbage[0].is_at(Cursor::new(0xa, 1)) && !garbage[0].is_at(Cursor::new(0xa, 2)));
+        let long = "é".repeat(200);
+        let Resume::Unknown { sent, .. } = &Resume::parse_list(Some(&long), 1)[0] else { panic!() };
+        assert!(sent.len() <= MAX_ECHOED && !sent.is_empty());
     }
 }

@@ -18,7 +18,7 @@ use crate::conn::outbox::Outbox;
 use crate::frames::Frame;
 use crate::mesh::WorkerSet;
 use crate::proto::{longpoll, sse, ws};
-use crate::pubsub::cursor::Cursor;
+use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::msg::{ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::owner_of;
 use crate::shard::clock::Stamp;
@@ -113,7 +113,7 @@ enum Prelude {
     Reply(Bytes),
     Gap {
         idx: usize,
-        missed: Cursor,
+        missed: Arc<str>,
         resume_at: Cursor,
     },
     Event {
@@ -126,7 +126,7 @@ enum Prelude {
 /// An item handed to a subscription, by reference (the fanout must not touch the frame's
 /// reference count more than the bytes it queues already do).
 enum Item<'a> {
-    Gap { idx: usize, missed: Cursor, resume_at: Cursor },
+    Gap { idx: usize, missed: &'a str, resume_at: Cursor },
     Event { idx: usize, frame: &'a Arc<Frame>, replay: bool },
 }
 
@@ -135,7 +135,7 @@ impl Prelude {
     fn as_item(&self) -> Option<Item<'_>> {
         match *self {
             Prelude::Reply(_) => None,
-            Prelude::Gap { idx, missed, resume_at } => Some(Item::Gap { idx, missed, resume_at }),
+            Prelude::Gap { idx, ref missed, resume_at } => Some(Item::Gap { idx, missed, resume_at }),
             Prelude::Event { idx, ref frame, replay } => Some(Item::Event { idx, frame, replay }),
         }
     }
@@ -223,8 +223,7 @@ impl Subscription {
                 Taken::Held
             }
             (Delivery::Ws | Delivery::WsRaw, Item::Gap { idx, missed, .. }) => {
-                let gap =
-                    serde_json::json!({"event": "gap", "topic": &*self.topics[idx], "missed_from": missed.to_string()});
+                let gap = serde_json::json!({"event": "gap", "topic": &*self.topics[idx], "missed_from": missed});
                 outbox.push_replay(ws::encode_frame(ws::Opcode::Text, gap.to_string().as_bytes()));
                 Taken::Outbox
             }
@@ -240,7 +239,7 @@ impl Subscription {
             (&mut Delivery::Sse { chunked }, Item::Gap { idx, missed, resume_at }) => {
                 self.positions[idx] = resume_at;
                 let id = Cursor::join(&self.positions);
-                let gap = sse::gap_chunk(&self.topics[idx], &missed.to_string(), &id);
+                let gap = sse::gap_chunk(&self.topics[idx], missed, &id);
                 outbox.push_replay(gap.for_version(chunked));
                 Taken::Outbox
             }
@@ -302,7 +301,7 @@ impl Shard {
     /// Puts the connection's subscription into the index. Topics this worker is registered
     /// for (and not resumed) are joined at once; for the others the returned requests must be
     /// sent to their owners. The subscription becomes `READY` when the last one is answered.
-    pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Option<Cursor>]) -> Vec<(usize, ToOwner)> {
+    pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Resume]) -> Vec<(usize, ToOwner)> {
         let n = sub.topics.len();
         let Some(c) = self.conn(key) else { return Vec::new() };
         c.sub = Some(sub);
@@ -322,7 +321,7 @@ impl Shard {
         &mut self,
         key: ConnKey,
         topics: Vec<Arc<str>>,
-        from: &[Option<Cursor>],
+        from: &[Resume],
         reply: Bytes,
     ) -> Vec<(usize, ToOwner)> {
         let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return Vec::new() };
@@ -376,12 +375,7 @@ impl Shard {
     }
 
     /// Joins `range` of the connection's topics (see `join`).
-    fn attach(
-        &mut self,
-        key: ConnKey,
-        range: std::ops::Range<usize>,
-        from: &[Option<Cursor>],
-    ) -> Vec<(usize, ToOwner)> {
+    fn attach(&mut self, key: ConnKey, range: std::ops::Range<usize>, from: &[Resume]) -> Vec<(usize, ToOwner)> {
         let mut requests = Vec::new();
         let (workers, id) = (self.mesh.workers, self.id);
         let Shard { conns, topics, deferred, .. } = self;
@@ -390,7 +384,7 @@ impl Shard {
         else {
             return requests;
         };
-        for (i, from) in range.zip(from.iter().copied()) {
+        for (i, resume) in range.zip(from.iter()) {
             let entry = topics.entry(sub.topics[i].clone());
             // Every subscriber of a topic shares the index's copy of its name.
             sub.topics[i] = entry.key().clone();
@@ -398,29 +392,19 @@ impl Shard {
             let topic = &sub.topics[i];
             // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
             deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
-            match from {
-                // Live, or resuming from exactly the newest event seen here: nothing to
-                // replay, so no need to ask the owner.
-                None if t.registered => {
-                    sub.positions[i] = t.head;
-                    t.subs.insert(key.to_token(), i);
-                }
-                Some(c) if t.registered && c == t.head => {
-                    sub.positions[i] = c;
-                    t.subs.insert(key.to_token(), i);
-                }
-                from => {
-                    // A resumed topic starts at the client's cursor; a fresh one at the head
-                    // its acknowledgement brings.
-                    if let Some(c) = from {
-                        sub.positions[i] = c;
-                    }
-                    t.pending += 1;
-                    sub.pending_acks += 1;
-                    let reply = ReplyTo { worker: id as u16, token: key.to_token(), index: i as u32 };
-                    requests.push((owner_of(topic, workers), ToOwner::Subscribe { topic: topic.clone(), from, reply }));
-                }
+            // Live, or resuming from exactly the newest event seen here: nothing to replay,
+            // so no need to ask the owner.
+            if t.registered && (*resume == Resume::Live || resume.is_at(t.head)) {
+                sub.positions[i] = t.head;
+                t.subs.insert(key.to_token(), i);
+                continue;
             }
+            // Its starting position comes with the acknowledgement.
+            t.pending += 1;
+            sub.pending_acks += 1;
+            let reply = ReplyTo { worker: id as u16, token: key.to_token(), index: i as u32 };
+            let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply };
+            requests.push((owner_of(topic, workers), msg));
         }
         requests
     }
@@ -606,14 +590,9 @@ impl Shard {
             self.send_deferred();
             return;
         };
-        if ack.from.is_none() {
-            sub.positions[idx] = ack.head;
-        }
+        sub.positions[idx] = ack.start;
         if let Some(missed) = ack.gap {
-            // The gap event's id is the position just before the first retained event, so a
-            // client cut right after it resumes without being told about the gap twice.
-            let resume_at = ack.replay.first().map_or(ack.head, |f| Cursor::new(f.cursor.epoch, f.cursor.seq - 1));
-            sub.prelude.push(Prelude::Gap { idx, missed, resume_at });
+            sub.prelude.push(Prelude::Gap { idx, missed, resume_at: ack.start });
         }
         sub.prelude.extend(ack.replay.into_iter().map(|frame| Prelude::Event { idx, frame, replay: true }));
         sub.pending_acks -= 1;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::frames::Frame;
-use crate::pubsub::cursor::Cursor;
+use crate::pubsub::cursor::{Cursor, Resume};
 
 /// Where a reply goes: a worker, a token that worker chose (a pending-publish slot or a
 /// connection key) and an index within it (a batch line or a topic of a subscription).
@@ -22,8 +22,9 @@ pub enum ToOwner {
     /// Assign a cursor, keep it in history, forward it, reply with the cursor.
     Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo },
     /// Register `reply.worker` as hosting subscribers of `topic` and reply with the head
-    /// and, when resuming, the events after `from` — in one step, so nothing falls between.
-    Subscribe { topic: Arc<str>, from: Option<Cursor>, reply: ReplyTo },
+    /// and, when resuming, the events after the resume point — in one step, so nothing
+    /// falls between.
+    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo },
     /// `worker` no longer hosts subscribers of `topic`.
     Unsubscribe { topic: Arc<str>, worker: u16 },
     /// Periodic housekeeping: expire history by TTL, forget idle topics.
@@ -48,12 +49,14 @@ pub enum ToWorker {
 pub struct SubscribeAck {
     pub reply: ReplyTo,
     pub topic: Arc<str>,
-    /// The resume cursor the subscriber asked with, if any.
-    pub from: Option<Cursor>,
+    /// Where the subscriber stands before the replay: its resume cursor, or the head when
+    /// it starts live (or, after a gap, just before the first replayed event).
+    pub start: Cursor,
     /// The topic's newest cursor when the registration took effect.
     pub head: Cursor,
-    /// Set when history could not cover the resume: the client's cursor.
-    pub gap: Option<Cursor>,
+    /// Set when history could not cover the resume: what the client sent, as the gap
+    /// notice's `missed_from`.
+    pub gap: Option<Arc<str>>,
     /// Retained events after the resume cursor, oldest first.
     pub replay: Vec<Arc<Frame>>,
 }

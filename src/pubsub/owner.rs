@@ -5,6 +5,7 @@
 //! workers. Everything for one topic happens on this one task, in inbox order, which is what
 //! gives every subscriber the same order and makes "replay then go live" a single step.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use foldhash::HashMap;
 use crate::config::Config;
 use crate::frames::Frame;
 use crate::mesh::{Mesh, WorkerSet};
-use crate::pubsub::cursor::Cursor;
+use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::history::History;
 use crate::pubsub::msg::{SubscribeAck, ToOwner, ToWorker};
 
@@ -28,12 +29,61 @@ struct OwnedTopic {
     last_publish: Instant,
 }
 
+impl OwnedTopic {
+    fn cursor(&self, seq: u64) -> Cursor {
+        Cursor::new(self.epoch, seq)
+    }
+}
+
+/// How an owner names the lives of its topics.
+///
+/// An epoch is a keyed hash of the run's random key, the owner, the topic's name and the
+/// topic's *life*. So two topics never share an epoch (a cursor of one is never a position in
+/// another), a restarted server never reuses one, and a topic forgotten after it had events
+/// comes back under a new one (its old cursors are a gap, never positions in the new life).
+///
+/// Lives are counted per slot of a fixed table, indexed by a hash of the name: forgetting a
+/// topic that had events moves its slot on, so every later life of a name in that slot gets
+/// a new epoch. Forgetting a topic that never had an event does not: it comes back under the
+/// same epoch, and a subscriber holding its `{epoch}-0` cursor (what a stream of an empty
+/// topic has) misses nothing and is told no gap. Two names sharing a slot cost at most a
+/// needless gap notice, never a missed one.
+struct Epochs {
+    hasher: foldhash::quality::FixedState,
+    owner: usize,
+    lives: Box<[u32]>,
+}
+
+/// Slots of the lives table: 256 KiB per owner.
+const LIVES: usize = 1 << 16;
+
+impl Epochs {
+    fn new(run_key: u64, owner: usize) -> Epochs {
+        Epochs { hasher: foldhash::quality::FixedState::with_seed(run_key), owner, lives: vec![0; LIVES].into() }
+    }
+
+    fn slot(&self, topic: &str) -> usize {
+        (self.hasher.hash_one(topic) as usize) & (LIVES - 1)
+    }
+
+    /// The epoch of `topic`'s next life.
+    fn epoch(&self, topic: &str) -> u64 {
+        let life = self.lives[self.slot(topic)];
+        // Never 0: `0-0` is the position of a subscription before it is registered.
+        self.hasher.hash_one((self.owner, topic, life)).max(1)
+    }
+
+    /// `topic`, which had events, is forgotten: its next life must not reuse its epoch.
+    fn forget_published(&mut self, topic: &str) {
+        let slot = self.slot(topic);
+        self.lives[slot] = self.lives[slot].wrapping_add(1);
+    }
+}
+
 /// The topics one worker owns.
 pub struct Owner {
     id: usize,
-    /// High half of every epoch this owner draws: random per run.
-    run_epoch: u64,
-    next_instance: u32,
+    epochs: Epochs,
     /// Keyed with foldhash: several times faster than SipHash on short names, and seeded per
     /// process, so clients choosing topic names cannot aim for one bucket.
     topics: HashMap<Arc<str>, OwnedTopic>,
@@ -46,11 +96,11 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub fn new(id: usize, run_epoch: u32, config: &Config) -> Owner {
+    /// The owner of worker `id`; `run_key` is this run's random key (see `Epochs`).
+    pub fn new(id: usize, run_key: u64, config: &Config) -> Owner {
         Owner {
             id,
-            run_epoch: u64::from(run_epoch) << 32,
-            next_instance: 0,
+            epochs: Epochs::new(run_key, id),
             topics: HashMap::default(),
             history: config.history,
             history_ttl: config.history_ttl,
@@ -60,17 +110,13 @@ impl Owner {
     }
 
     fn topic(&mut self, name: &Arc<str>, now: Instant) -> &mut OwnedTopic {
-        let next_instance = &mut self.next_instance;
-        let run_epoch = self.run_epoch;
-        self.topics.entry(name.clone()).or_insert_with(|| {
-            *next_instance = next_instance.wrapping_add(1);
-            OwnedTopic {
-                epoch: run_epoch | u64::from(*next_instance),
-                head: 0,
-                history: History::default(),
-                workers: WorkerSet::default(),
-                last_publish: now,
-            }
+        let epochs = &self.epochs;
+        self.topics.entry(name.clone()).or_insert_with(|| OwnedTopic {
+            epoch: epochs.epoch(name),
+            head: 0,
+            history: History::default(),
+            workers: WorkerSet::default(),
+            last_publish: now,
         })
     }
 
@@ -93,7 +139,7 @@ impl Owner {
                 let before = t.history.len();
                 t.history.expire(now, ttl);
                 t.head += 1;
-                let cursor = Cursor::new(t.epoch, t.head);
+                let cursor = t.cursor(t.head);
                 let frame = Arc::new(Frame::new(topic, cursor, kind, data, ts_micros));
                 t.history.push(frame.clone(), now, history);
                 let after = t.history.len();
@@ -106,27 +152,49 @@ impl Owner {
                 self.held = self.held + after - before;
                 self.published += 1;
             }
-            ToOwner::Subscribe { topic, from, reply } => {
+            ToOwner::Subscribe { topic, resume, reply } => {
                 let ttl = self.history_ttl;
                 let t = self.topic(&topic, now);
                 let expired = t.history.expire(now, ttl);
                 t.workers.insert(usize::from(reply.worker));
-                let head = Cursor::new(t.epoch, t.head);
-                let (gap, replay) = match from {
-                    None => (None, Vec::new()),
-                    Some(c) if c.epoch != t.epoch => (Some(c), t.history.all()),
-                    Some(c) => {
-                        let r = t.history.since(c.seq, t.head);
-                        (r.gap.then_some(c), r.frames)
+                let head = t.cursor(t.head);
+                // A cursor is a position only in the life of the topic it was issued for.
+                let ours: Option<Result<Cursor, Arc<str>>> = match &resume {
+                    Resume::Live => None,
+                    Resume::After(c) if c.epoch == t.epoch => Some(Ok(*c)),
+                    Resume::After(c) => Some(Err(c.to_string().into())),
+                    Resume::Unknown { cursors, sent } => {
+                        Some(cursors.iter().copied().find(|c| c.epoch == t.epoch).ok_or_else(|| sent.clone()))
                     }
                 };
-                let ack = SubscribeAck { reply, topic, from, head, gap, replay };
+                let (start, gap, replay) = match ours {
+                    None => (head, None, Vec::new()),
+                    Some(Ok(c)) => {
+                        let r = t.history.since(c.seq, t.head);
+                        let gap = r.gap.then(|| c.to_string().into());
+                        (c, gap, r.frames)
+                    }
+                    Some(Err(sent)) => (head, Some(sent), t.history.all()),
+                };
+                // After a gap the subscriber stands just before the first event replayed, so a
+                // client cut right after the notice resumes without being told twice.
+                let start = match (&gap, replay.first()) {
+                    (Some(_), Some(f)) => t.cursor(f.cursor.seq - 1),
+                    (Some(_), None) => head,
+                    (None, _) => start,
+                };
+                let ack = SubscribeAck { reply, topic, start, head, gap, replay };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
                 self.held -= expired;
             }
             ToOwner::Unsubscribe { topic, worker } => {
                 if let Some(t) = self.topics.get_mut(&topic) {
                     t.workers.remove(usize::from(worker));
+                    // A name nobody publishes to or listens to any more costs nothing: anyone can
+                    // name topics by subscribing, and must not be able to pile them up.
+                    if t.workers.is_empty() && t.head == 0 {
+                        self.topics.remove(&topic);
+                    }
                 }
             }
             ToOwner::Tick => self.housekeep(now),
@@ -138,9 +206,15 @@ impl Owner {
     fn housekeep(&mut self, now: Instant) {
         let ttl = self.history_ttl;
         let mut expired = 0;
-        self.topics.retain(|_, t| {
+        let epochs = &mut self.epochs;
+        self.topics.retain(|name, t| {
             expired += t.history.expire(now, ttl);
-            !(t.workers.is_empty() && t.history.is_empty() && now.saturating_duration_since(t.last_publish) >= ttl)
+            let idle =
+                t.workers.is_empty() && t.history.is_empty() && now.saturating_duration_since(t.last_publish) >= ttl;
+            if idle && t.head > 0 {
+                epochs.forget_published(name);
+            }
+            !idle
         });
         self.held -= expired;
     }
@@ -218,8 +292,9 @@ mod tests {
     }
 
     fn subscribe(o: &mut Owner, topic: &str, worker: u16, from: Option<Cursor>) -> SubscribeAck {
+        let resume = from.map_or(Resume::Live, Resume::After);
         let mut out = Vec::new();
-        o.handle(ToOwner::Subscribe { topic: topic.into(), from, reply: reply(worker) }, Instant::now(), &mut out);
+        o.handle(ToOwner::Subscribe { topic: topic.into(), resume, reply: reply(worker) }, Instant::now(), &mut out);
         match out.pop() {
             Some((_, ToWorker::Subscribed(ack))) => *ack,
             other => panic!("no ack: {other:?}"),
@@ -260,11 +335,12 @@ mod tests {
         let mut out = Vec::new();
         let c: Vec<Cursor> = (0..5).map(|_| publish(&mut o, "t", &mut out)).collect();
         let ack = subscribe(&mut o, "t", 1, Some(c[0]));
-        assert_eq!(ack.gap, Some(c[0]));
+        assert_eq!(ack.gap.as_deref(), Some(&*c[0].to_string()));
         assert_eq!(ack.replay.len(), 2);
+        assert_eq!(ack.start, c[2], "just before the first event replayed");
         let stale = Cursor::new(c[0].epoch ^ 1, 3);
         let ack = subscribe(&mut o, "t", 1, Some(stale));
-        assert_eq!(ack.gap, Some(stale));
+        assert_eq!(ack.gap.as_deref(), Some(&*stale.to_string()));
         assert_eq!(ack.replay.len(), 2);
         let ack = subscribe(&mut o, "t", 1, Some(c[4]));
         assert_eq!(ack.gap, None);
@@ -296,6 +372,62 @@ mod tests {
         let again = publish(&mut o, "t", &mut out);
         assert_ne!(first.epoch, again.epoch);
         let ack = subscribe(&mut o, "t", 0, Some(first));
-        assert_eq!(ack.gap, Some(first));
+        assert_eq!(ack.gap.as_deref(), Some(&*first.to_string()));
+    }
+
+    #[test]
+    fn no_two_topics_share_an_epoch() {
+        // Before, the n-th topic of every owner had the same epoch: a cursor of one was read
+        // as a position in the other.
+        let config = Config::default();
+        let (mut a, mut b) = (Owner::new(0, 99, &config), Owner::new(1, 99, &config));
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            assert!(seen.insert(publish(&mut a, &format!("a{i}"), &mut out).epoch));
+            assert!(seen.insert(publish(&mut b, &format!("b{i}"), &mut out).epoch));
+        }
+        let foreign = publish(&mut a, "a0", &mut out);
+        let ack = subscribe(&mut b, "b0", 1, Some(foreign));
+        assert_eq!(ack.gap.as_deref(), Some(&*foreign.to_string()), "another topic's cursor is a gap");
+        assert_eq!(ack.replay.len(), 1, "then what history has");
+        assert_ne!(Owner::new(0, 100, &config).epochs.epoch("a0"), a.epochs.epoch("a0"), "another run");
+    }
+
+    #[test]
+    fn an_unreadable_id_is_searched_for_this_topics_cursor() {
+        let mut o = owner(10);
+        let mut out = Vec::new();
+        let a: Vec<Cursor> = (0..3).map(|_| publish(&mut o, "a", &mut out)).collect();
+        let b = publish(&mut o, "b", &mut out);
+        let list = |cursors: &[Cursor]| Resume::Unknown { cursors: cursors.into(), sent: "what was sent".into() };
+        let mut ack = |resume| {
+            let mut out = Vec::new();
+            o.handle(ToOwner::Subscribe { topic: "a".into(), resume, reply: reply(1) }, Instant::now(), &mut out);
+            match out.pop() {
+                Some((_, ToWorker::Subscribed(ack))) => *ack,
+                other => panic!("no ack: {other:?}"),
+            }
+        };
+        let found = ack(list(&[b, a[0]]));
+        assert_eq!((found.gap, found.start), (None, a[0]));
+        assert_eq!(found.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), &a[1..]);
+        let missing = ack(list(&[b]));
+        assert_eq!(missing.gap.as_deref(), Some("what was sent"));
+        assert_eq!(missing.replay.len(), 3);
+    }
+
+    #[test]
+    fn an_empty_topic_nobody_watches_is_forgotten_at_once_and_comes_back_the_same() {
+        let mut o = owner(10);
+        let ack = subscribe(&mut o, "quiet", 1, None);
+        o.handle(ToOwner::Unsubscribe { topic: "quiet".into(), worker: 1 }, Instant::now(), &mut Vec::new());
+        assert!(o.topics.is_empty(), "a name that never had an event costs nothing");
+        let again = subscribe(&mut o, "quiet", 1, Some(ack.head));
+        assert_eq!((again.gap, again.start), (None, ack.head), "its `epoch-0` cursor still resumes");
+        let mut out = Vec::new();
+        publish(&mut o, "quiet", &mut out);
+        o.handle(ToOwner::Unsubscribe { topic: "quiet".into(), worker: 1 }, Instant::now(), &mut Vec::new());
+        assert_eq!(o.topics.len(), 1, "a topic with history stays");
     }
 }

@@ -23,12 +23,17 @@ use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type}
 /// Longest pause a client may be asked to wait.
 const MAX_PAUSE_MS: u64 = 24 * 3600 * 1000;
 
-/// The stream's topics for `who`: `broadcast`, then the token's session, user and groups.
+/// The stream's topics for `who`: `broadcast`, then the token's session and user, then its
+/// groups in sorted order. The order is canonical — the stream's id lists one cursor per
+/// topic in this order — so a token re-issued with its groups in another order resumes the
+/// same positions.
 pub fn topics_for(who: &Identity) -> Vec<Arc<str>> {
     let mut topics: Vec<Arc<str>> = vec!["broadcast".into()];
     if let Identity::Token(c) = who {
+        let mut groups: Vec<&String> = c.groups.iter().collect();
+        groups.sort();
         let own = c.session.iter().map(|s| format!("session:{s}")).chain(c.sub.iter().map(|s| format!("user:{s}")));
-        for t in own.chain(c.groups.iter().map(|g| format!("group:{g}"))) {
+        for t in own.chain(groups.into_iter().map(|g| format!("group:{g}"))) {
             if valid_topic(&t) && !topics.iter().any(|x| **x == *t) && topics.len() < MAX_TOPICS_PER_SUBSCRIPTION {
                 topics.push(t.into());
             }
@@ -105,6 +110,6 @@ mod tests {
             ..Claims::default()
         };
         let t: Vec<String> = topics_for(&Identity::Token(Box::new(c))).iter().map(|t| t.to_string()).collect();
-        assert_eq!(t, ["broadcast", "session:s1", "user:42", "group:Marketing", "group:Engineering"]);
+        assert_eq!(t, ["broadcast", "session:s1", "user:42", "group:Engineering", "group:Marketing"]);
     }
 }

@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use crate::api::bad_request;
 use crate::api::publish::{NewEvent, check_rights, publish, published};
-use crate::api::subscribe::{PollRequest, StreamRequest, parse_resume, parse_timeout};
+use crate::api::subscribe::{PollRequest, StreamRequest, parse_poll_resume, parse_timeout};
 use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
-use crate::pubsub::cursor::Cursor;
+use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::topic::valid_topic;
 
 /// The session's topic.
@@ -30,9 +30,9 @@ pub fn topic(token: &str) -> Result<Arc<str>, Response> {
 /// previous answer stopped (`remembered`), else from now.
 pub fn poll(head: &RequestHead, token: &str, remembered: Option<&str>) -> Result<PollRequest, Response> {
     let topic = topic(token)?;
-    let mut from = parse_resume(head, 1)?;
-    if from[0].is_none() {
-        from[0] = remembered.and_then(Cursor::parse);
+    let mut from = parse_poll_resume(head, 1)?;
+    if let (Resume::Live, Some(c)) = (&from[0], remembered.and_then(Cursor::parse)) {
+        from[0] = Resume::After(c);
     }
     let timeout = parse_timeout(head)?;
     Ok(PollRequest {

@@ -85,7 +85,8 @@ impl Server {
         let cap =
             (config.max_connections as u64).min(nofile.saturating_sub(FD_RESERVE + 4 * config.workers as u64)) as usize;
         let mesh = Arc::new(Mesh::new(config.workers));
-        let run_epoch = fastrand::u32(1..);
+        // Names every topic life of this run (see `pubsub::owner`): a cursor from another run is a gap.
+        let run_key = fastrand::u64(..);
 
         // One listener per worker per address; a port 0 is resolved by the first bind so
         // that every worker shares the same port.
@@ -118,7 +119,7 @@ impl Server {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    let args = worker::Args { id, config, mesh, listeners, cap, run_epoch };
+                    let args = worker::Args { id, config, mesh, listeners, cap, run_key };
                     worker::run_on_driver(args, ready);
                     let _ = done.send(id);
                 })

@@ -97,7 +97,7 @@ pub struct Args {
     pub mesh: Arc<Mesh>,
     pub listeners: Vec<std::net::TcpListener>,
     pub cap: usize,
-    pub run_epoch: u32,
+    pub run_key: u64,
 }
 
 fn driver_name(uring: bool) -> &'static str {
@@ -134,7 +134,7 @@ async fn as_task(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, 
 
 /// Sets the worker up, reports to `ready`, and runs it until the stop.
 async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, driver: &'static str) {
-    let Args { id, config, mesh, listeners, cap, run_epoch } = args;
+    let Args { id, config, mesh, listeners, cap, run_key } = args;
     let parked = match Parked::new().and_then(|p| p.handle().map(|h| (p, h))) {
         Ok(p) => p,
         Err(e) => {
@@ -146,7 +146,7 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     let (parked, set) = parked;
     let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone(), parked)));
     monoio::spawn(super::turns::relay());
-    monoio::spawn(owner::run(owner::Owner::new(id, run_epoch, &config), mesh.clone()));
+    monoio::spawn(owner::run(owner::Owner::new(id, run_key, &config), mesh.clone()));
     monoio::spawn(local::run(shard.clone()));
     monoio::spawn(parked::run(shard.clone(), set));
     monoio::spawn(ticker(shard.clone()));
