@@ -11,6 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+/// Largest `max_pending_bytes`: a connection's queue is counted in 32 bits.
+pub const MAX_PENDING_LIMIT: usize = 1 << 30;
+
 /// Which io driver the workers run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
@@ -231,6 +234,9 @@ impl Config {
         }
         let max_pending_bytes =
             positive("max_pending_bytes", flags.max_pending_bytes.or(file.max_pending_bytes), 1 << 20)?;
+        if max_pending_bytes > MAX_PENDING_LIMIT {
+            return Err(bad("max_pending_bytes", format!("at most {MAX_PENDING_LIMIT}")));
+        }
         let max_connections = positive("max_connections", flags.max_connections.or(file.max_connections), 100_000)?;
         let head_timeout = secs("head_timeout", flags.head_timeout.or(file.head_timeout), 10.0, 0.01)?;
         let sse_retry = secs("sse_retry", flags.sse_retry.or(file.sse_retry), 3.0, 0.0)?;

@@ -28,11 +28,15 @@ pub struct Outbox {
     /// allocation; only what queues up behind it goes to `rest`.
     first: Option<Bytes>,
     rest: VecDeque<Bytes>,
-    /// Bytes queued and not yet written.
-    queued: usize,
+    /// Bytes queued and not yet written. 32 bits: the cap is at most 1 GiB
+    /// (`config::MAX_PENDING_LIMIT`) and nothing is queued past it but one reply.
+    queued: u32,
     /// Queued bytes that do not count against the cap: a resume's replay, which shares
     /// the history's buffers rather than adding its own.
-    allowance: usize,
+    allowance: u32,
+    /// Part of `first` has been written: the peer has seen its beginning, so it must be
+    /// sent whole or the connection closed.
+    started: bool,
 }
 
 impl Outbox {
@@ -41,7 +45,7 @@ impl Outbox {
         if b.is_empty() {
             return;
         }
-        self.queued += b.len();
+        self.queued = self.queued.saturating_add(len32(&b));
         if self.first.is_none() {
             self.first = Some(b);
         } else {
@@ -51,13 +55,26 @@ impl Outbox {
 
     /// Queues a replayed frame: its bytes are already held by history.
     pub fn push_replay(&mut self, b: Bytes) {
-        self.allowance += b.len();
+        self.allowance = self.allowance.saturating_add(len32(&b));
         self.push(b);
+    }
+
+    /// Drops everything queued that the peer has not begun to receive, and queues `last`
+    /// after what is left (a message that must not be cut in two): how a connection that
+    /// fell behind is given a last word without a backlog.
+    pub fn replace_with(&mut self, last: Bytes) {
+        let started = self.first.take().filter(|_| self.started);
+        self.clear();
+        if let Some(first) = started {
+            self.started = true;
+            self.push(first);
+        }
+        self.push(last);
     }
 
     /// Whether the counted output exceeds `cap`.
     pub fn over(&self, cap: usize) -> bool {
-        self.queued > cap.saturating_add(self.allowance)
+        self.queued as usize > cap.saturating_add(self.allowance as usize)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,7 +82,7 @@ impl Outbox {
     }
 
     pub fn queued(&self) -> usize {
-        self.queued
+        self.queued as usize
     }
 
     /// Drops everything queued (the connection is going away).
@@ -74,6 +91,7 @@ impl Outbox {
         self.rest = VecDeque::new();
         self.queued = 0;
         self.allowance = 0;
+        self.started = false;
     }
 
     /// Writes as much as the socket takes now, in vectored writes of up to `IOV_MAX` pieces.
@@ -104,19 +122,25 @@ impl Outbox {
     }
 
     fn advance(&mut self, mut n: usize) {
-        self.queued -= n;
+        self.queued = self.queued.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         self.allowance = self.allowance.min(self.queued);
         while n > 0 {
             let Some(front) = self.first.as_mut() else { break };
             if front.len() <= n {
                 n -= front.len();
                 self.first = self.rest.pop_front();
+                self.started = false;
             } else {
                 front.advance(n);
+                self.started = true;
                 n = 0;
             }
         }
     }
+}
+
+fn len32(b: &Bytes) -> u32 {
+    u32::try_from(b.len()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -164,5 +188,35 @@ mod tests {
             b.read_exact(&mut sink).unwrap();
         }
         assert_eq!(total, 64 * 64 * 1024);
+    }
+
+    #[test]
+    fn a_last_word_keeps_only_the_frame_begun() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut o = Outbox::default();
+        o.push(Bytes::from_static(b"queued, not begun"));
+        o.replace_with(Bytes::from_static(b"bye"));
+        assert_eq!(o.queued(), 3, "nothing begun: only the last word is left");
+        let big = Bytes::from(vec![1u8; 1 << 20]);
+        let mut o = Outbox::default();
+        o.push(big.clone());
+        o.push(big.clone());
+        let (sent, f) = o.flush(a.as_raw_fd()).unwrap();
+        assert_eq!(f, Flushed::Blocked);
+        assert!(sent < big.len(), "the first frame is begun, not done");
+        o.replace_with(Bytes::from_static(b"bye"));
+        assert_eq!(o.queued(), big.len() - sent + 3, "the rest of the begun frame, then the last word");
+        let mut got = vec![0u8; sent];
+        b.read_exact(&mut got).unwrap();
+        std::thread::spawn(move || {
+            let mut o = o;
+            while !o.is_empty() {
+                let _ = o.flush(a.as_raw_fd());
+                std::thread::yield_now();
+            }
+        });
+        let mut rest = vec![0u8; big.len() - sent + 3];
+        b.read_exact(&mut rest).unwrap();
+        assert!(rest.ends_with(b"\x01bye"));
     }
 }

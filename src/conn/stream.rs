@@ -7,9 +7,8 @@
 //! a flush under a deadline and a lingering close — takes a task again while it lasts.
 
 use std::future::{Future, poll_fn};
-use std::io;
 use std::os::fd::AsRawFd;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,8 +29,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(3);
 /// Ends a stream that was parked and is closing (the server stopping, an admin pause): the
 /// flush and the lingering close, then the connection is gone.
 pub async fn end(shard: ShardRef, key: ConnKey, stream: TcpStream) {
-    let readable = pin!(stream.readable(false));
-    close(&shard, key, &stream, readable).await;
+    close(&shard, key, &stream).await;
     shard.borrow_mut().drop_conn(key, Transport::Sse);
 }
 
@@ -67,15 +65,11 @@ pub async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'sta
 
 /// Ends the stream cleanly: flush what is queued (the stream's end included) within a
 /// deadline, then half-close and drain until the peer closes too, so the close is a FIN and
-/// never a reset.
-pub(super) async fn close<F: Future<Output = io::Result<()>>>(
-    shard: &ShardRef,
-    key: ConnKey,
-    stream: &TcpStream,
-    mut readable: Pin<&mut F>,
-) {
+/// never a reset. A peer that keeps sending does not extend the deadline.
+pub(super) async fn close(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
     let fd = stream.as_raw_fd();
     let deadline = Instant::now() + CLOSE_FLUSH;
+    let mut readable = pin!(stream.readable(false));
     loop {
         let blocked = {
             let mut s = shard.borrow_mut();
@@ -91,20 +85,31 @@ pub(super) async fn close<F: Future<Output = io::Result<()>>>(
             }
             c.has(flags::WANT_WRITE)
         };
+        if Instant::now() >= deadline {
+            return;
+        }
         if !blocked {
             continue;
         }
         let mut writable = pin!(stream.writable(false));
         let ready = poll_fn(|cx| {
             if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                return Poll::Ready(r.is_ok() && peer_still_there(fd));
+                return Poll::Ready(Wake::Peer(r.is_ok() && peer_still_there(fd)));
             }
-            writable.as_mut().poll(cx).map(|r| r.is_ok())
+            writable.as_mut().poll(cx).map(|r| Wake::Writable(r.is_ok()))
         });
         match timeout_at(deadline, ready).await {
-            Ok(true) => {}
+            Ok(Wake::Peer(true)) => readable.set(stream.readable(false)),
+            Ok(Wake::Writable(true)) => {}
             _ => return,
         }
     }
     super::request::linger(stream).await;
+}
+
+/// What a closing stream woke up for: the peer sent something (`true`: and is still there),
+/// or the socket takes bytes again (`true`: without error).
+enum Wake {
+    Peer(bool),
+    Writable(bool),
 }

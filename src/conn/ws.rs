@@ -7,10 +7,10 @@
 //! between messages), text messages through the JSON protocol in `api::ws`, pings are
 //! answered, and the close handshake is echoed. A broken rule closes with its RFC code.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -98,7 +98,7 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> E
     if no_session {
         // The error message went out with the upgrade; now the close.
         queue(ctx, close_frame(CloseCode::Policy.code(), "no session"));
-        finish(ctx, stream, pin!(stream.readable(false))).await;
+        finish(ctx, stream).await;
         return Ending::Closed;
     }
     let session = Session { kind, reader: WsReader::new(max_message), loopback: ctx.loopback };
@@ -168,7 +168,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
                                 };
                                 queue(ctx, echo);
                             }
-                            finish(ctx, stream, readable.as_mut()).await;
+                            finish(ctx, stream).await;
                             return Ending::Closed;
                         }
                     }
@@ -178,7 +178,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
                     Ok(false) => return Ending::Closed,
                     Err(v) => {
                         queue(ctx, close_frame(v.code.code(), v.reason));
-                        finish(ctx, stream, readable.as_mut()).await;
+                        finish(ctx, stream).await;
                         return Ending::Closed;
                     }
                 }
@@ -186,7 +186,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
             Wake::Writable(Ok(())) => wake::writable_again(ctx, &mut writable),
             Wake::Flags(f) if f & flags::CLOSED != 0 => return Ending::Closed,
             Wake::Flags(f) if f & flags::CLOSING != 0 => {
-                finish(ctx, stream, readable.as_mut()).await;
+                finish(ctx, stream).await;
                 return Ending::Closed;
             }
             Wake::Flags(_) => wake::arm(stream, &mut writable),
@@ -195,11 +195,11 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
 }
 
 /// Sends what is queued (a close frame last), then closes cleanly.
-async fn finish<F: Future<Output = io::Result<()>>>(ctx: &Ctx, stream: &TcpStream, readable: Pin<&mut F>) {
+async fn finish(ctx: &Ctx, stream: &TcpStream) {
     if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
         c.flags |= flags::CLOSING;
     }
-    Box::pin(super::stream::close(&ctx.shard, ctx.key, stream, readable)).await
+    Box::pin(super::stream::close(&ctx.shard, ctx.key, stream)).await
 }
 
 /// Queues a frame for this connection and flushes (within the outbox cap).

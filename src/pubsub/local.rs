@@ -532,8 +532,7 @@ impl Shard {
             let Some(sub) = c.sub.as_mut() else { continue };
             if sub.pending_acks > 0 {
                 if sub.prelude.len() >= MAX_PRELUDE {
-                    c.flags |= flags::CLOSED;
-                    c.notify(key, parked);
+                    c.cut_slow(key, parked);
                     metrics.slow_consumers.inc();
                     metrics.drops.inc();
                 } else {
@@ -555,10 +554,7 @@ impl Shard {
                 Taken::Outbox => metrics.deliveries.inc(),
             }
             if c.outbox.over(cap) {
-                // A slow consumer: cut it rather than let its queue grow. It can resume.
-                c.flags |= flags::CLOSED;
-                c.outbox.clear();
-                c.notify(key, parked);
+                c.cut_slow(key, parked);
                 metrics.slow_consumers.inc();
                 metrics.drops.inc();
             } else if !c.has(flags::DIRTY) {

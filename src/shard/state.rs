@@ -28,6 +28,9 @@ use crate::sys;
 
 pub type ShardRef = Rc<RefCell<Shard>>;
 
+/// The close code a WebSocket cut as a slow consumer is sent.
+pub const SLOW_CLOSE: crate::proto::ws::CloseCode = crate::proto::ws::CloseCode::Policy;
+
 /// Most connection slots reserved per worker at startup (the slab grows past it if needed).
 const CONN_SLOTS_RESERVED: usize = 1 << 17;
 
@@ -112,6 +115,21 @@ impl Conn {
         self.fd = fd;
         self.flags |= flags::PARKED;
         self.waker = None;
+    }
+
+    /// Cuts a connection that fell behind (its queue passed `max_pending_bytes`) rather than
+    /// let its queue grow; its client can resume from its last id. A WebSocket gets a last
+    /// word — close 1008 "slow consumer", after the frame it has begun to receive, if any —
+    /// and the close deadline to take it; anything else is closed at once.
+    pub fn cut_slow(&mut self, key: ConnKey, parked: &mut Parked) {
+        if self.has(flags::WEBSOCKET) {
+            self.outbox.replace_with(crate::proto::ws::frame::close_frame(SLOW_CLOSE.code(), "slow consumer"));
+            self.flags |= flags::CLOSING;
+        } else {
+            self.flags |= flags::CLOSED;
+            self.outbox.clear();
+        }
+        self.notify(key, parked);
     }
 
     /// Tells whoever looks after the connection that its flags changed: its task, or the
@@ -223,22 +241,23 @@ impl Shard {
     }
 
     /// Queues `bytes` for the connection and flushes. Output the peer provokes (pongs,
-    /// replies) counts against the same cap as deliveries: a peer that sends but never reads
-    /// is cut like any slow consumer instead of growing its queue.
+    /// replies, echoes) is capped like deliveries, but as a backlog: a reply is queued
+    /// whatever its size while what is queued before it is within `max_pending_bytes`, so a
+    /// peer that sends but never reads is cut like any slow consumer, while one large reply
+    /// the peer asked for (a 16 MiB echo) is not a backlog. A connection that is ending takes
+    /// nothing more: its last word is queued.
     pub fn send(&mut self, key: ConnKey, bytes: Bytes) {
         let cap = self.config.max_pending_bytes;
         let Some((c, parked, metrics)) = self.conn_parts(key) else { return };
-        if c.has(flags::CLOSED) {
+        if c.has(flags::CLOSED | flags::CLOSING) {
             return;
         }
-        c.outbox.push(bytes);
         if c.outbox.over(cap) {
-            c.flags |= flags::CLOSED;
-            c.outbox.clear();
-            c.notify(key, parked);
+            c.cut_slow(key, parked);
             metrics.slow_consumers.inc();
             return;
         }
+        c.outbox.push(bytes);
         self.flush(key);
     }
 

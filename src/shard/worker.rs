@@ -306,6 +306,10 @@ fn end_streams(shard: &ShardRef) {
     let mut keys = Vec::new();
     let Shard { conns, parked, .. } = &mut *s;
     for (i, c) in conns.iter_mut() {
+        if c.has(flags::CLOSED | flags::CLOSING) {
+            // Already ending, its last word queued.
+            continue;
+        }
         let websocket = c.has(flags::WEBSOCKET);
         let Some(delivery) = c.sub.as_ref().map(|s| &s.delivery).or(websocket.then_some(&Delivery::Ws)) else {
             continue;
