@@ -140,19 +140,15 @@ pub fn raise_open_files_limit() -> u64 {
     soft
 }
 
-/// A second descriptor for the same open socket (`dup`, close-on-exec).
-pub fn duplicate(fd: RawFd) -> io::Result<RawFd> {
+/// A second descriptor for the same open socket (`dup`, close-on-exec), owned by the caller.
+pub fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` only creates a descriptor; an invalid `fd` is an error.
     let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
-}
-
-/// Closes a descriptor this process owns and no one else will use.
-pub fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and drops every copy of it with this call.
-    unsafe {
-        libc::close(fd);
+    if r < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: `r` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 /// An epoll instance: the worker's set of parked streams.
@@ -192,14 +188,5 @@ pub fn epoll_ready(ep: BorrowedFd<'_>, out: &mut Vec<(u32, u64)>, max: usize) ->
 /// wait for it to become readable: monoio waits for readiness on its own socket types only.
 /// Nothing reads or writes through it.
 pub fn readiness_handle(fd: BorrowedFd<'_>) -> io::Result<std::net::TcpStream> {
-    let dup = duplicate(fd.as_raw_fd())?;
-    // SAFETY: `dup` is a fresh descriptor owned by nothing else; the stream closes it on drop.
-    Ok(unsafe { std::net::TcpStream::from_raw_fd(dup) })
-}
-
-/// Wraps a socket descriptor the caller owns and gives up (a parked stream going back to a
-/// task of its own) as a `std` stream, which closes it on drop.
-pub fn owned_stream(fd: RawFd) -> std::net::TcpStream {
-    // SAFETY: the caller owns `fd`, keeps no other use of it, and hands it over here.
-    unsafe { std::net::TcpStream::from_raw_fd(fd) }
+    duplicate(fd.as_raw_fd()).map(std::net::TcpStream::from)
 }

@@ -23,7 +23,7 @@ use crate::proto::query::{param, percent_decode};
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::msg::{ReplyTo, ToOwner};
 use crate::pubsub::topic::{owner_of, valid_topic, valid_type};
-use crate::shard::state::PendingPublish;
+use crate::shard::state::ShardRef;
 
 /// One event to publish, validated.
 pub struct NewEvent {
@@ -50,11 +50,23 @@ where
     cursors(ctx, submitted).await
 }
 
-/// Publishes handed to their owners whose cursors are still to come. Must be awaited with
-/// [`cursors`]: the reply slot is only freed there.
+/// Publishes handed to their owners whose cursors are still to come, awaited with
+/// [`cursors`]. Dropped without that (its task gone mid-publish), its slot is freed as the
+/// cursors arrive.
 #[must_use]
 pub struct Submitted {
-    slot: usize,
+    slot: Option<usize>,
+    shard: ShardRef,
+}
+
+impl Drop for Submitted {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take()
+            && let Ok(mut s) = self.shard.try_borrow_mut()
+        {
+            s.abandon_publish(slot);
+        }
+    }
 }
 
 /// Hands `events` to their owners without waiting for the cursors.
@@ -64,9 +76,8 @@ where
     I::IntoIter: ExactSizeIterator,
 {
     let events = events.into_iter();
-    let n = events.len();
-    let pending = PendingPublish { cursors: smallvec::smallvec![None; n], missing: n, waker: None };
-    let slot = ctx.shard.borrow_mut().publishes.insert(pending);
+    let slot = ctx.shard.borrow_mut().open_publish(events.len());
+    let submitted = Submitted { slot: Some(slot), shard: ctx.shard.clone() };
     let ts_micros = now_micros();
     for (i, ev) in events.enumerate() {
         let owner = owner_of(&ev.topic, ctx.mesh.workers);
@@ -74,15 +85,15 @@ where
         let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    Submitted { slot }
+    submitted
 }
 
 /// Waits for the cursors of a submitted publish, in the order its events were given.
-pub async fn cursors(ctx: &Ctx, submitted: Submitted) -> Cursors {
-    let slot = submitted.slot;
+pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Cursors {
+    let Some(slot) = submitted.slot else { return Cursors::new() };
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
-        let p = &mut s.publishes[slot];
+        let Some(p) = s.publishes.get_mut(slot) else { return Poll::Ready(()) };
         if p.missing == 0 {
             Poll::Ready(())
         } else {
@@ -91,8 +102,10 @@ pub async fn cursors(ctx: &Ctx, submitted: Submitted) -> Cursors {
         }
     })
     .await;
-    let done = ctx.shard.borrow_mut().publishes.remove(slot);
-    done.cursors.into_iter().map(|c| c.expect("every cursor arrived")).collect()
+    submitted.slot = None;
+    let done = ctx.shard.borrow_mut().publishes.try_remove(slot);
+    // Every cursor is in: the slot is only freed here, or abandoned by a drop.
+    done.map(|d| d.cursors.into_iter().flatten().collect()).unwrap_or_default()
 }
 
 /// Who is publishing, once their rights are established (API.md §6).
@@ -350,6 +363,32 @@ mod tests {
             expected.headers.extend_from_slice(&cors);
             assert_eq!(out.freeze(), expected.encode(1, true, false));
         }
+    }
+
+    #[test]
+    fn publishes_dropped_mid_flight_free_their_slots() {
+        use crate::shard::parked::Parked;
+        use crate::shard::state::Shard;
+        let config = Arc::new(crate::config::Config::default());
+        let mesh = Arc::new(crate::mesh::Mesh::new(1));
+        let parked = Parked::new().expect("an epoll set");
+        let shard: ShardRef = std::rc::Rc::new(std::cell::RefCell::new(Shard::new(0, config, mesh, parked)));
+        for i in 0..10_000u64 {
+            // A batch of two whose task is dropped after one cursor came back (or none, or
+            // both: the connection closed at any point of the publish).
+            let slot = shard.borrow_mut().open_publish(2);
+            let submitted = Submitted { slot: Some(slot), shard: shard.clone() };
+            let early = (i % 3) as usize;
+            for index in 0..early {
+                shard.borrow_mut().on_published(slot, index, Cursor::new(1, i));
+            }
+            drop(submitted);
+            for index in early..2 {
+                shard.borrow_mut().on_published(slot, index, Cursor::new(1, i));
+            }
+        }
+        assert!(shard.borrow().publishes.is_empty(), "{} slots left", shard.borrow().publishes.len());
+        assert!(shard.borrow().publishes.capacity() <= 4, "the slab did not grow");
     }
 
     #[test]

@@ -465,18 +465,7 @@ impl Shard {
                 self.deliver(&frame);
             }
             ToWorker::Published { reply, cursor } => {
-                if let Some(p) = self.publishes.get_mut(reply.token as usize)
-                    && let Some(slot) = p.cursors.get_mut(reply.index as usize)
-                    && slot.is_none()
-                {
-                    *slot = Some(cursor);
-                    p.missing -= 1;
-                    if p.missing == 0
-                        && let Some(w) = p.waker.take()
-                    {
-                        w.wake();
-                    }
-                }
+                self.on_published(reply.token as usize, reply.index as usize, cursor)
             }
             ToWorker::Subscribed(ack) => self.on_subscribed(*ack),
             ToWorker::Pause { delay_ms, except } => self.pause(delay_ms, &except),

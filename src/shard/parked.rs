@@ -19,7 +19,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::pin;
 use std::task::{Poll, Waker};
 
@@ -147,8 +147,7 @@ fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) ->
     // A duplicate, because monoio hands out its descriptor only when no operation of the
     // stream is left in flight; dropping the stream closes the original.
     let Ok(fd) = sys::duplicate(c.fd) else { return false };
-    if s.parked.watch(fd, key).is_err() {
-        sys::close(fd);
+    if s.parked.watch(fd.as_raw_fd(), key).is_err() {
         return false;
     }
     let Some(c) = s.conn(key) else { return false };
@@ -166,10 +165,8 @@ fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) ->
 /// Takes the connection out of the parked set, back into a stream a task can own.
 fn unpark(s: &mut Shard, key: ConnKey, fd: RawFd) -> Option<TcpStream> {
     s.parked.unwatch(fd);
-    if let Some(c) = s.conn(key) {
-        c.flags &= !flags::PARKED;
-    }
-    TcpStream::from_std(sys::owned_stream(fd)).ok()
+    let owned = s.conn(key)?.unpark()?;
+    TcpStream::from_std(std::net::TcpStream::from(owned)).ok()
 }
 
 /// A task takes over a parked connection (its WebSocket peer sent something, its poll has
@@ -248,7 +245,7 @@ pub async fn run(shard: ShardRef, set: TcpStream) {
 /// Acts on what others set on a parked connection.
 fn on_notice(shard: &ShardRef, key: ConnKey) {
     let mut s = shard.borrow_mut();
-    let Some(c) = s.conn(key).filter(|c| c.has(flags::PARKED)) else { return };
+    let Some(c) = s.conn(key).filter(|c| c.is_parked()) else { return };
     let (fd, f, t) = (c.fd, c.flags, c.transport());
     if f & flags::CLOSED != 0 {
         s.drop_conn(key, t);
@@ -276,7 +273,7 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
 /// Acts on what the epoll set reported for a parked connection.
 fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     let mut s = shard.borrow_mut();
-    let Some((fd, t)) = s.conn(key).filter(|c| c.has(flags::PARKED)).map(|c| (c.fd, c.transport())) else { return };
+    let Some((fd, t)) = s.conn(key).filter(|c| c.is_parked()).map(|c| (c.fd, c.transport())) else { return };
     let readable = ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
     if readable && t == Transport::LongPoll {
         // A poll's peer may send its next request before the answer (pipelining): that is

@@ -5,7 +5,7 @@
 //! ever held across an `.await`.
 
 use std::cell::RefCell;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,6 @@ use crate::pubsub::local::{Delivery, LocalTopic, Subscription};
 use crate::pubsub::msg::ToOwner;
 use crate::shard::clock::Stamp;
 use crate::shard::parked::Parked;
-use crate::sys;
 
 pub type ShardRef = Rc<RefCell<Shard>>;
 
@@ -70,14 +69,16 @@ pub mod flags {
     pub const EXPIRED: u16 = 64;
     /// The connection speaks WebSocket (with or without a subscription).
     pub const WEBSOCKET: u16 = 128;
-    /// A stream with no task: the worker's parked-stream watcher looks after it, and the
-    /// connection owns its descriptor (see `shard::parked`).
-    pub const PARKED: u16 = 256;
 }
 
 pub struct Conn {
     generation: u32,
+    /// The socket, for writes from the fanout. While a task serves the connection the
+    /// task's stream owns it; while it is parked, `parked` does.
     pub fd: RawFd,
+    /// Set while the connection has no task (see `shard::parked`): its socket, owned here
+    /// and closed with the connection.
+    parked: Option<OwnedFd>,
     pub outbox: Outbox,
     pub flags: u16,
     waker: Option<Waker>,
@@ -111,10 +112,20 @@ impl Conn {
 
     /// The connection's task hands it to the parked-stream watcher, with the descriptor it
     /// now owns. The task's waker goes: a waker keeps its (finished) task's memory alive.
-    pub fn park(&mut self, fd: RawFd) {
-        self.fd = fd;
-        self.flags |= flags::PARKED;
+    pub fn park(&mut self, fd: OwnedFd) {
+        self.fd = fd.as_raw_fd();
+        self.parked = Some(fd);
         self.waker = None;
+    }
+
+    /// Whether the connection has no task (the watcher looks after it).
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Takes the socket back for a task to own.
+    pub fn unpark(&mut self) -> Option<OwnedFd> {
+        self.parked.take()
     }
 
     /// Cuts a connection that fell behind (its queue passed `max_pending_bytes`) rather than
@@ -135,7 +146,7 @@ impl Conn {
     /// Tells whoever looks after the connection that its flags changed: its task, or the
     /// parked-stream watcher.
     pub fn notify(&mut self, key: ConnKey, parked: &mut Parked) {
-        if self.has(flags::PARKED) {
+        if self.is_parked() {
             parked.notify(key);
         } else if let Some(w) = self.waker.take() {
             w.wake();
@@ -148,6 +159,9 @@ pub struct PendingPublish {
     pub cursors: smallvec::SmallVec<[Option<Cursor>; 1]>,
     pub missing: usize,
     pub waker: Option<Waker>,
+    /// Whoever waited for the cursors is gone (its connection closed, its task dropped): the
+    /// slot is freed when the last cursor arrives.
+    abandoned: bool,
 }
 
 pub struct Shard {
@@ -185,6 +199,43 @@ impl Shard {
         }
     }
 
+    /// A slot for a publish of `n` events whose cursors are still to come.
+    pub fn open_publish(&mut self, n: usize) -> usize {
+        let cursors = smallvec::smallvec![None; n];
+        self.publishes.insert(PendingPublish { cursors, missing: n, waker: None, abandoned: false })
+    }
+
+    /// A cursor for the publish in slot `slot`, event `index`, arrived from its owner.
+    pub fn on_published(&mut self, slot: usize, index: usize, cursor: Cursor) {
+        let Some(p) = self.publishes.get_mut(slot) else { return };
+        let Some(c) = p.cursors.get_mut(index).filter(|c| c.is_none()) else { return };
+        *c = Some(cursor);
+        p.missing -= 1;
+        if p.missing > 0 {
+            return;
+        }
+        if p.abandoned {
+            self.publishes.remove(slot);
+        } else if let Some(w) = p.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Nobody waits for the publish in `slot` any more: free it now if every cursor is in,
+    /// else when the last one arrives.
+    pub fn abandon_publish(&mut self, slot: usize) {
+        match self.publishes.get_mut(slot) {
+            Some(p) if p.missing > 0 => {
+                p.abandoned = true;
+                p.waker = None;
+            }
+            Some(_) => {
+                self.publishes.remove(slot);
+            }
+            None => {}
+        }
+    }
+
     /// This worker's counters.
     pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
         &self.mesh.metrics.workers[self.id]
@@ -196,6 +247,7 @@ impl Shard {
         let index = self.conns.insert(Conn {
             generation,
             fd,
+            parked: None,
             outbox: Outbox::default(),
             flags: 0,
             waker: None,
@@ -223,10 +275,10 @@ impl Shard {
     pub fn drop_conn(&mut self, key: ConnKey, doing: Transport) {
         self.leave(key);
         let Some(c) = self.conn(key) else { return };
-        let (parked, fd) = (c.has(flags::PARKED), c.fd);
+        let parked = c.is_parked();
+        // A parked connection's socket closes with it.
         self.conns.remove(key.index as usize);
         if parked {
-            sys::close(fd);
             self.parked.forget(key);
         }
         self.metrics().connection(doing, -1);
