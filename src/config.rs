@@ -45,6 +45,9 @@ pub struct Flags {
     /// Seconds an event stays in history [default: 300].
     #[arg(long, value_name = "SECS")]
     pub history_ttl: Option<f64>,
+    /// Memory all history may take, in bytes; past it the oldest events of the largest topics go first [default: a quarter of physical memory].
+    #[arg(long, value_name = "BYTES")]
+    pub max_history_bytes: Option<u64>,
     /// Seconds of silence before a stream gets a heartbeat [default: 15].
     #[arg(long, value_name = "SECS")]
     pub heartbeat: Option<f64>,
@@ -95,6 +98,7 @@ struct File {
     driver: Option<String>,
     history: Option<usize>,
     history_ttl: Option<f64>,
+    max_history_bytes: Option<u64>,
     heartbeat: Option<f64>,
     max_event_bytes: Option<usize>,
     max_batch_bytes: Option<usize>,
@@ -134,6 +138,8 @@ pub struct Config {
     pub driver: Driver,
     pub history: usize,
     pub history_ttl: Duration,
+    /// Memory all topics' history may take (split evenly between the owners).
+    pub max_history_bytes: u64,
     pub heartbeat: Duration,
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
@@ -218,6 +224,11 @@ impl Config {
             return Err(bad("history", "at most 10000000"));
         }
         let history_ttl = secs("history_ttl", flags.history_ttl.or(file.history_ttl), 300.0, 0.001)?;
+        let max_history_bytes = match flags.max_history_bytes.or(file.max_history_bytes) {
+            Some(0) => return Err(bad("max_history_bytes", "must be greater than 0")),
+            Some(n) => n,
+            None => (crate::sys::physical_memory() / 4).max(64 << 20),
+        };
         let heartbeat = secs("heartbeat", flags.heartbeat.or(file.heartbeat), 15.0, 0.01)?;
         // Connection stamps measure spans of up to 24 days (`shard::clock`); the liveness
         // check spans two heartbeats.
@@ -268,6 +279,7 @@ impl Config {
             driver,
             history,
             history_ttl,
+            max_history_bytes,
             heartbeat,
             max_event_bytes,
             max_batch_bytes,

@@ -66,6 +66,17 @@ impl Frame {
         Frame { topic, cursor, kind, data, ts_micros, sse, more: OnceLock::new() }
     }
 
+    /// What keeping this event in history costs, roughly: the frame, its data and its SSE
+    /// encoding, and the ring's slot. Encodings built later for other transports are not
+    /// counted (they come and go with use). Depends only on what never changes, so the same
+    /// figure is added when the event enters a ring and taken off when it leaves.
+    pub fn cost(&self) -> usize {
+        const FIXED: usize = size_of::<Frame>() + 16 + size_of::<(std::time::Instant, Arc<Frame>)>();
+        let data_apart = if self.sse.framed.as_ptr_range().contains(&self.data.as_ptr()) { 0 } else { self.data.len() };
+        // The topic's name is shared with the topic's entry: nothing extra per event.
+        FIXED + self.sse.framed.len() + data_apart + self.kind.as_ref().map_or(0, |k| k.len())
+    }
+
     fn more(&self) -> &Encodings {
         self.more.get_or_init(Box::default)
     }

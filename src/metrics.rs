@@ -84,6 +84,9 @@ pub struct WorkerMetrics {
     pub slow_consumers: Counter,
     pub bytes_written: Counter,
     pub history_events: Gauge,
+    pub history_bytes: Gauge,
+    pub history_evictions: Counter,
+    pub topics: Gauge,
     connections: [Gauge; 4],
     responses: [Counter; STATUSES.len() + 1],
     latency_buckets: [Counter; LATENCY_BOUNDS.len() + 1],
@@ -180,6 +183,27 @@ impl Metrics {
             "gauge",
             "Events held in history rings of the topics each worker owns.",
             &|m| m.history_events.get().into(),
+        );
+        per_worker(
+            &mut out,
+            "herald_history_bytes",
+            "gauge",
+            "What the events in history cost, roughly, in bytes (bounded by max_history_bytes).",
+            &|m| m.history_bytes.get().into(),
+        );
+        per_worker(
+            &mut out,
+            "herald_history_evictions_total",
+            "counter",
+            "Events evicted from history to stay within max_history_bytes.",
+            &|m| m.history_evictions.get().into(),
+        );
+        per_worker(
+            &mut out,
+            "herald_topics",
+            "gauge",
+            "Topics each worker owns (with history, subscribers, or both).",
+            &|m| m.topics.get().into(),
         );
         per_worker(&mut out, "herald_bytes_written_total", "counter", "Bytes written to client sockets.", &|m| {
             m.bytes_written.get().into()

@@ -140,6 +140,13 @@ pub fn raise_open_files_limit() -> u64 {
     soft
 }
 
+/// Physical memory of the machine, in bytes (0 when it cannot be told).
+pub fn physical_memory() -> u64 {
+    // SAFETY: `sysconf` takes no pointers.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages <= 0 || page <= 0 { 0 } else { pages as u64 * page as u64 }
+}
+
 /// A second descriptor for the same open socket (`dup`, close-on-exec), owned by the caller.
 pub fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` only creates a descriptor; an invalid `fd` is an error.

@@ -19,6 +19,8 @@ pub struct Replay {
 #[derive(Debug, Default)]
 pub struct History {
     ring: VecDeque<(Instant, Arc<Frame>)>,
+    /// What the events held cost (`Frame::cost`), for the owner's memory budget.
+    bytes: usize,
 }
 
 impl History {
@@ -28,9 +30,16 @@ impl History {
             return;
         }
         while self.ring.len() >= cap {
-            self.ring.pop_front();
+            self.pop_oldest();
         }
+        self.bytes += frame.cost();
         self.ring.push_back((now, frame));
+    }
+
+    fn pop_oldest(&mut self) -> bool {
+        let Some((_, f)) = self.ring.pop_front() else { return false };
+        self.bytes -= f.cost();
+        true
     }
 
     /// Drops events older than `ttl`; returns how many went.
@@ -40,7 +49,16 @@ impl History {
             if now.saturating_duration_since(*at) < ttl {
                 break;
             }
-            self.ring.pop_front();
+            self.pop_oldest();
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the oldest events until what is held costs at most `bytes`; returns how many went.
+    pub fn trim_to(&mut self, bytes: usize) -> usize {
+        let mut n = 0;
+        while self.bytes > bytes && self.pop_oldest() {
             n += 1;
         }
         n
@@ -48,6 +66,11 @@ impl History {
 
     pub fn len(&self) -> usize {
         self.ring.len()
+    }
+
+    /// What the events held cost, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,6 +145,20 @@ mod tests {
         let r = h.since(2, 4);
         assert!(r.gap && r.frames.is_empty());
         assert!(!h.since(4, 4).gap);
+    }
+
+    #[test]
+    fn trimming_drops_the_oldest_and_what_they_cost() {
+        let mut h = ring(1..=10, 100, Instant::now());
+        let each = h.bytes() / 10;
+        assert!(each > 0 && h.bytes() == each * 10);
+        assert_eq!(h.trim_to(each * 4 + 1), 6);
+        assert_eq!(h.bytes(), each * 4);
+        let r = h.since(3, 10);
+        assert!(r.gap, "a resume that needed the evicted events is a gap");
+        assert_eq!(seqs(&r), [7, 8, 9, 10]);
+        h.expire(Instant::now() + Duration::from_secs(1), Duration::from_millis(1));
+        assert_eq!(h.bytes(), 0);
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub struct Owner {
     history_ttl: Duration,
     /// Events held across this owner's rings (kept up to date, for the metrics gauge).
     held: usize,
+    /// What they cost (`Frame::cost`), and the most they may: this owner's share of
+    /// `max_history_bytes`.
+    held_bytes: usize,
+    max_held_bytes: usize,
+    /// Events evicted to stay within `max_held_bytes`.
+    evicted: u64,
     /// Events published through this owner.
     published: u64,
 }
@@ -105,6 +111,9 @@ impl Owner {
             history: config.history,
             history_ttl: config.history_ttl,
             held: 0,
+            held_bytes: 0,
+            max_held_bytes: usize::try_from(config.max_history_bytes / config.workers as u64).unwrap_or(usize::MAX),
+            evicted: 0,
             published: 0,
         }
     }
@@ -130,19 +139,34 @@ impl Owner {
         self.published
     }
 
+    /// What the events in history cost, in bytes.
+    pub fn history_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Events evicted from history to stay within the memory budget.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Topics this owner keeps.
+    pub fn topics(&self) -> usize {
+        self.topics.len()
+    }
+
     /// Handles one message, pushing what must go out into `out` as (worker, message).
     pub fn handle(&mut self, msg: ToOwner, now: Instant, out: &mut Vec<(usize, ToWorker)>) {
         match msg {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
                 let (history, ttl) = (self.history, self.history_ttl);
                 let t = self.topic(&topic, now);
-                let before = t.history.len();
+                let (before, before_bytes) = (t.history.len(), t.history.bytes());
                 t.history.expire(now, ttl);
                 t.head += 1;
                 let cursor = t.cursor(t.head);
                 let frame = Arc::new(Frame::new(topic, cursor, kind, data, ts_micros));
                 t.history.push(frame.clone(), now, history);
-                let after = t.history.len();
+                let (after, after_bytes) = (t.history.len(), t.history.bytes());
                 t.last_publish = now;
                 for w in t.workers.iter() {
                     out.push((w, ToWorker::Event(frame.clone())));
@@ -150,12 +174,18 @@ impl Owner {
                 out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor }));
                 // Expiry and eviction above never take more than the ring held.
                 self.held = self.held + after - before;
+                self.held_bytes = self.held_bytes + after_bytes - before_bytes;
                 self.published += 1;
+                if self.held_bytes > self.max_held_bytes {
+                    self.evict();
+                }
             }
             ToOwner::Subscribe { topic, resume, reply } => {
                 let ttl = self.history_ttl;
                 let t = self.topic(&topic, now);
+                let before_bytes = t.history.bytes();
                 let expired = t.history.expire(now, ttl);
+                let expired_bytes = before_bytes - t.history.bytes();
                 t.workers.insert(usize::from(reply.worker));
                 let head = t.cursor(t.head);
                 // A cursor is a position only in the life of the topic it was issued for.
@@ -186,6 +216,7 @@ impl Owner {
                 let ack = SubscribeAck { reply, topic, start, head, gap, replay };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
                 self.held -= expired;
+                self.held_bytes -= expired_bytes;
             }
             ToOwner::Unsubscribe { topic, worker } => {
                 if let Some(t) = self.topics.get_mut(&topic) {
@@ -205,10 +236,12 @@ impl Owner {
     /// have been quiet for a TTL: their memory must not grow with every name ever used.
     fn housekeep(&mut self, now: Instant) {
         let ttl = self.history_ttl;
-        let mut expired = 0;
+        let (mut expired, mut expired_bytes) = (0, 0);
         let epochs = &mut self.epochs;
         self.topics.retain(|name, t| {
+            let before = t.history.bytes();
             expired += t.history.expire(now, ttl);
+            expired_bytes += before - t.history.bytes();
             let idle =
                 t.workers.is_empty() && t.history.is_empty() && now.saturating_duration_since(t.last_publish) >= ttl;
             if idle && t.head > 0 {
@@ -217,11 +250,51 @@ impl Owner {
             !idle
         });
         self.held -= expired;
+        self.held_bytes -= expired_bytes;
+    }
+
+    /// History costs more than this owner's budget: evict the oldest events of the largest
+    /// topics first, down to 90 % of the budget (so the scan, which visits every topic, is
+    /// paid once per tenth of the budget published, not once per publish). Every topic
+    /// larger than a level is cut down to it; the level is the highest that frees enough.
+    /// A resume that needed an evicted event gets a gap, as for any event history no longer
+    /// has.
+    fn evict(&mut self) {
+        let target = self.max_held_bytes - self.max_held_bytes / 10;
+        let Some(excess) = self.held_bytes.checked_sub(target).filter(|&e| e > 0) else { return };
+        let mut sizes: Vec<usize> = self.topics.values().map(|t| t.history.bytes()).filter(|&b| b > 0).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let level = water_level(&sizes, excess);
+        let (mut events, mut freed) = (0, 0);
+        for t in self.topics.values_mut().filter(|t| t.history.bytes() > level) {
+            let before = t.history.bytes();
+            events += t.history.trim_to(level);
+            freed += before - t.history.bytes();
+        }
+        self.held -= events;
+        self.held_bytes -= freed;
+        self.evicted += events as u64;
     }
 
     pub fn id(&self) -> usize {
         self.id
     }
+}
+
+/// The highest level such that cutting every size in `sorted` (largest first) down to it
+/// frees at least `excess`.
+fn water_level(sorted: &[usize], excess: usize) -> usize {
+    let mut above = 0usize;
+    for (k, &size) in sorted.iter().enumerate() {
+        above += size;
+        let next = sorted.get(k + 1).copied().unwrap_or(0);
+        // Cutting the k + 1 largest down to `next` frees `above - (k + 1) * next`.
+        let n = k + 1;
+        if above - n * next >= excess {
+            return (above - excess) / n;
+        }
+    }
+    0
 }
 
 /// The owner task of worker `owner.id()`: drains its `to_owner` inbox forever.
@@ -241,6 +314,9 @@ pub async fn run(mut owner: Owner, mesh: Arc<Mesh>) {
         let metrics = &mesh.metrics.workers[id];
         metrics.published.add(owner.published() - metrics.published.get());
         metrics.history_events.set(owner.history_len() as i64);
+        metrics.history_bytes.set(owner.history_bytes() as i64);
+        metrics.history_evictions.add(owner.evicted() - metrics.history_evictions.get());
+        metrics.topics.set(owner.topics() as i64);
         let mut touched = WorkerSet::default();
         for (w, msg) in out.drain(..) {
             let target = &mesh.to_worker[w];
@@ -373,6 +449,28 @@ mod tests {
         assert_ne!(first.epoch, again.epoch);
         let ack = subscribe(&mut o, "t", 0, Some(first));
         assert_eq!(ack.gap.as_deref(), Some(&*first.to_string()));
+    }
+
+    #[test]
+    fn over_budget_the_largest_topics_lose_their_oldest_events_first() {
+        let config = Config { history: 1000, max_history_bytes: 60_000, ..Config::default() };
+        let mut o = Owner::new(0, 1, &config);
+        let mut out = Vec::new();
+        let small = publish(&mut o, "small", &mut out);
+        let first_big = publish(&mut o, "big", &mut out);
+        for _ in 0..400 {
+            publish(&mut o, "big", &mut out);
+        }
+        assert!(o.history_bytes() <= 60_000, "{} bytes held", o.history_bytes());
+        assert!(o.evicted() > 0);
+        assert_eq!(o.history_len() as u64 + o.evicted(), 402);
+        let ack = subscribe(&mut o, "big", 1, Some(first_big));
+        assert_eq!(ack.gap.as_deref(), Some(&*first_big.to_string()), "what it needed was evicted: a gap");
+        let ack = subscribe(&mut o, "small", 1, Some(Cursor::new(small.epoch, 0)));
+        assert_eq!((ack.gap, ack.replay.len()), (None, 1), "the small topic kept its event");
+        assert_eq!(water_level(&[100, 50, 10], 60), 45);
+        assert_eq!(water_level(&[10, 10], 20), 0);
+        assert_eq!(water_level(&[30, 10], 5), 25);
     }
 
     #[test]
