@@ -66,6 +66,12 @@ pub struct Flags {
     /// Seconds a request head may take to arrive [default: 10].
     #[arg(long, value_name = "SECS")]
     pub head_timeout: Option<f64>,
+    /// Seconds a request body may take to arrive, plus one per 64 KiB it may hold [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub body_timeout: Option<f64>,
+    /// Memory request bodies being read may take at once, in bytes; past it new bodies get 503 [default: 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_memory: Option<u64>,
     /// Reconnect delay sent to SSE clients as `retry:`, in seconds [default: 3].
     #[arg(long, value_name = "SECS")]
     pub sse_retry: Option<f64>,
@@ -87,6 +93,9 @@ pub struct Flags {
     /// Another path prefix for the member-events routes, e.g. /api (besides /events and /notification/events).
     #[arg(long, value_name = "PATH")]
     pub member_events_prefix: Option<String>,
+    /// Trust the Member-ID header on GET /events even with a jwt_secret (only behind a gateway that sets it).
+    #[arg(long)]
+    pub member_events_trust_header: bool,
 }
 
 /// The TOML file: the same settings, by their snake_case keys.
@@ -105,6 +114,8 @@ struct File {
     max_pending_bytes: Option<usize>,
     max_connections: Option<usize>,
     head_timeout: Option<f64>,
+    body_timeout: Option<f64>,
+    max_body_memory: Option<u64>,
     sse_retry: Option<f64>,
     publish_key: Option<String>,
     jwt_secret: Option<String>,
@@ -112,6 +123,7 @@ struct File {
     log_level: Option<String>,
     ws_echo: Option<bool>,
     member_events_prefix: Option<String>,
+    member_events_trust_header: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +158,10 @@ pub struct Config {
     pub max_pending_bytes: usize,
     pub max_connections: usize,
     pub head_timeout: Duration,
+    /// How long a request body may take: this plus a second per 64 KiB it may hold.
+    pub body_timeout: Duration,
+    /// Memory request bodies being read may take at once (split evenly between workers).
+    pub max_body_memory: u64,
     pub sse_retry: Duration,
     pub publish_key: Option<String>,
     pub jwt_secret: Option<String>,
@@ -153,6 +169,8 @@ pub struct Config {
     pub log_level: String,
     pub ws_echo: bool,
     pub member_events_prefix: Option<String>,
+    /// `GET /events` trusts `Member-ID` even with `jwt_secret` set (a gateway sets it).
+    pub member_events_trust_header: bool,
 }
 
 impl Default for Config {
@@ -250,6 +268,21 @@ impl Config {
         }
         let max_connections = positive("max_connections", flags.max_connections.or(file.max_connections), 100_000)?;
         let head_timeout = secs("head_timeout", flags.head_timeout.or(file.head_timeout), 10.0, 0.01)?;
+        let body_timeout = secs("body_timeout", flags.body_timeout.or(file.body_timeout), 30.0, 0.01)?;
+        // Each worker must have room for at least one largest body.
+        let least_body_memory = (workers * max_batch_bytes) as u64;
+        let max_body_memory = match flags.max_body_memory.or(file.max_body_memory) {
+            Some(n) if n < least_body_memory => {
+                return Err(bad(
+                    "max_body_memory",
+                    format!(
+                        "at least workers × max_batch_bytes = {least_body_memory}, so each worker can take the largest body"
+                    ),
+                ));
+            }
+            Some(n) => n,
+            None => (256u64 << 20).max(2 * least_body_memory),
+        };
         let sse_retry = secs("sse_retry", flags.sse_retry.or(file.sse_retry), 3.0, 0.0)?;
         let cors_origins = flags
             .cors_origins
@@ -286,6 +319,8 @@ impl Config {
             max_pending_bytes,
             max_connections,
             head_timeout,
+            body_timeout,
+            max_body_memory,
             sse_retry,
             publish_key: nonempty("publish_key", flags.publish_key.or(file.publish_key))?,
             jwt_secret: nonempty("jwt_secret", flags.jwt_secret.or(file.jwt_secret))?,
@@ -293,6 +328,8 @@ impl Config {
             log_level,
             ws_echo: flags.ws_echo || file.ws_echo.unwrap_or(false),
             member_events_prefix,
+            member_events_trust_header: flags.member_events_trust_header
+                || file.member_events_trust_header.unwrap_or(false),
         })
     }
 }

@@ -29,14 +29,16 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// Largest request body the route reads; anything else is refused with 413.
-    pub fn body_limit(&self, max_event_bytes: usize, max_batch_bytes: usize) -> usize {
+    /// Largest request body the route reads for `method`; anything larger is refused with
+    /// 413 before it is read. Only publishes take a body.
+    pub fn body_limit(&self, method: &Method, max_event_bytes: usize, max_batch_bytes: usize) -> usize {
         match self {
-            Route::Publish(_) | Route::WaveEvents(_) => max_event_bytes,
+            Route::Publish(_) => max_event_bytes,
+            Route::WaveEvents(_) if *method == Method::Post => max_event_bytes,
             // The member-events body wraps the event in a JSON envelope.
-            Route::MemberEvents => max_event_bytes + 1024,
+            Route::MemberEvents if *method == Method::Post => max_event_bytes + 1024,
             Route::PublishBatch => max_batch_bytes,
-            _ => 16 * 1024,
+            _ => 0,
         }
     }
 }

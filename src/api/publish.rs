@@ -21,6 +21,7 @@ use crate::proto::http1::response::Head;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::cursor::Cursor;
+pub use crate::pubsub::msg::Refusal;
 use crate::pubsub::msg::{ReplyTo, ToOwner};
 use crate::pubsub::topic::{owner_of, valid_topic, valid_type};
 use crate::shard::state::ShardRef;
@@ -32,6 +33,9 @@ pub struct NewEvent {
     pub data: Bytes,
 }
 
+/// The events of one publish request; most have one, kept inline.
+pub type Events = SmallVec<[NewEvent; 1]>;
+
 /// Now, as Unix microseconds.
 pub fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -40,13 +44,35 @@ pub fn now_micros() -> u64 {
 /// The cursors of one publish request, in the order of its events; most have one.
 pub type Cursors = SmallVec<[Cursor; 1]>;
 
-/// Publishes `events` (each to its topic's owner) and waits for their cursors.
-pub async fn publish<I>(ctx: &Ctx, events: I) -> Cursors
-where
-    I: IntoIterator<Item = NewEvent>,
-    I::IntoIter: ExactSizeIterator,
-{
-    let submitted = submit(ctx, events).await;
+/// An event of a publish that was refused: its index among the request's events, its topic.
+#[derive(Debug)]
+pub struct Refused {
+    pub index: usize,
+    pub topic: Arc<str>,
+    pub why: Refusal,
+}
+
+impl Refused {
+    /// The answer, its error pointing at `path`.
+    pub fn response(&self, path: &str) -> Response {
+        let topic = &self.topic;
+        match self.why {
+            Refusal::Forbidden => {
+                Response::error(Status::Forbidden, &format!("no right to publish to {topic:?}"), path)
+            }
+            Refusal::TooManyTopics => Response::error(
+                Status::Unavailable,
+                &format!("{topic:?} would be a new topic and the server keeps max_topics already"),
+                path,
+            )
+            .with_header("Retry-After", "5"),
+        }
+    }
+}
+
+/// Publishes `events` for `who`, each to its topic's owner, and waits for their cursors.
+pub async fn publish(ctx: &Ctx, who: &Publisher, events: Events) -> Result<Cursors, Refused> {
+    let submitted = submit(ctx, who, events).await?;
     cursors(ctx, submitted).await
 }
 
@@ -57,6 +83,8 @@ where
 pub struct Submitted {
     slot: Option<usize>,
     shard: ShardRef,
+    /// The events' topics, to name the one an owner refused.
+    topics: SmallVec<[Arc<str>; 1]>,
 }
 
 impl Drop for Submitted {
@@ -69,28 +97,31 @@ impl Drop for Submitted {
     }
 }
 
-/// Hands `events` to their owners without waiting for the cursors.
-pub async fn submit<I>(ctx: &Ctx, events: I) -> Submitted
-where
-    I: IntoIterator<Item = NewEvent>,
-    I::IntoIter: ExactSizeIterator,
-{
-    let events = events.into_iter();
+/// Hands `events` to their owners without waiting for the cursors. Every publish, whatever
+/// route it came by (`/pub`, the batch, a WebSocket's `publish`, the seed routes), goes
+/// through here: the rights for each topic are checked here, for all the events before any
+/// is sent.
+pub async fn submit(ctx: &Ctx, who: &Publisher, events: Events) -> Result<Submitted, Refused> {
+    if let Some((index, ev)) = events.iter().enumerate().find(|(_, ev)| !who.may(&ev.topic)) {
+        return Err(Refused { index, topic: ev.topic.clone(), why: Refusal::Forbidden });
+    }
     let slot = ctx.shard.borrow_mut().open_publish(events.len());
-    let submitted = Submitted { slot: Some(slot), shard: ctx.shard.clone() };
+    let topics = events.iter().map(|ev| ev.topic.clone()).collect();
+    let submitted = Submitted { slot: Some(slot), shard: ctx.shard.clone(), topics };
     let ts_micros = now_micros();
-    for (i, ev) in events.enumerate() {
+    for (i, ev) in events.into_iter().enumerate() {
         let owner = owner_of(&ev.topic, ctx.mesh.workers);
         let reply = ReplyTo { worker: ctx.worker as u16, token: slot as u64, index: i as u32 };
         let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    submitted
+    Ok(submitted)
 }
 
-/// Waits for the cursors of a submitted publish, in the order its events were given.
-pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Cursors {
-    let Some(slot) = submitted.slot else { return Cursors::new() };
+/// Waits for the cursors of a submitted publish, in the order its events were given; or the
+/// first event an owner refused (the others were published).
+pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Result<Cursors, Refused> {
+    let Some(slot) = submitted.slot else { return Ok(Cursors::new()) };
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
         let Some(p) = s.publishes.get_mut(slot) else { return Poll::Ready(()) };
@@ -103,9 +134,20 @@ pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Cursors {
     })
     .await;
     submitted.slot = None;
-    let done = ctx.shard.borrow_mut().publishes.try_remove(slot);
     // Every cursor is in: the slot is only freed here, or abandoned by a drop.
-    done.map(|d| d.cursors.into_iter().flatten().collect()).unwrap_or_default()
+    let done = ctx.shard.borrow_mut().publishes.try_remove(slot);
+    let mut out = Cursors::new();
+    for (index, c) in done.into_iter().flat_map(|d| d.cursors).enumerate() {
+        match c {
+            Some(Ok(c)) => out.push(c),
+            Some(Err(why)) => {
+                let topic = submitted.topics.get(index).cloned().unwrap_or_else(|| "".into());
+                return Err(Refused { index, topic, why });
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Who is publishing, once their rights are established (API.md §6).
@@ -124,6 +166,15 @@ impl Publisher {
             Publisher::Token(c) => rights::token_may_publish(c, topic),
         }
     }
+
+    /// May act on every topic at once (`/admin/pause`): the publish key (or loopback when no
+    /// key is set), or a token whose `publish` claim is `*`.
+    pub fn may_administer(&self) -> bool {
+        match self {
+            Publisher::Trusted => true,
+            Publisher::Token(c) => c.publish.iter().any(|p| p == "*"),
+        }
+    }
 }
 
 /// Publishing is allowed from loopback by default; with `publish_key` set, the request must
@@ -133,7 +184,7 @@ pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response
     let bearer = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
     let header = "/headers/authorization";
     if let (Some(key), Some(given)) = (&ctx.config.publish_key, bearer)
-        && constant_time_eq(given.as_bytes(), key.as_bytes())
+        && rights::constant_time_eq(given.as_bytes(), key.as_bytes())
     {
         return Ok(Publisher::Trusted);
     }
@@ -159,8 +210,23 @@ pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response
     }
 }
 
-fn forbidden_topic(topic: &str, path: &str) -> Response {
-    Response::error(Status::Forbidden, &format!("this token may not publish to {topic:?}"), path)
+/// A single publish to `topic`, from its head: who publishes (refused first, before anything
+/// about the request is looked at), whether the topic the request names is valid (`topic`
+/// gives it, or the answer to a bad request), and whether they may publish there (403
+/// pointing at `path`).
+pub fn prepare_for(
+    ctx: &Ctx,
+    head: &RequestHead,
+    topic: impl FnOnce() -> Result<Arc<str>, Response>,
+    path: &str,
+) -> Result<Prepared, NotPrepared> {
+    let publisher = check_rights(ctx, head).map_err(NotPrepared::Refused)?;
+    let topic = topic().map_err(NotPrepared::Invalid)?;
+    if !publisher.may(&topic) {
+        let r = Response::error(Status::Forbidden, &format!("no right to publish to {topic:?}"), path);
+        return Err(NotPrepared::Refused(r));
+    }
+    Ok(Prepared { publisher, topic, kind: None })
 }
 
 pub fn is_loopback(peer: SocketAddr) -> bool {
@@ -170,52 +236,69 @@ pub fn is_loopback(peer: SocketAddr) -> bool {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A single publish as its request head describes it: checked before its body is read.
+pub struct Prepared {
+    pub publisher: Publisher,
+    pub topic: Arc<str>,
+    pub kind: Option<Box<str>>,
 }
 
-/// `POST /pub/{topic}`: the body is the event data, verbatim.
-pub async fn single(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes) -> Response {
-    match single_event(ctx, head, raw_topic, body) {
-        Ok(ev) => {
-            let topic = ev.topic.clone();
-            let cursor = publish(ctx, [ev]).await[0];
-            published(cursor, &topic)
-        }
-        Err(r) => r,
-    }
+/// Why a single publish cannot go ahead, found from its head.
+pub enum NotPrepared {
+    /// No right to publish there (401, 403): refused before any of the body is read.
+    Refused(Response),
+    /// A publisher with rights sent a bad request (a malformed topic or type): answered once
+    /// its body (within the route's limit) is read and dropped, so the connection goes on.
+    Invalid(Response),
 }
 
-/// Validates a `POST /pub/{topic}`: the event to publish, or the refusal.
-pub fn single_event(ctx: &Ctx, head: &RequestHead, raw_topic: &str, body: Bytes) -> Result<NewEvent, Response> {
-    let publisher = check_rights(ctx, head)?;
-    let topic = match percent_decode(raw_topic, false) {
-        Some(t) if valid_topic(&t) => t,
-        _ => return Err(bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic")),
+/// Validates the head of a `POST /pub/{topic}`: rights, topic and type.
+pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepared, NotPrepared> {
+    let topic = || match percent_decode(raw_topic, false) {
+        Some(t) if valid_topic(&t) => Ok(Arc::from(&*t)),
+        _ => Err(bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic")),
     };
-    if !publisher.may(&topic) {
-        return Err(forbidden_topic(&topic, "/topic"));
-    }
-    let kind = match param(head.query(), "type") {
-        Some(Ok(t)) if valid_type(&t) => Some(t),
-        Some(_) => return Err(bad_request("invalid type: expected 1-64 of [A-Za-z0-9_.:-]", "/query/type")),
+    let mut prepared = prepare_for(ctx, head, topic, "/topic")?;
+    prepared.kind = match param(head.query(), "type") {
+        Some(Ok(t)) if valid_type(&t) => Some(t.into()),
+        Some(_) => {
+            let r = bad_request("invalid type: expected 1-64 of [A-Za-z0-9_.:-]", "/query/type");
+            return Err(NotPrepared::Invalid(r));
+        }
         None => match head.header("event-type") {
             None => None,
             Some(v) => match std::str::from_utf8(v).map(str::trim) {
-                Ok(t) if valid_type(t) => Some(t.to_string()),
+                Ok(t) if valid_type(t) => Some(t.into()),
                 _ => {
-                    return Err(bad_request(
-                        "invalid Event-Type: expected 1-64 of [A-Za-z0-9_.:-]",
-                        "/headers/event-type",
-                    ));
+                    let r = bad_request("invalid Event-Type: expected 1-64 of [A-Za-z0-9_.:-]", "/headers/event-type");
+                    return Err(NotPrepared::Invalid(r));
                 }
             },
         },
     };
+    Ok(prepared)
+}
+
+/// `POST /pub/{topic}`: the body is the event data, verbatim.
+pub async fn single(ctx: &Ctx, prepared: Prepared, body: Bytes) -> Response {
+    let (publisher, ev) = match with_body(prepared, body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let topic = ev.topic.clone();
+    match publish(ctx, &publisher, smallvec::smallvec![ev]).await {
+        Ok(cursors) => published(cursors[0], &topic),
+        Err(refused) => refused.response("/topic"),
+    }
+}
+
+/// The event a prepared single publish makes with its body (which must be UTF-8), and its
+/// publisher.
+pub fn with_body(prepared: Prepared, body: Bytes) -> Result<(Publisher, NewEvent), Response> {
     if std::str::from_utf8(&body).is_err() {
         return Err(bad_request("event data is not valid UTF-8", "/body"));
     }
-    Ok(NewEvent { topic: Arc::from(&*topic), kind: kind.map(Into::into), data: body })
+    Ok((prepared.publisher, NewEvent { topic: prepared.topic, kind: prepared.kind, data: body }))
 }
 
 /// The answer to a single publish: the event's id and topic.
@@ -279,21 +362,37 @@ fn put_published(out: &mut BytesMut, id: &str, topic: &str) {
 }
 
 /// `POST /pub`: one JSON object per line, validated whole before anything is published.
-pub async fn batch(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
-    let publisher = match check_rights(ctx, head) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub async fn batch(ctx: &Ctx, publisher: &Publisher, body: Bytes) -> Response {
     let lines = match parse_batch(&body, ctx.config.max_event_bytes) {
         Ok(events) => events,
         Err(r) => return r,
     };
-    if let Some((n, ev)) = lines.iter().find(|(_, ev)| !publisher.may(&ev.topic)) {
-        return forbidden_topic(&ev.topic, &format!("/line/{n}"));
+    let numbers: Vec<usize> = lines.iter().map(|(n, _)| *n).collect();
+    let events = lines.into_iter().map(|(_, ev)| ev).collect();
+    match publish(ctx, publisher, events).await {
+        Ok(cursors) => {
+            let ids: Vec<String> = cursors.iter().map(Cursor::to_string).collect();
+            Response::json(Status::Ok, &json!({"ids": ids}))
+        }
+        Err(refused) => {
+            let line = numbers.get(refused.index).copied().unwrap_or(0);
+            let mut r = refused.response(&format!("/line/{line}"));
+            if refused.why == Refusal::TooManyTopics {
+                // The rights were checked for every line first; capacity is found line by line.
+                r = Response::error(
+                    Status::Unavailable,
+                    &format!(
+                        "line {line}: {:?} would be a new topic and the server keeps max_topics already; \
+                         the other lines were published",
+                        refused.topic
+                    ),
+                    &format!("/line/{line}"),
+                )
+                .with_header("Retry-After", "5");
+            }
+            r
+        }
     }
-    let events = lines.into_iter().map(|(_, ev)| ev);
-    let ids: Vec<String> = publish(ctx, events).await.iter().map(Cursor::to_string).collect();
-    Response::json(Status::Ok, &json!({"ids": ids}))
 }
 
 /// Parses and validates a whole ndjson batch; the first bad line rejects it all. Each event
@@ -377,14 +476,14 @@ mod tests {
             // A batch of two whose task is dropped after one cursor came back (or none, or
             // both: the connection closed at any point of the publish).
             let slot = shard.borrow_mut().open_publish(2);
-            let submitted = Submitted { slot: Some(slot), shard: shard.clone() };
+            let submitted = Submitted { slot: Some(slot), shard: shard.clone(), topics: SmallVec::new() };
             let early = (i % 3) as usize;
             for index in 0..early {
-                shard.borrow_mut().on_published(slot, index, Cursor::new(1, i));
+                shard.borrow_mut().on_published(slot, index, Ok(Cursor::new(1, i)));
             }
             drop(submitted);
             for index in early..2 {
-                shard.borrow_mut().on_published(slot, index, Cursor::new(1, i));
+                shard.borrow_mut().on_published(slot, index, Ok(Cursor::new(1, i)));
             }
         }
         assert!(shard.borrow().publishes.is_empty(), "{} slots left", shard.borrow().publishes.len());

@@ -124,7 +124,7 @@ pub fn parse_poll_resume(head: &RequestHead, topics: usize) -> Result<Vec<Resume
 /// refused token is 401; a private topic without a token is 401, with a token lacking the
 /// claim 403 — each naming the topic.
 pub fn authorize(config: &Config, head: &RequestHead, topics: &[Arc<str>]) -> Result<Identity, Response> {
-    let who = rights::identify(head, config.jwt_secret.as_deref(), crate::api::publish::now_micros() as f64 / 1e6)
+    let who = rights::identify(head, config, crate::api::publish::now_micros() as f64 / 1e6)
         .map_err(|rights::Refused(e)| Response::error(Status::Unauthorized, &e.to_string(), "/token"))?;
     for (i, t) in topics.iter().enumerate() {
         if let Err((status, message)) = check_topic(&who, t) {

@@ -2,6 +2,7 @@
 //! from (`Authorization: Bearer`, the `token` cookie, or `?token=`).
 
 use super::jwt::{self, Claims, TokenError};
+use crate::config::Config;
 use crate::proto::http1::RequestHead;
 use crate::proto::query::param;
 
@@ -22,10 +23,13 @@ pub enum Identity {
 pub struct Refused(pub TokenError);
 
 /// The token a request carries, if any: `Authorization: Bearer`, then the `token` cookie,
-/// then `?token=`.
-pub fn token_of(head: &RequestHead) -> Option<String> {
-    if let Some(b) = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
-        return Some(b.trim().to_string());
+/// then `?token=`. A bearer that is the publish key is a publisher's credential, not a token:
+/// it is passed over (a publisher may open a WebSocket with it to publish).
+pub fn token_of(head: &RequestHead, publish_key: Option<&str>) -> Option<String> {
+    if let Some(b) = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+        && !publish_key.is_some_and(|k| constant_time_eq(k.as_bytes(), b.as_bytes()))
+    {
+        return Some(b.to_string());
     }
     if let Some(c) = head.headers("cookie").find_map(|v| cookie(v, "token")) {
         return Some(c);
@@ -44,11 +48,18 @@ fn cookie(header: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// Verifies the request's token (if any) against `secret`. Without a configured secret,
-/// every request is anonymous.
-pub fn identify(head: &RequestHead, secret: Option<&str>, now: f64) -> Result<Identity, Refused> {
-    let (Some(secret), Some(token)) = (secret, token_of(head)) else { return Ok(Identity::Anonymous) };
+/// Verifies the request's token (if any) against `config.jwt_secret`. Without a configured
+/// secret, every request is anonymous.
+pub fn identify(head: &RequestHead, config: &Config, now: f64) -> Result<Identity, Refused> {
+    let (Some(secret), Some(token)) = (&config.jwt_secret, token_of(head, config.publish_key.as_deref())) else {
+        return Ok(Identity::Anonymous);
+    };
     jwt::verify(&token, secret.as_bytes(), now).map(|c| Identity::Token(Box::new(c))).map_err(Refused)
+}
+
+/// Compares secrets in time that depends on their lengths only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether `pattern` (with an optional `*` suffix wildcard) covers `topic`.
@@ -105,10 +116,13 @@ mod tests {
 
     #[test]
     fn tokens_from_header_cookie_and_query() {
-        assert_eq!(token_of(&head("Authorization: Bearer abc\r\n", "")), Some("abc".into()));
-        assert_eq!(token_of(&head("Cookie: a=1; token=xyz; b=2\r\n", "")), Some("xyz".into()));
-        assert_eq!(token_of(&head("", "?token=q.r.s")), Some("q.r.s".into()));
-        assert_eq!(token_of(&head("Cookie: tokens=no\r\n", "")), None);
+        assert_eq!(token_of(&head("Authorization: Bearer abc\r\n", ""), None), Some("abc".into()));
+        assert_eq!(token_of(&head("Cookie: a=1; token=xyz; b=2\r\n", ""), None), Some("xyz".into()));
+        assert_eq!(token_of(&head("", "?token=q.r.s"), None), Some("q.r.s".into()));
+        assert_eq!(token_of(&head("Cookie: tokens=no\r\n", ""), None), None);
+        let key = "Authorization: Bearer K3y\r\nCookie: token=t.o.k\r\n";
+        assert_eq!(token_of(&head(key, ""), Some("K3y")), Some("t.o.k".into()), "the publish key is not a token");
+        assert_eq!(token_of(&head("Authorization: Bearer K3y\r\n", ""), Some("K3y")), None);
     }
 
     #[test]
@@ -131,9 +145,10 @@ mod tests {
     fn identify_uses_the_secret() {
         let t = jwt::sign(&json!({"sub": "42"}), b"k");
         let h = head(&format!("Authorization: Bearer {t}\r\n"), "");
-        assert!(matches!(identify(&h, Some("k"), 0.0), Ok(Identity::Token(_))));
-        assert!(identify(&h, Some("other"), 0.0).is_err());
-        assert_eq!(identify(&h, None, 0.0), Ok(Identity::Anonymous));
+        let with = |secret: Option<&str>| Config { jwt_secret: secret.map(str::to_string), ..Config::default() };
+        assert!(matches!(identify(&h, &with(Some("k")), 0.0), Ok(Identity::Token(_))));
+        assert!(identify(&h, &with(Some("other")), 0.0).is_err());
+        assert_eq!(identify(&h, &with(None), 0.0), Ok(Identity::Anonymous));
         assert!(matches("a:*", "a:b") && matches("*", "x") && !matches("a", "ab") && matches("a", "a"));
     }
 }

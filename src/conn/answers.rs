@@ -16,7 +16,7 @@ use monoio::time::Instant;
 use super::Ctx;
 use super::outbox::Outbox;
 use super::request;
-use crate::api::publish::{self, NewEvent, Submitted};
+use crate::api::publish::{self, NewEvent, Publisher, Submitted};
 use crate::proto::http1::{Response, Status};
 
 /// Most answer bytes held back for pipelined requests before they are written anyway.
@@ -61,21 +61,43 @@ impl Answers {
     }
 
     /// Hands a validated single publish to its owner; its answer comes with [`Answers::settle`].
-    pub async fn defer(&mut self, ctx: &Ctx, ev: NewEvent, minor_version: u8, cors: Vec<(&'static str, String)>) {
+    pub async fn defer(
+        &mut self,
+        ctx: &Ctx,
+        publisher: Publisher,
+        ev: NewEvent,
+        minor_version: u8,
+        keep_alive: bool,
+        cors: Vec<(&'static str, String)>,
+    ) {
         let topic = ev.topic.clone();
-        let submitted = publish::submit(ctx, [ev]).await;
-        self.publishes.push(Deferred { submitted, topic, minor_version, cors });
+        match publish::submit(ctx, &publisher, smallvec::smallvec![ev]).await {
+            Ok(submitted) => self.publishes.push(Deferred { submitted, topic, minor_version, cors }),
+            Err(refused) => {
+                let r = refused.response("/topic").with_headers(cors);
+                self.add(ctx, r, minor_version, keep_alive, false).await;
+            }
+        }
     }
 
     /// Waits for the deferred publishes' cursors and encodes their answers, in order.
     pub async fn settle(&mut self, ctx: &Ctx) {
         let metrics = &ctx.mesh.metrics.workers[ctx.worker];
         for d in self.publishes.drain(..) {
-            let cursor = publish::cursors(ctx, d.submitted).await[0];
-            // Only keep-alive requests are deferred.
-            let n = publish::write_published(&mut self.ready, cursor, &d.topic, d.minor_version, &d.cors);
-            metrics.response(Status::Ok.code());
-            metrics.bytes_written.add(n as u64);
+            let start = self.ready.len();
+            match publish::cursors(ctx, d.submitted).await {
+                // Only keep-alive requests are deferred.
+                Ok(cursors) => {
+                    publish::write_published(&mut self.ready, cursors[0], &d.topic, d.minor_version, &d.cors);
+                    metrics.response(Status::Ok.code());
+                }
+                Err(refused) => {
+                    let r = refused.response("/topic").with_headers(d.cors);
+                    r.encode_into(&mut self.ready, d.minor_version, true, false);
+                    metrics.response(r.status.code());
+                }
+            }
+            metrics.bytes_written.add((self.ready.len() - start) as u64);
         }
     }
 

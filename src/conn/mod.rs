@@ -228,52 +228,69 @@ async fn answer_requests(
         };
         let path = head.path();
         let route = route(&head.method, path, ctx.config.member_events_prefix.as_deref());
-        let limit = route.body_limit(ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
-        if let BodyKind::Length(n) = head.body
-            && n > limit as u64
-        {
-            let r =
-                Response::error(Status::PayloadTooLarge, &format!("request body larger than {limit} bytes"), "/body");
-            metrics.response(r.status.code());
-            if answers.write(ctx, stream).await {
-                Box::pin(request::refuse(stream, r, head.minor_version)).await;
+        let head_only = head.method == Method::Head;
+        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
+        let cors = auth::cors::headers(&ctx.config.cors_origins, &head);
+        // Everything the head decides — rights, limits, room for the body — before any of
+        // the body is read (API.md §7). A refused request's body is never read: the refusal
+        // goes out and the connection closes (lingering, so the client can read it), unless
+        // no body was coming.
+        let admitted = match admit(ctx, &head, &route) {
+            Ok(a) => a,
+            Err(r) if head.body == BodyKind::None => Admitted::Refused(r),
+            Err(r) => {
+                metrics.response(r.status.code());
+                if answers.write(ctx, stream).await {
+                    Box::pin(request::refuse(stream, r.with_headers(cors), head.minor_version)).await;
+                }
+                return Next::Close;
             }
-            return Next::Close;
-        }
+        };
         if head.expect_continue && !answers.is_empty() && !answers.write(ctx, stream).await {
             // `100 Continue` goes straight to the socket: what is owed before it goes first.
             return Next::Close;
         }
-        let body = match Box::pin(reader.read_body(stream, &head, limit, ctx.config.head_timeout)).await {
+        let body = match &admitted {
+            Admitted::Refused(_) => Ok(bytes::Bytes::new()),
+            Admitted::Body(room, _) => Box::pin(reader.read_body(stream, &head, room)).await,
+        };
+        let body = match body {
             Ok(body) => body,
             Err(ReadError::Refused(resp, _)) => {
                 metrics.response(resp.status.code());
                 if answers.write(ctx, stream).await {
-                    Box::pin(request::refuse(stream, resp, head.minor_version)).await;
+                    Box::pin(request::refuse(stream, resp.with_headers(cors), head.minor_version)).await;
                 }
                 return Next::Close;
             }
             Err(_) => return Next::Close,
         };
-        let head_only = head.method == Method::Head;
-        let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
-        let cors = auth::cors::headers(&ctx.config.cors_origins, &head);
-        let mut response = match route {
-            Route::Publish(topic)
-                if keep_alive && answers.may_defer() && reader.next_head_ready(stream.as_raw_fd()) =>
+        let (room, decided) = match admitted {
+            Admitted::Refused(r) => (None, Err(r)),
+            Admitted::Body(room, decided) => (Some(room), Ok(decided)),
+        };
+        // The body is read: its room goes back to the worker's budget.
+        drop(room);
+        let mut response = match decided {
+            Err(refused) | Ok(Decided::Invalid(refused)) => refused,
+            Ok(Decided::One(prepared))
+                if matches!(route, Route::Publish(_))
+                    && keep_alive
+                    && answers.may_defer()
+                    && reader.next_head_ready(stream.as_raw_fd()) =>
             {
-                match api::publish::single_event(ctx, &head, topic, body) {
-                    Ok(ev) => {
-                        answers.defer(ctx, ev, head.minor_version, cors).await;
+                match api::publish::with_body(prepared, body) {
+                    Ok((publisher, ev)) => {
+                        answers.defer(ctx, publisher, ev, head.minor_version, keep_alive, cors).await;
                         continue;
                     }
                     Err(refused) => refused,
                 }
             }
-            _ => {
+            Ok(decided) => {
                 // Whatever this request does, the publishes before it are done first.
                 answers.settle(ctx).await;
-                match Box::pin(dispatch(ctx, &head, path, route, body, cors.clone())).await {
+                match Box::pin(dispatch(ctx, &head, path, route, decided, body, cors.clone())).await {
                     Ok(next) => return next,
                     Err(response) => response,
                 }
@@ -290,6 +307,122 @@ async fn answer_requests(
     }
 }
 
+/// What the request head decided, before any body is read.
+enum Admitted {
+    /// Refused, and no body is coming: the refusal is the answer, the connection goes on.
+    Refused(Response),
+    /// The body may be read, into `BodyRoom`; what was decided goes to the handler.
+    Body(BodyRoom, Decided),
+}
+
+/// What a route's handler is given from the head.
+enum Decided {
+    Nothing,
+    /// A bad request from a publisher with rights: the answer, once the body is read.
+    Invalid(Response),
+    /// A publish to one topic (`POST /pub/{topic}`, a seed route's POST): checked.
+    One(api::publish::Prepared),
+    /// A publisher whose topics come with the body (the batch, checked per line when it is
+    /// published), or one with the right to `/admin/pause`.
+    Publisher(api::publish::Publisher),
+}
+
+impl Decided {
+    /// A single publish's head: prepared, to be answered after its body, or refused now.
+    fn one(prepared: Result<api::publish::Prepared, api::publish::NotPrepared>) -> Result<Decided, Response> {
+        match prepared {
+            Ok(p) => Ok(Decided::One(p)),
+            Err(api::publish::NotPrepared::Invalid(r)) => Ok(Decided::Invalid(r)),
+            Err(api::publish::NotPrepared::Refused(r)) => Err(r),
+        }
+    }
+}
+
+/// Decides from the head alone: the publish rights of the routes that publish, the body's
+/// size against the route's limit, and room for it in the worker's budget for bodies being
+/// read.
+fn admit(ctx: &Ctx, head: &RequestHead, route: &Route<'_>) -> Result<Admitted, Response> {
+    let post = head.method == Method::Post;
+    let decided = match *route {
+        Route::Publish(raw) => Decided::one(api::publish::prepare(ctx, head, raw))?,
+        Route::PublishBatch => Decided::Publisher(api::publish::check_rights(ctx, head)?),
+        Route::WaveEvents(token) if post => Decided::one(seeds::wave::prepare(ctx, head, token))?,
+        Route::MemberEvents if post => Decided::one(seeds::member::prepare(ctx, head))?,
+        Route::AdminPause => Decided::Publisher(seeds::push::admit_pause(ctx, head)?),
+        _ => Decided::Nothing,
+    };
+    let limit = route.body_limit(&head.method, ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
+    let room = match head.body {
+        BodyKind::None => 0,
+        BodyKind::Length(n) if limit == 0 => return Err(no_body_here(route, n)),
+        BodyKind::Length(n) if n > limit as u64 => {
+            return Err(Response::error(
+                Status::PayloadTooLarge,
+                &format!("request body larger than {limit} bytes"),
+                "/body",
+            ));
+        }
+        BodyKind::Length(n) => n as usize,
+        // Its size is found as it comes: room for the most it may be.
+        BodyKind::Chunked => limit,
+    };
+    let room = BodyRoom::take(ctx, room, limit).ok_or_else(|| {
+        Response::error(Status::Unavailable, "too many request bodies being read; try again shortly", "/body")
+            .with_header("Retry-After", "1")
+    })?;
+    Ok(Admitted::Body(room, decided))
+}
+
+/// The refusal of a body on a route that takes none.
+fn no_body_here(route: &Route<'_>, len: u64) -> Response {
+    match route {
+        Route::NotFound => Response::error(Status::NotFound, "no such route", "/path"),
+        Route::MethodNotAllowed(allow) => {
+            Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
+                .with_header("Allow", *allow)
+        }
+        _ => Response::error(
+            Status::PayloadTooLarge,
+            &format!("this route takes no request body ({len} bytes sent)"),
+            "/body",
+        ),
+    }
+}
+
+/// Room held in the worker's budget for a request body being read (`max_body_memory`, split
+/// between workers), given back when dropped. A body is refused with 503 rather than read
+/// past the budget: bodies arriving slowly cannot add up to unbounded memory.
+pub struct BodyRoom {
+    shard: crate::shard::state::ShardRef,
+    bytes: usize,
+    /// The body's deadline: `body_timeout`, plus a second per 64 KiB it may hold.
+    pub deadline: monoio::time::Instant,
+    /// Its limit.
+    pub limit: usize,
+}
+
+/// The slowest rate a large body is given time for, in bytes per second.
+pub const BODY_MIN_RATE: usize = 64 * 1024;
+
+impl BodyRoom {
+    fn take(ctx: &Ctx, bytes: usize, limit: usize) -> Option<BodyRoom> {
+        let timeout = ctx.config.body_timeout + Duration::from_secs((limit.max(bytes) / BODY_MIN_RATE) as u64);
+        let deadline = monoio::time::Instant::now() + timeout;
+        if !ctx.shard.borrow_mut().reserve_body(bytes) {
+            return None;
+        }
+        Some(BodyRoom { shard: ctx.shard.clone(), bytes, deadline, limit })
+    }
+}
+
+impl Drop for BodyRoom {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shard.try_borrow_mut() {
+            s.release_body(self.bytes);
+        }
+    }
+}
+
 /// Runs the handler `route` names: either the connection goes on as something else
 /// (`Ok(Next)`: a stream, a WebSocket, a held poll) or the request gets a response.
 async fn dispatch(
@@ -297,6 +430,7 @@ async fn dispatch(
     head: &RequestHead,
     path: &str,
     route: Route<'_>,
+    decided: Decided,
     body: bytes::Bytes,
     cors: Vec<(&'static str, String)>,
 ) -> Result<Next, Response> {
@@ -313,8 +447,13 @@ async fn dispatch(
     Err(match route {
         Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
         Route::Metrics => Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh)),
-        Route::Publish(topic) => api::publish::single(ctx, head, topic, body).await,
-        Route::PublishBatch => api::publish::batch(ctx, head, body).await,
+        Route::Publish(_) | Route::PublishBatch | Route::AdminPause => match decided {
+            Decided::One(prepared) => api::publish::single(ctx, prepared, body).await,
+            Decided::Publisher(who) if route == Route::PublishBatch => api::publish::batch(ctx, &who, body).await,
+            Decided::Publisher(_) => seeds::push::pause(ctx, head).await,
+            Decided::Invalid(r) => r,
+            Decided::Nothing => Response::error(Status::Internal, "request not admitted", "/"),
+        },
         Route::Subscribe(topics) => match api::subscribe::transport(head) {
             Transport::EventStream => {
                 let req = api::subscribe::event_stream(head, topics)?;
@@ -342,7 +481,10 @@ async fn dispatch(
             return Ok(Next::WebSocket(ws::Mode::Echo, accept));
         }
         Route::WsEcho => Response::error(Status::NotFound, "no route for /ws/echo (start with --ws-echo)", "/path"),
-        Route::WaveEvents(token) if head.method == Method::Post => seeds::wave::send(ctx, head, token, body).await,
+        Route::WaveEvents(_) if head.method == Method::Post => match decided {
+            Decided::One(prepared) => seeds::wave::send(ctx, prepared, body).await,
+            _ => Response::error(Status::Internal, "request not admitted", "/"),
+        },
         Route::WaveEvents(token) => {
             let remembered = ctx.resume.borrow().clone();
             let req = seeds::wave::poll(head, token, remembered.as_deref())?;
@@ -350,20 +492,22 @@ async fn dispatch(
             let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
             return Ok(Next::Poll(req, framing));
         }
-        Route::MemberEvents if head.method == Method::Post => seeds::member::send(ctx, head, body).await,
+        Route::MemberEvents if head.method == Method::Post => match decided {
+            Decided::One(prepared) => seeds::member::send(ctx, prepared, body).await,
+            _ => Response::error(Status::Internal, "request not admitted", "/"),
+        },
         Route::MemberEvents if api::subscribe::transport(head) == Transport::WebSocket => {
             let accept = proto::ws::handshake::check(head)?;
             return Ok(Next::WebSocket(ws::Mode::Chat(seeds_chat_identity(ctx, head)), accept));
         }
         Route::MemberEvents => {
-            let req = seeds::member::subscribe(head)?;
+            let req = seeds::member::subscribe(ctx, head)?;
             return Ok(Next::Stream(req, head.minor_version == 1, cors));
         }
         Route::EventSource(types) => {
             let req = seeds::push::subscribe(ctx, head, types)?;
             return Ok(Next::Stream(req, head.minor_version == 1, cors));
         }
-        Route::AdminPause => seeds::push::pause(ctx, head).await,
         Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
         Route::MethodNotAllowed(allow) => {
             Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
@@ -375,7 +519,7 @@ async fn dispatch(
 /// The chat events API needs a session: the user topic of a valid token, or why not.
 fn seeds_chat_identity(ctx: &Ctx, head: &RequestHead) -> Result<std::sync::Arc<str>, String> {
     let now = api::publish::now_micros() as f64 / 1e6;
-    match auth::rights::identify(head, ctx.config.jwt_secret.as_deref(), now) {
+    match auth::rights::identify(head, &ctx.config, now) {
         Ok(auth::rights::Identity::Token(c)) => match c.sub.as_deref() {
             Some(sub) if crate::pubsub::topic::valid_topic(&format!("user:{sub}")) => Ok(format!("user:{sub}").into()),
             _ => Err("the token names no user (sub)".into()),

@@ -11,6 +11,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
+use super::BodyRoom;
 use super::outbox::{Flushed, Outbox};
 use crate::proto::http1::{
     BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, head::MAX_HEAD_BYTES, parse_head,
@@ -167,24 +168,21 @@ impl RequestReader {
         }
     }
 
-    /// Reads the body `head` announces, up to `limit` bytes. Each read must make progress
-    /// within `timeout`.
+    /// Reads the body `head` announces into the room held for it: up to its limit, and all of
+    /// it before its deadline (a body that trickles in does not keep its buffer for long).
     pub async fn read_body(
         &mut self,
         stream: &mut TcpStream,
         head: &RequestHead,
-        limit: usize,
-        timeout: Duration,
+        room: &BodyRoom,
     ) -> Result<Bytes, ReadError> {
         let mut decoder = match head.body {
             BodyKind::None => return Ok(Bytes::new()),
-            BodyKind::Length(n) => BodyDecoder::length(n, limit),
-            BodyKind::Chunked => BodyDecoder::chunked(limit),
+            BodyKind::Length(n) => BodyDecoder::length(n, room.limit),
+            BodyKind::Chunked => BodyDecoder::chunked(room.limit),
         };
         if head.expect_continue && self.is_empty() {
-            write_all(stream, Bytes::from_static(CONTINUE), Instant::now() + timeout)
-                .await
-                .map_err(|_| ReadError::Io)?;
+            write_all(stream, Bytes::from_static(CONTINUE), room.deadline).await.map_err(|_| ReadError::Io)?;
         }
         let mut body = Vec::new();
         loop {
@@ -207,7 +205,15 @@ impl RequestReader {
                 }
                 return Ok(Bytes::from(body));
             }
-            self.fill(stream, Instant::now() + timeout).await?;
+            match self.fill(stream, room.deadline).await {
+                Err(ReadError::TimedOut) => {
+                    return Err(ReadError::Refused(
+                        Response::error(Status::RequestTimeout, "the request body did not arrive in time", "/body"),
+                        head.minor_version,
+                    ));
+                }
+                r => r?,
+            }
         }
     }
 }

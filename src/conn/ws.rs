@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::wake::{self, Wake, Writable};
-use crate::api::publish::{NewEvent, Publisher, now_micros, publish};
+use crate::api::publish::{NewEvent, Publisher, Refusal, now_micros, publish};
 use crate::api::subscribe::{StreamRequest, check_topic};
 use crate::api::ws::{Request, error_reply, parse, reply};
 use crate::auth::rights::Identity;
@@ -292,16 +292,24 @@ async fn on_message(ctx: &Ctx, text: &str, publisher: Option<&Publisher>, identi
             let ts: Value = serde_json::from_str(&ts_json(now_micros())).unwrap_or(Value::Null);
             reply("pong", &m.input, json!({ "ts": ts }))
         }
-        Ok(Request::Publish { topic, .. }) if !publisher.is_some_and(|p| p.may(&topic)) => {
-            let why = match publisher {
-                None => "publishing needs rights: loopback, or the publish key at the handshake",
-                Some(_) => "this token may not publish to this topic",
-            };
+        Ok(Request::Publish { .. }) if publisher.is_none() => {
+            let why = "publishing needs rights: loopback, or the publish key (or a token with a publish claim) at the handshake";
             error_reply(m.reply_event, &m.input, &[(why.into(), "/topic".to_string())])
         }
         Ok(Request::Publish { topic, kind, data }) => {
-            let cursor = publish(ctx, [NewEvent { topic, kind, data }]).await[0];
-            reply("published", &m.input, json!({ "event_id": cursor.to_string() }))
+            let who = publisher.unwrap_or(&Publisher::Trusted);
+            match publish(ctx, who, smallvec::smallvec![NewEvent { topic, kind, data }]).await {
+                Ok(cursors) => reply("published", &m.input, json!({ "event_id": cursors[0].to_string() })),
+                Err(refused) => {
+                    let why = match refused.why {
+                        Refusal::Forbidden => format!("no right to publish to {:?}", refused.topic),
+                        Refusal::TooManyTopics => {
+                            format!("{:?} would be a new topic and the server keeps max_topics already", refused.topic)
+                        }
+                    };
+                    error_reply(m.reply_event, &m.input, &[(why, "/topic".to_string())])
+                }
+            }
         }
         Ok(Request::Unsubscribe { topics }) => {
             let missing = ctx.shard.borrow_mut().leave_some(ctx.key, &topics);

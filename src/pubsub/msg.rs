@@ -16,6 +16,15 @@ pub struct ReplyTo {
     pub index: u32,
 }
 
+/// Why an event of a publish was not published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The publisher has no right to the event's topic: 403.
+    Forbidden,
+    /// The event's topic is new and the server already keeps `max_topics`: 503.
+    TooManyTopics,
+}
+
 /// Work for a topic's owner.
 #[derive(Debug)]
 pub enum ToOwner {
@@ -36,8 +45,8 @@ pub enum ToOwner {
 pub enum ToWorker {
     /// An event to fan out to the local subscribers of its topic.
     Event(Arc<Frame>),
-    /// The cursor a publish got.
-    Published { reply: ReplyTo, cursor: Cursor },
+    /// The cursor a publish got, or why it got none.
+    Published { reply: ReplyTo, cursor: Result<Cursor, Refusal> },
     /// The owner registered this worker for a topic (see `ToOwner::Subscribe`).
     Subscribed(Box<SubscribeAck>),
     /// Ask every pausable stream (the EventSource push route) whose groups are not in

@@ -171,7 +171,7 @@ impl Owner {
                 for w in t.workers.iter() {
                     out.push((w, ToWorker::Event(frame.clone())));
                 }
-                out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor }));
+                out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: Ok(cursor) }));
                 // Expiry and eviction above never take more than the ring held.
                 self.held = self.held + after - before;
                 self.held_bytes = self.held_bytes + after_bytes - before_bytes;
@@ -362,7 +362,7 @@ mod tests {
         };
         o.handle(msg, Instant::now(), out);
         match out.pop() {
-            Some((0, ToWorker::Published { cursor, .. })) => cursor,
+            Some((0, ToWorker::Published { cursor: Ok(cursor), .. })) => cursor,
             other => panic!("no publish reply: {other:?}"),
         }
     }

@@ -5,8 +5,10 @@
 //! to that member. Each member is the topic `member:{id}`: every device of a member gets every
 //! event, and members never see each other's.
 //!
-//! Like the service it replaces, these routes trust the `Member-ID` header (they sit behind
-//! the application's own gateway); herald's `/sub/member:{id}` is the JWT-checked way in.
+//! The original service trusted the `Member-ID` header (it sat behind its application's own
+//! gateway). herald does so only where it cannot authenticate (no `jwt_secret`), or where
+//! `member_events_trust_header` says a gateway sets the header; otherwise reading a member's
+//! stream takes that member's token, and publishing to it publish rights for `member:{id}`.
 
 use std::sync::Arc;
 
@@ -14,8 +16,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::api::bad_request;
-use crate::api::publish::{NewEvent, check_rights, now_micros, publish, published};
-use crate::api::subscribe::{StreamRequest, parse_resume};
+use crate::api::publish::{NewEvent, NotPrepared, Prepared, now_micros, prepare_for, publish, published};
+use crate::api::subscribe::{StreamRequest, authorize, parse_resume};
 use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::pubsub::topic::{valid_topic, valid_type};
@@ -36,22 +38,36 @@ pub fn member_topic(head: &RequestHead) -> Result<Arc<str>, Response> {
     }
 }
 
-/// `GET /events`: the member's stream.
-pub fn subscribe(head: &RequestHead) -> Result<StreamRequest, Response> {
+/// `GET /events`: the member's stream. The member's topic is private (API.md §6): with
+/// `jwt_secret` set, the token must be the member's (`sub`) or have a `subscribe` claim
+/// covering `member:{id}`, unless `member_events_trust_header` says a gateway in front sets
+/// `Member-ID` itself. Without `jwt_secret` the header is trusted, as in the original service.
+pub fn subscribe(ctx: &Ctx, head: &RequestHead) -> Result<StreamRequest, Response> {
     let topic = member_topic(head)?;
+    if ctx.config.jwt_secret.is_some() && !ctx.config.member_events_trust_header {
+        authorize(&ctx.config, head, std::slice::from_ref(&topic)).map_err(|r| repoint(r, "/headers/member-id"))?;
+    }
     let from = parse_resume(head, 1)?;
     Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, pausable: None })
 }
 
-/// `POST /events`: one event for the member.
-pub async fn send(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
-    if let Err(r) = check_rights(ctx, head) {
-        return r;
+/// A refusal about the stream's one topic, pointed at where this request named it.
+fn repoint(r: Response, path: &str) -> Response {
+    match serde_json::from_slice::<Value>(&r.body) {
+        Ok(v) if v["error"]["path"] == "/topics/0" => {
+            Response::error(r.status, v["error"]["message"].as_str().unwrap_or_default(), path)
+        }
+        _ => r,
     }
-    let topic = match member_topic(head) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+}
+
+/// `POST /events`, from its head: publish rights for the member's topic.
+pub fn prepare(ctx: &Ctx, head: &RequestHead) -> Result<Prepared, NotPrepared> {
+    prepare_for(ctx, head, || member_topic(head), "/headers/member-id")
+}
+
+/// `POST /events`: one event for the member.
+pub async fn send(ctx: &Ctx, prepared: Prepared, body: Bytes) -> Response {
     let (kind, body) = match parse_event(&body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -60,8 +76,12 @@ pub async fn send(ctx: &Ctx, head: &RequestHead, body: Bytes) -> Response {
     if data.len() > ctx.config.max_event_bytes {
         return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/event/body");
     }
-    let cursor = publish(ctx, [NewEvent { topic: topic.clone(), kind: Some(kind.into()), data: data.into() }]).await[0];
-    published(cursor, &topic)
+    let topic = prepared.topic.clone();
+    let ev = NewEvent { topic: prepared.topic, kind: Some(kind.into()), data: data.into() };
+    match publish(ctx, &prepared.publisher, smallvec::smallvec![ev]).await {
+        Ok(cursors) => published(cursors[0], &topic),
+        Err(refused) => refused.response("/headers/member-id"),
+    }
 }
 
 /// `{"event":{"type":"UPPER_CASE","body":{…}}}` → (type, body).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::api::bad_request;
-use crate::api::publish::check_rights;
+use crate::api::publish::{Publisher, check_rights};
 use crate::api::subscribe::{StreamRequest, authorize, parse_resume};
 use crate::auth::rights::Identity;
 use crate::conn::Ctx;
@@ -67,11 +67,22 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
     Ok(StreamRequest { topics, from, types, padding: false, pausable: Some(groups.into()) })
 }
 
-/// `POST /admin/pause?delay_ms=N[&except_groups=a,b]`: needs publish rights.
-pub async fn pause(ctx: &Ctx, head: &RequestHead) -> Response {
-    if let Err(r) = check_rights(ctx, head) {
-        return r;
+/// Who may `POST /admin/pause` (API.md §7): the publish key (or loopback when none is
+/// set), or a token whose `publish` claim is `*` — it acts on every stream.
+pub fn admit_pause(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response> {
+    let who = check_rights(ctx, head)?;
+    if !who.may_administer() {
+        return Err(Response::error(
+            Status::Forbidden,
+            "pausing every stream needs the publish key or a token whose publish claim is \"*\"",
+            "/headers/authorization",
+        ));
     }
+    Ok(who)
+}
+
+/// `POST /admin/pause?delay_ms=N[&except_groups=a,b]` (rights checked by `admit_pause`).
+pub async fn pause(ctx: &Ctx, head: &RequestHead) -> Response {
     let delay_ms = match param(head.query(), "delay_ms") {
         Some(Ok(v)) => match v.parse::<u64>() {
             Ok(ms) if ms <= MAX_PAUSE_MS => ms,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::api::bad_request;
-use crate::api::publish::{NewEvent, check_rights, publish, published};
+use crate::api::publish::{NewEvent, NotPrepared, Prepared, prepare_for, publish, published};
 use crate::api::subscribe::{PollRequest, StreamRequest, parse_poll_resume, parse_timeout};
 use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
@@ -42,15 +42,13 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<&str>) -> Result
     })
 }
 
+/// `POST`, from its head: publish rights for the session's topic.
+pub fn prepare(ctx: &Ctx, head: &RequestHead, token: &str) -> Result<Prepared, NotPrepared> {
+    prepare_for(ctx, head, || topic(token), "/path")
+}
+
 /// `POST`: the body must be a JSON object; it is delivered byte for byte.
-pub async fn send(ctx: &Ctx, head: &RequestHead, token: &str, body: Bytes) -> Response {
-    if let Err(r) = check_rights(ctx, head) {
-        return r;
-    }
-    let topic = match topic(token) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+pub async fn send(ctx: &Ctx, prepared: Prepared, body: Bytes) -> Response {
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(_)) => {}
         Ok(_) => return bad_request("the event must be a JSON object", "/body"),
@@ -59,6 +57,10 @@ pub async fn send(ctx: &Ctx, head: &RequestHead, token: &str, body: Bytes) -> Re
     if body.len() > ctx.config.max_event_bytes {
         return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/body");
     }
-    let cursor = publish(ctx, [NewEvent { topic: topic.clone(), kind: None, data: body }]).await[0];
-    published(cursor, &topic)
+    let Prepared { publisher, topic, kind } = prepared;
+    let ev = NewEvent { topic: topic.clone(), kind, data: body };
+    match publish(ctx, &publisher, smallvec::smallvec![ev]).await {
+        Ok(cursors) => published(cursors[0], &topic),
+        Err(refused) => refused.response("/path"),
+    }
 }

@@ -21,7 +21,7 @@ use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::pubsub::cursor::Cursor;
 use crate::pubsub::local::{Delivery, LocalTopic, Subscription};
-use crate::pubsub::msg::ToOwner;
+use crate::pubsub::msg::{Refusal, ToOwner};
 use crate::shard::clock::Stamp;
 use crate::shard::parked::Parked;
 
@@ -156,7 +156,7 @@ impl Conn {
 
 /// A publish (or batch) waiting for its owners' cursors.
 pub struct PendingPublish {
-    pub cursors: smallvec::SmallVec<[Option<Cursor>; 1]>,
+    pub cursors: smallvec::SmallVec<[Option<Result<Cursor, Refusal>>; 1]>,
     pub missing: usize,
     pub waker: Option<Waker>,
     /// Whoever waited for the cursors is gone (its connection closed, its task dropped): the
@@ -176,12 +176,17 @@ pub struct Shard {
     pub dirty: Vec<ConnKey>,
     /// Unsubscribes that found the owner's inbox full; retried by the ticker.
     pub deferred: Vec<ToOwner>,
+    /// Bytes of room held by request bodies being read, and the most there may be: this
+    /// worker's share of `max_body_memory`.
+    bodies: usize,
+    body_budget: usize,
     pub parked: Parked,
 }
 
 impl Shard {
     pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>, parked: Parked) -> Shard {
         let slots = config.max_connections.div_ceil(config.workers).min(CONN_SLOTS_RESERVED);
+        let body_budget = usize::try_from(config.max_body_memory / config.workers as u64).unwrap_or(usize::MAX);
         Shard {
             id,
             config,
@@ -195,8 +200,24 @@ impl Shard {
             publishes: Slab::new(),
             dirty: Vec::new(),
             deferred: Vec::new(),
+            bodies: 0,
+            body_budget,
             parked,
         }
+    }
+
+    /// Holds room for a request body of up to `bytes`, if the budget has it.
+    pub fn reserve_body(&mut self, bytes: usize) -> bool {
+        if self.bodies.saturating_add(bytes) > self.body_budget {
+            return false;
+        }
+        self.bodies += bytes;
+        true
+    }
+
+    /// Gives back room held for a body.
+    pub fn release_body(&mut self, bytes: usize) {
+        self.bodies = self.bodies.saturating_sub(bytes);
     }
 
     /// A slot for a publish of `n` events whose cursors are still to come.
@@ -206,7 +227,7 @@ impl Shard {
     }
 
     /// A cursor for the publish in slot `slot`, event `index`, arrived from its owner.
-    pub fn on_published(&mut self, slot: usize, index: usize, cursor: Cursor) {
+    pub fn on_published(&mut self, slot: usize, index: usize, cursor: Result<Cursor, Refusal>) {
         let Some(p) = self.publishes.get_mut(slot) else { return };
         let Some(c) = p.cursors.get_mut(index).filter(|c| c.is_none()) else { return };
         *c = Some(cursor);

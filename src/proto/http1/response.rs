@@ -97,6 +97,11 @@ impl Response {
         self
     }
 
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Response {
+        self.headers.extend(headers);
+        self
+    }
+
     /// Encodes head and body. `keep_alive` decides the `Connection` header; `head_only`
     /// (for HEAD requests) keeps the length but drops the body.
     pub fn encode(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Bytes {
