@@ -573,6 +573,10 @@ fn cors_preflight_answers_listed_origins_only() {
                 let what = format!("preflight {path} from {origin}");
                 assert_eq!(r.status, 204, "{what}: {:?} {}", r.headers, r.text());
                 assert_cors_for(&r.headers, origin, &what);
+                // Browsers refuse a preflight whose Access-Control-Allow-Origin comes twice.
+                let names = header_names(&r.headers);
+                let distinct: BTreeSet<&String> = names.iter().collect();
+                assert_eq!(distinct.len(), names.len(), "{what}: a header sent twice: {:?}", r.headers);
                 let methods = r.header("access-control-allow-methods");
                 assert!(list_contains(methods, method), "{what}: Allow-Methods {methods:?} must list {method}");
                 let allowed = r.header("access-control-allow-headers");

@@ -24,17 +24,17 @@ pub fn headers(origins: &[String], head: &RequestHead) -> Vec<(&'static str, Str
     }
 }
 
-/// The extra headers of a preflight answer (on top of `headers`), or `None` when the origin
-/// is not allowed.
+/// What a preflight answer adds to `headers` (which every answer carries, this one too),
+/// or `None` when the origin is not allowed.
 pub fn preflight(origins: &[String], head: &RequestHead, allow_methods: &str) -> Option<Vec<(&'static str, String)>> {
-    let mut h = headers(origins, head);
-    if h.is_empty() {
+    if headers(origins, head).is_empty() {
         return None;
     }
-    h.push(("Access-Control-Allow-Methods", allow_methods.to_string()));
-    h.push(("Access-Control-Allow-Headers", ALLOWED_HEADERS.to_string()));
-    h.push(("Access-Control-Max-Age", "600".into()));
-    Some(h)
+    Some(vec![
+        ("Access-Control-Allow-Methods", allow_methods.to_string()),
+        ("Access-Control-Allow-Headers", ALLOWED_HEADERS.to_string()),
+        ("Access-Control-Max-Age", "600".into()),
+    ])
 }
 
 #[cfg(test)]

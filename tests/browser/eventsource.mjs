@@ -3,7 +3,10 @@
 // credentials (the JWT in the `token` cookie) on /eventsource and a WebSocket on
 // /sub/broadcast. Events are published; then /admin/pause cuts the EventSource, which
 // reconnects by itself with Last-Event-ID after the retry delay while more events are
-// published. Both must see exactly e0..e9, in order. A screenshot is kept as an artifact.
+// published. Both must see exactly e0..e9, in order; e4 is published by the page itself with
+// a cross-origin `fetch` carrying `Authorization` (a preflighted request: the browser sends
+// OPTIONS first and refuses an answer whose CORS headers come twice). A screenshot is kept as
+// an artifact.
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -18,6 +21,7 @@ const bin = process.env.HERALD_BIN || join(root, 'target', 'debug', 'herald');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const artifacts = join(root, 'target', 'browser');
 const secret = 'browser-test-secret';
+const publishKey = 'browser-test-publish-key';
 const deadline = 30_000;
 
 function jwt(claims) {
@@ -39,7 +43,7 @@ const pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
 
 const herald = spawn(bin, [
   '--listen', '127.0.0.1:0', '--workers', '2', '--jwt-secret', secret,
-  '--cors-origins', pageOrigin,
+  '--publish-key', publishKey, '--cors-origins', pageOrigin,
 ], { stdio: ['ignore', 'ignore', 'pipe'] });
 const heraldUrl = await new Promise((resolve, reject) => {
   let text = '';
@@ -52,7 +56,9 @@ const heraldUrl = await new Promise((resolve, reject) => {
 });
 
 async function publish(data) {
-  const r = await fetch(`${heraldUrl}/pub/broadcast`, { method: 'POST', body: data });
+  const r = await fetch(`${heraldUrl}/pub/broadcast`, {
+    method: 'POST', body: data, headers: { Authorization: `Bearer ${publishKey}` },
+  });
   if (r.status !== 200) throw new Error(`publish ${data}: ${r.status}`);
 }
 
@@ -72,12 +78,16 @@ try {
   await tab.waitForFunction(() => window.esOpens >= 1, null, { timeout: deadline });
   await tab.evaluate(() => window.wsOpen);
 
-  for (let i = 0; i < 5; i++) await publish(`e${i}`);
+  for (let i = 0; i < 4; i++) await publish(`e${i}`);
+  const fromPage = await tab.evaluate((key) => window.publishFromPage('e4', key), publishKey);
+  if (fromPage !== 200) throw new Error(`the page's preflighted publish: ${fromPage}`);
   await tab.waitForFunction(() => window.esEvents.length >= 5 && window.wsEvents.length >= 5, null, { timeout: deadline });
 
   // Cut the EventSource: it gets `retry: 500`, its stream ends, and the browser reconnects
   // by itself with Last-Event-ID. Publish while it is away.
-  const paused = await fetch(`${heraldUrl}/admin/pause?delay_ms=500`, { method: 'POST' });
+  const paused = await fetch(`${heraldUrl}/admin/pause?delay_ms=500`, {
+    method: 'POST', headers: { Authorization: `Bearer ${publishKey}` },
+  });
   if (paused.status !== 200) throw new Error(`pause: ${paused.status}`);
   for (let i = 5; i < 10; i++) await publish(`e${i}`);
   await tab.waitForFunction(

@@ -1,0 +1,230 @@
+//! Rights and memory an outsider can reach (API.md §6, §7): a subscriber token cannot publish
+//! through the seed routes or pause every stream; the member-events stream needs the member's
+//! token where herald can authenticate; rights and limits are decided before a request body
+//! is read, bodies have an overall deadline and a per-worker budget; the publish key is not
+//! taken for a JWT on subscribe routes.
+//!
+//! The server is started like the review that found these holes: a publish key, a JWT secret
+//! and one allowed origin.
+mod common;
+
+use common::ws::*;
+use common::*;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const KEY: &str = "K3y";
+const SECRET: &str = "S3cret";
+const FLAGS: [&str; 6] = ["--publish-key", KEY, "--jwt-secret", SECRET, "--cors-origins", "https://a.example"];
+
+fn token(claims: Value) -> String {
+    let mut claims = claims;
+    if claims.get("exp").is_none() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        claims["exp"] = json!(now + 3600);
+    }
+    herald::auth::jwt::sign(&claims, SECRET.as_bytes())
+}
+
+/// A request with `Authorization: Bearer {bearer}` (when given), other headers and a body.
+fn call(s: &Server, method: &str, path: &str, bearer: Option<&str>, headers: &[&str], body: &str) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n", body.len());
+    if let Some(b) = bearer {
+        raw += &format!("Authorization: Bearer {b}\r\n");
+    }
+    for h in headers {
+        raw += h;
+        raw += "\r\n";
+    }
+    raw += "\r\n";
+    raw += body;
+    request(s, &raw)
+}
+
+#[test]
+fn a_subscriber_token_cannot_publish_through_any_route_or_pause_streams() {
+    each_driver(2, &FLAGS, |s| {
+        let reader = token(json!({"sub": "42"}));
+        let member = ["Member-ID: 7"];
+        let member_event = r#"{"event":{"type":"X","body":{}}}"#;
+        let wave = "/_wave/api/sessions/victim/events";
+        let wave_event = r#"{"type":"status","data":"paused"}"#;
+        for (what, method, path, headers, body) in [
+            ("/pub/news", "POST", "/pub/news", &[][..], "x"),
+            ("/admin/pause", "POST", "/admin/pause?delay_ms=86400000", &[][..], ""),
+            ("POST /events", "POST", "/events", &member[..], member_event),
+            ("POST session events", "POST", wave, &[][..], wave_event),
+        ] {
+            let r = call(s, method, path, Some(&reader), headers, body);
+            assert_json_error(&r, 403);
+            assert!(r.text().contains("right") || r.text().contains("publish"), "{what}: {}", r.text());
+        }
+        // The batch: one line to a topic the token may not publish to refuses the whole batch.
+        let narrow = token(json!({"sub": "42", "publish": ["news"]}));
+        let batch = "{\"topic\":\"news\",\"data\":\"ok\"}\n{\"topic\":\"member:7\",\"data\":\"no\"}\n";
+        let r = call(s, "POST", "/pub", Some(&narrow), &["Content-Type: application/x-ndjson"], batch);
+        assert_json_error_at(&r, 403, "/line/2", "member:7");
+        // A claim for the topic grants it, on the seed routes too; only `*` grants the pause.
+        let r = call(s, "POST", "/events", Some(&token(json!({"publish": ["member:7"]}))), &member, member_event);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = call(s, "POST", wave, Some(&token(json!({"publish": ["wave:*"]}))), &[], wave_event);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r =
+            call(s, "POST", "/admin/pause?delay_ms=1", Some(&token(json!({"publish": ["news", "user:*"]}))), &[], "");
+        assert_json_error(&r, 403);
+        let r = call(s, "POST", "/admin/pause?delay_ms=1", Some(&token(json!({"publish": ["*"]}))), &[], "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = call(s, "POST", "/admin/pause?delay_ms=1", Some(KEY), &[], "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        // The WebSocket `publish` method, with a token at the handshake that may not publish.
+        let mut w = ws_with(s, "/sub/news", &[&format!("Authorization: Bearer {reader}")]);
+        let v = w.call(json!({"method": "publish", "id": 1, "topic": "news", "data": "x"}));
+        assert_eq!(v["event"], "published");
+        assert!(v["errors"][0]["path"] == "/topic", "{v}");
+    });
+}
+
+#[test]
+fn the_member_stream_needs_the_members_token_when_herald_can_authenticate() {
+    each_driver(2, &FLAGS, |s| {
+        let open = |headers: &[&str]| {
+            let mut all = vec!["Accept: text/event-stream", "Member-ID: 7"];
+            all.extend_from_slice(headers);
+            let mut raw = "GET /events HTTP/1.1\r\nHost: t\r\n".to_string();
+            for h in all {
+                raw += h;
+                raw += "\r\n";
+            }
+            raw += "\r\n";
+            SseClient::open_raw(s, &raw)
+        };
+        let refused = open(&[]).err().expect("no token: refused");
+        assert_json_error_at(&refused, 401, "/headers/member-id", "member:7");
+        let other = format!("Authorization: Bearer {}", token(json!({"sub": "8"})));
+        assert_json_error(&open(&[&other]).err().expect("another member: refused"), 403);
+        let own = format!("Authorization: Bearer {}", token(json!({"sub": "7"})));
+        let mut sse = open(&[&own]).unwrap_or_else(|r| panic!("the member's own token: {} {}", r.status, r.text()));
+        let claim = format!("Authorization: Bearer {}", token(json!({"subscribe": ["member:*"]})));
+        let mut by_claim = open(&[&claim]).unwrap_or_else(|r| panic!("a subscribe claim: {} {}", r.status, r.text()));
+        let r =
+            call(s, "POST", "/events", Some(KEY), &["Member-ID: 7"], r#"{"event":{"type":"HELLO","body":{"n":1}}}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        for sse in [&mut sse, &mut by_claim] {
+            let e = sse.next_event().expect("the member's event");
+            assert_eq!(e.event.as_deref(), Some("HELLO"));
+        }
+    });
+    // Behind a gateway that sets the header, it may be trusted; without a secret it is.
+    for flags in [&["--jwt-secret", SECRET, "--member-events-trust-header"][..], &[][..]] {
+        each_driver(2, flags, |s| {
+            let sse = SseClient::try_open(s, "/events", &["Member-ID: 7"]);
+            assert!(sse.is_ok(), "{flags:?}: the header alone is trusted");
+        });
+    }
+}
+
+#[test]
+fn the_publish_key_opens_a_websocket_that_may_publish_with_a_jwt_secret_set() {
+    each_driver(2, &FLAGS, |s| {
+        let r = call(s, "GET", "/sub/news?timeout=0", Some(KEY), &[], "");
+        assert_eq!(r.status, 204, "the key is not a JWT to verify: {}", r.text());
+        let mut w = ws_with(s, "/sub/news", &[&format!("Authorization: Bearer {KEY}")]);
+        let v = w.call(json!({"method": "publish", "id": 1, "topic": "elsewhere", "data": "by key"}));
+        assert!(v.get("errors").is_none(), "{v}");
+        assert_eq!(v["event"], "published");
+    });
+}
+
+/// Sends a request head announcing a body of `len` bytes, and nothing of the body.
+fn head_only(s: &Server, path: &str, bearer: Option<&str>, len: usize) -> std::net::TcpStream {
+    let mut c = s.connect();
+    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
+    c.write_all(format!("POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {len}\r\n\r\n").as_bytes()).unwrap();
+    c
+}
+
+#[test]
+fn rights_are_decided_before_a_body_is_read() {
+    each_driver(2, &FLAGS, |s| {
+        // The refusal comes at once, though not a byte of the 4 MiB body was sent, and the
+        // connection is closed rather than read.
+        for (path, bearer, status) in [
+            ("/pub", None, 401),
+            ("/pub", Some("wrong"), 403),
+            ("/pub/news", None, 401),
+            ("/pub/member:7", Some(token(json!({"publish": ["news"]}))).as_deref(), 403),
+            ("/events", None, 401),
+        ] {
+            let mut c = head_only(s, path, bearer, 4 << 20);
+            let r = read_response(&mut c).unwrap_or_else(|| panic!("{path}: no answer before the body"));
+            assert_json_error(&r, status);
+            wait_closed(&mut c, DEADLINE);
+        }
+    });
+}
+
+#[test]
+fn a_body_that_trickles_in_meets_its_deadline() {
+    each_driver(2, &["--body-timeout", "1"], |s| {
+        let mut c = head_only(s, "/pub/slow", None, 1000);
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut answer = [0u8; 4096];
+        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        // One byte every 200 ms would take 200 s; the body has 1 s (plus 1 s per 64 KiB).
+        while started.elapsed() < DEADLINE {
+            let _ = c.write_all(b"x");
+            match c.read(&mut answer) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&answer[..n]),
+                Err(_) => {}
+            }
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "a trickled body must time out with 408, got {text:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    });
+}
+
+#[test]
+fn bodies_being_read_have_a_budget_past_which_they_get_503() {
+    // 2 workers × 64 KiB batches; 256 KiB in all: room for two bodies a worker.
+    let flags = ["--max-batch-bytes", "65536", "--max-body-memory", "262144"];
+    each_driver(2, &flags, |s| {
+        let mut held = Vec::new();
+        let mut refused = 0;
+        // Ten heads announcing 64 KiB each, bodies never sent: past the budget, 503 at once.
+        for _ in 0..10 {
+            let mut c = head_only(s, "/pub", None, 65536);
+            c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut first = [0u8; 12];
+            match c.read(&mut first) {
+                Ok(n) if n > 0 => {
+                    assert!(first.starts_with(b"HTTP/1.1 503"), "{:?}", String::from_utf8_lossy(&first[..n]));
+                    refused += 1;
+                }
+                _ => held.push(c),
+            }
+        }
+        assert!(refused >= 6, "at most 4 bodies fit in the budget; {refused} of 10 refused");
+        assert!(held.len() >= 2, "bodies within the budget are read: {} waiting", held.len());
+        // Sending the bodies that were let in: they are published, and the room comes back.
+        for c in &mut held {
+            let line = "{\"topic\":\"t\",\"data\":\"x\"}\n";
+            let mut body = line.repeat(65536 / line.len());
+            body.push_str(&" ".repeat(65536 - body.len()));
+            c.set_read_timeout(Some(DEADLINE)).unwrap();
+            c.write_all(body.as_bytes()).unwrap();
+            let r = read_response(c).expect("answer");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        for _ in 0..10 {
+            let r = call(s, "POST", "/pub", None, &[], "{\"topic\":\"t\",\"data\":\"x\"}\n");
+            assert_eq!(r.status, 200, "the room came back: {}", r.text());
+        }
+    });
+}
