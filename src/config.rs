@@ -63,6 +63,9 @@ pub struct Flags {
     /// Open connections accepted before new ones get 503 [default: 100000, capped by the open-files limit].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Topics kept at once (with history or subscribers); past it new topics are refused with 503 [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_topics: Option<usize>,
     /// Seconds a request head may take to arrive [default: 10].
     #[arg(long, value_name = "SECS")]
     pub head_timeout: Option<f64>,
@@ -113,6 +116,7 @@ struct File {
     max_batch_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_topics: Option<usize>,
     head_timeout: Option<f64>,
     body_timeout: Option<f64>,
     max_body_memory: Option<u64>,
@@ -157,6 +161,8 @@ pub struct Config {
     pub max_batch_bytes: usize,
     pub max_pending_bytes: usize,
     pub max_connections: usize,
+    /// Topics kept at once across the node; a new one past it is refused.
+    pub max_topics: usize,
     pub head_timeout: Duration,
     /// How long a request body may take: this plus a second per 64 KiB it may hold.
     pub body_timeout: Duration,
@@ -267,6 +273,7 @@ impl Config {
             return Err(bad("max_pending_bytes", format!("at most {MAX_PENDING_LIMIT}")));
         }
         let max_connections = positive("max_connections", flags.max_connections.or(file.max_connections), 100_000)?;
+        let max_topics = positive("max_topics", flags.max_topics.or(file.max_topics), 1_000_000)?;
         let head_timeout = secs("head_timeout", flags.head_timeout.or(file.head_timeout), 10.0, 0.01)?;
         let body_timeout = secs("body_timeout", flags.body_timeout.or(file.body_timeout), 30.0, 0.01)?;
         // Each worker must have room for at least one largest body.
@@ -318,6 +325,7 @@ impl Config {
             max_batch_bytes,
             max_pending_bytes,
             max_connections,
+            max_topics,
             head_timeout,
             body_timeout,
             max_body_memory,

@@ -43,6 +43,17 @@ impl Route<'_> {
     }
 }
 
+impl Route<'_> {
+    /// Whether the route subscribes to topics (and may so name new ones).
+    pub fn subscribes(&self, method: &Method) -> bool {
+        match self {
+            Route::Subscribe(_) | Route::EventSource(_) => true,
+            Route::WaveEvents(_) | Route::MemberEvents => *method != Method::Post,
+            _ => false,
+        }
+    }
+}
+
 /// Picks the handler for `method` on `path` (the target without its query); `member_prefix`
 /// is the configured extra prefix of the member-events routes.
 pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) -> Route<'a> {

@@ -228,3 +228,106 @@ fn bodies_being_read_have_a_budget_past_which_they_get_503() {
         }
     });
 }
+
+/// The sum over workers of a metric family in `/metrics`.
+fn metric(s: &Server, name: &str) -> f64 {
+    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    r.text()
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `n` topic names of 128 characters, new to the server.
+fn long_names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:04}-{}", "x".repeat(128 - prefix.len() - 6))).collect()
+}
+
+#[test]
+fn topics_named_only_by_subscribers_are_forgotten_when_they_leave() {
+    each_driver(2, &[], |s| {
+        let mut c = s.connect();
+        for round in 0..3 {
+            let topics = long_names(&format!("anon{round}"), 64).join(",");
+            let r = roundtrip(&mut c, format!("GET /sub/{topics}?timeout=0 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+            assert_eq!(r.status, 204, "{}", r.text());
+        }
+        let mut w = ws_with(s, "/sub/keep", &[]);
+        let names = long_names("ws", 32);
+        let v = w.call(json!({"method": "subscribe", "id": 1, "topics": names}));
+        assert!(v.get("errors").is_none(), "{v}");
+        let v = w.call(json!({"method": "unsubscribe", "id": 2, "topics": names}));
+        assert!(v.get("errors").is_none(), "{v}");
+        // Only `keep`, which a subscriber still holds, is left.
+        wait_until("the named topics to be forgotten", || metric(s, "herald_topics") == 1.0);
+        // A topic with history stays (it is what resumes are made from).
+        publish_ok(s, "kept", "x");
+        wait_until("the published topic is kept", || metric(s, "herald_topics") == 2.0);
+    });
+}
+
+#[test]
+fn past_max_topics_new_topics_are_refused_with_503_on_every_route() {
+    each_driver(2, &["--max-topics", "4"], |s| {
+        for i in 0..4 {
+            publish_ok(s, &format!("t{i}"), "x");
+        }
+        wait_until("four topics", || metric(s, "herald_topics") == 4.0);
+        let r = publish(s, "t4", "x");
+        assert_json_error(&r, 503);
+        assert!(r.header("retry-after").is_some());
+        let batch = "{\"topic\":\"t0\",\"data\":\"ok\"}\n{\"topic\":\"new\",\"data\":\"x\"}\n";
+        let r = call(s, "POST", "/pub", None, &["Content-Type: application/x-ndjson"], batch);
+        assert_json_error_at(&r, 503, "/line/2", "a new topic in a batch");
+        let sse = SseClient::try_open(s, "/sub/t0,new", &[]).err().expect("a new topic over SSE: refused");
+        assert_json_error(&sse, 503);
+        let r = request(s, "GET /sub/new?timeout=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_json_error(&r, 503);
+        let upgrade = try_ws(s, "/sub/new", &[]).err().expect("a new topic over WebSocket: refused");
+        assert_json_error(&upgrade, 503);
+        // Topics it keeps are served as ever.
+        let mut sse = SseClient::open(s, "/sub/t1", &[]);
+        publish_ok(s, "t1", "still");
+        assert_eq!(sse.next_event().expect("an event").data, "still");
+        assert_eq!(metric(s, "herald_topics"), 4.0, "nothing was made past the cap");
+    });
+}
+
+#[test]
+fn a_connection_that_names_new_topics_too_fast_is_slowed_with_429() {
+    each_driver(2, &[], |s| {
+        let mut c = s.connect();
+        let mut refused = None;
+        for round in 0..16 {
+            let topics = long_names(&format!("fast{round}"), 64).join(",");
+            let r = roundtrip(&mut c, format!("GET /sub/{topics}?timeout=0 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+            if r.status == 429 {
+                refused = Some((round, r));
+                break;
+            }
+            assert_eq!(r.status, 204, "{}", r.text());
+        }
+        let (round, r) = refused.expect("a poll naming 64 new topics at a time is slowed");
+        assert!(round >= 4, "256 names are allowed at once; refused at round {round}");
+        assert_json_error(&r, 429);
+        assert!(r.header("retry-after").is_some());
+        // Another connection is not slowed, nor topics that exist already.
+        let r = request(s, "GET /sub/other?timeout=0 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 204);
+        // The WebSocket `subscribe` method likewise.
+        let mut w = ws_with(s, "/sub/keep", &[]);
+        let mut error = None;
+        for round in 0..16 {
+            let names = long_names(&format!("wsfast{round}"), 64);
+            let v = w.call(json!({"method": "subscribe", "id": round, "topics": names}));
+            if v.get("errors").is_some() {
+                error = Some(v);
+                break;
+            }
+            w.call(json!({"method": "unsubscribe", "id": 100 + round, "topics": names}));
+        }
+        let v = error.expect("a WebSocket naming 64 new topics at a time is slowed");
+        assert!(v["errors"][0]["message"].as_str().unwrap().contains("too fast"), "{v}");
+    });
+}

@@ -102,9 +102,9 @@ impl Waiting {
 pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Framing, parkable: bool) -> Outcome {
     Box::pin(register(ctx, req)).await;
     if parkable {
-        let any = flags::READY | flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED;
+        let any = flags::READY | flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED;
         let f = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, any, cx)).await;
-        if f & (flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED) == 0 {
+        if f & (flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED) == 0 {
             return Outcome::Waiting(framing);
         }
     }
@@ -148,7 +148,7 @@ async fn wait(ctx: &Ctx, stream: &TcpStream, watch: bool) -> bool {
     // Watch for the peer leaving until it sends its next request (then just answer).
     let mut watching = watch;
     loop {
-        let wanted = flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED;
+        let wanted = flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED;
         let event = poll_fn(|cx| {
             if watching && let Poll::Ready(r) = readable.as_mut().poll(cx) {
                 return Poll::Ready(Event::Readable(r));
@@ -167,7 +167,7 @@ async fn wait(ctx: &Ctx, stream: &TcpStream, watch: bool) -> bool {
                 Err(_) => return false,
             },
             Event::Flags(f) if f & flags::CLOSED != 0 => return false,
-            Event::Flags(f) if f & flags::READY != 0 => return true,
+            Event::Flags(f) if f & (flags::READY | flags::REFUSED) != 0 => return true,
             // Expired or closing before the owners answered: wait for them (briefly).
             Event::Flags(_) => return Box::pin(owners_answer(ctx)).await,
         }
@@ -175,32 +175,41 @@ async fn wait(ctx: &Ctx, stream: &TcpStream, watch: bool) -> bool {
 }
 
 async fn owners_answer(ctx: &Ctx) -> bool {
-    let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, flags::READY | flags::CLOSED, cx));
+    let wanted = flags::READY | flags::CLOSED | flags::REFUSED;
+    let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, wanted, cx));
     matches!(monoio::time::timeout(Duration::from_secs(5), ready).await, Ok(f) if f & flags::CLOSED == 0)
 }
 
 /// Leaves the topics and sends the answer.
 async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     let key = ctx.key;
-    let (sub, closing) = {
+    let (sub, closing, refused) = {
         let mut s = ctx.shard.borrow_mut();
-        let closing = s.conn(key).is_some_and(|c| c.has(flags::CLOSING));
+        let (closing, refused) = s.conn(key).map_or((false, false), |c| (c.has(flags::CLOSING), c.has(flags::REFUSED)));
         if let Some(c) = s.conn(key) {
-            c.flags &= !(flags::READY | flags::DATA | flags::EXPIRED);
+            c.flags &= !(flags::READY | flags::DATA | flags::EXPIRED | flags::REFUSED);
         }
-        (s.leave(key), closing)
+        (s.leave(key), closing, refused)
     };
     let Some(sub) = sub else { return false };
     let framing = Framing { keep_alive: framing.keep_alive && !closing, ..framing };
     let keep_alive = framing.keep_alive;
-    if framing.style == Style::Raw {
-        *ctx.resume.borrow_mut() = Some(sub.resume_id());
-    }
     let mut out = Outbox::default();
-    let (status, pieces) = answer(sub, &framing);
-    for piece in pieces {
-        out.push(piece);
-    }
+    let status = if refused {
+        // An owner refused a new topic (the node keeps `max_topics`).
+        let r = super::too_many_topics().with_headers(framing.cors.clone());
+        out.push(r.encode(framing.minor_version, keep_alive, false));
+        r.status
+    } else {
+        if framing.style == Style::Raw {
+            *ctx.resume.borrow_mut() = Some(sub.resume_id());
+        }
+        let (status, pieces) = answer(sub, &framing);
+        for piece in pieces {
+            out.push(piece);
+        }
+        status
+    };
     {
         let s = ctx.shard.borrow();
         s.metrics().bytes_written.add(out.queued() as u64);

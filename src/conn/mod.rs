@@ -126,7 +126,9 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                 drop(reader);
                 now_doing(Doing::Sse);
                 metrics.response(200);
-                if Box::pin(stream::open(&ctx, req, chunked, cors)).await && parked::park(&ctx.shard, key, stream) {
+                if Box::pin(stream::open(&ctx, &stream, req, chunked, cors)).await
+                    && parked::park(&ctx.shard, key, stream)
+                {
                     // The worker's parked-stream watcher looks after it from now on.
                     return;
                 }
@@ -444,6 +446,9 @@ async fn dispatch(
         r.headers.extend(auth::cors::preflight(&ctx.config.cors_origins, head, allow).unwrap_or_default());
         return Err(r);
     }
+    if route.subscribes(&head.method) {
+        may_name_topics(ctx).map_err(|e| e.response())?;
+    }
     Err(match route {
         Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
         Route::Metrics => Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh)),
@@ -529,6 +534,48 @@ fn seeds_chat_identity(ctx: &Ctx, head: &RequestHead) -> Result<std::sync::Arc<s
         }
         Err(auth::rights::Refused(e)) => Err(e.to_string()),
     }
+}
+
+/// Whether the connection may name new topics now (see `shard::state::Naming`).
+pub fn may_name_topics(ctx: &Ctx) -> Result<(), NamingTooFast> {
+    let mut s = ctx.shard.borrow_mut();
+    let Some(c) = s.conn(ctx.key) else { return Ok(()) };
+    c.naming.allows(crate::shard::clock::Stamp::now()).map_err(NamingTooFast)
+}
+
+/// A connection named new topics faster than it may; it may again after this long.
+pub struct NamingTooFast(Duration);
+
+impl NamingTooFast {
+    pub fn message(&self) -> String {
+        use crate::shard::state::{NAMING_BURST, NAMING_RATE};
+        format!(
+            "this connection names new topics too fast (at most {NAMING_BURST} at once, then {NAMING_RATE} a second)"
+        )
+    }
+
+    /// The refusal: 429, and when to come back.
+    pub fn response(&self) -> Response {
+        Response::error(Status::TooManyRequests, &self.message(), "/topics")
+            .with_header("Retry-After", (self.0.as_secs() + 1).to_string())
+    }
+}
+
+/// The answer to a subscription an owner refused: the node keeps `max_topics`.
+pub fn too_many_topics() -> Response {
+    Response::error(Status::Unavailable, "a topic would be new and the server keeps max_topics already", "/topics")
+        .with_header("Retry-After", "5")
+}
+
+/// Answers a stream or WebSocket whose subscription an owner refused (`flags::REFUSED`):
+/// nothing of it has gone out (its head waits for the owners), so it gets the 503 instead,
+/// and the connection closes.
+async fn answer_refused(ctx: &Ctx, stream: &TcpStream, minor_version: u8, cors: Vec<(&'static str, String)>) {
+    if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
+        c.outbox.clear();
+    }
+    ctx.mesh.metrics.workers[ctx.worker].response(503);
+    request::refuse(stream, too_many_topics().with_headers(cors), minor_version).await;
 }
 
 /// Answers `resp` on a connection that will not be served, then closes it cleanly.

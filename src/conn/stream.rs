@@ -34,14 +34,22 @@ pub async fn end(shard: ShardRef, key: ConnKey, stream: TcpStream) {
 }
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
-/// has registered the subscription: it is live before its head goes out (API.md §7).
-pub async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'static str, String)>) -> bool {
+/// has registered the subscription: it is live before its head goes out (API.md §7). An
+/// owner that refuses (the node keeps `max_topics`) has it answered 503 instead.
+pub async fn open(
+    ctx: &Ctx,
+    stream: &TcpStream,
+    req: StreamRequest,
+    chunked: bool,
+    cors: Vec<(&'static str, String)>,
+) -> bool {
     let key = ctx.key;
     let worker = ctx.worker.to_string();
     let mut extra: Vec<(&str, &str)> = vec![("Herald-Worker", &worker)];
     extra.extend(cors.iter().map(|(k, v)| (*k, v.as_str())));
     let head = sse::stream_head(chunked, &extra);
     let retry_ms = ctx.config.sse_retry.as_millis() as u64;
+    let refusal_headers = cors.clone();
     let requests = {
         let mut s = ctx.shard.borrow_mut();
         let Some(c) = s.conn(key) else { return false };
@@ -54,8 +62,12 @@ pub async fn open(ctx: &Ctx, req: StreamRequest, chunked: bool, cors: Vec<(&'sta
     for (owner, msg) in requests {
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    let f =
-        poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING, cx)).await;
+    let wanted = flags::READY | flags::CLOSED | flags::CLOSING | flags::REFUSED;
+    let f = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, wanted, cx)).await;
+    if f & flags::REFUSED != 0 {
+        super::answer_refused(ctx, stream, u8::from(chunked), refusal_headers).await;
+        return false;
+    }
     if f & flags::CLOSED != 0 {
         return false;
     }

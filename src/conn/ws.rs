@@ -33,6 +33,9 @@ use crate::shard::clock::Stamp;
 use crate::shard::state::flags;
 use crate::sys;
 
+/// The close code of a WebSocket whose `subscribe` an owner refused for `max_topics`.
+const TOO_MANY_TOPICS: CloseCode = CloseCode::TryAgainLater;
+
 /// Most topics one WebSocket may hold at once.
 const MAX_TOPICS: usize = 256;
 /// Slack on top of `max_event_bytes` for the JSON around a published event (API.md §7).
@@ -92,7 +95,7 @@ pub async fn run(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> E
     let no_session = matches!(mode, Mode::Chat(Err(_)));
     let max_message =
         if matches!(kind, Kind::Echo) { ECHO_MAX_MESSAGE } else { ctx.config.max_event_bytes + ENVELOPE_SLACK };
-    if !Box::pin(open(ctx, mode, accept)).await {
+    if !Box::pin(open(ctx, stream, mode, accept)).await {
         return Ending::Closed;
     }
     if no_session {
@@ -239,8 +242,9 @@ fn read_frames(
 }
 
 /// Queues the 101 and, for the pub/sub protocol, joins the URL's topics: the upgrade goes
-/// out once every owner has registered the subscription.
-async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
+/// out once every owner has registered the subscription; if one refuses (the node keeps
+/// `max_topics`), a 503 goes out instead.
+async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool {
     let key = ctx.key;
     let requests = {
         let mut s = ctx.shard.borrow_mut();
@@ -273,9 +277,13 @@ async fn open(ctx: &Ctx, mode: Mode, accept: String) -> bool {
         if s.conn(key).is_some_and(|c| c.sub.is_none()) {
             return Poll::Ready(flags::READY);
         }
-        s.poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING, cx)
+        s.poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING | flags::REFUSED, cx)
     })
     .await;
+    if f & flags::REFUSED != 0 {
+        super::answer_refused(ctx, stream, 1, Vec::new()).await;
+        return false;
+    }
     if f & flags::CLOSED != 0 {
         return false;
     }
@@ -354,6 +362,9 @@ async fn subscribe(
     if held.len() + topics.len() > MAX_TOPICS {
         errors.push((format!("at most {MAX_TOPICS} topics per connection"), "/topics".into()));
     }
+    if let Err(e) = super::may_name_topics(ctx) {
+        errors.push((e.message(), "/topics".into()));
+    }
     if !errors.is_empty() {
         return queue(ctx, error_reply("subscribed", input, &errors));
     }
@@ -374,5 +385,16 @@ async fn subscribe(
         s.poll_flags(key, flags::CLOSED | flags::CLOSING, cx).map(|_| ())
     })
     .await;
-    ctx.shard.borrow_mut().flush(key);
+    let mut s = ctx.shard.borrow_mut();
+    if let Some(c) = s.conn(key)
+        && c.has(flags::REFUSED)
+    {
+        // An owner refused a new topic (the node keeps `max_topics`): the subscription cannot
+        // stand as asked, and an open socket has no status to answer with. Try again later.
+        c.outbox.push(close_frame(TOO_MANY_TOPICS.code(), "max_topics reached; try again later"));
+        c.flags |= flags::CLOSING;
+        drop(s);
+        return;
+    }
+    s.flush(key);
 }

@@ -114,6 +114,8 @@ pub struct Mesh {
     shutdown_wakers: Box<[AtomicWaker]>,
     /// Open connections across all workers, against the connection cap.
     pub connections: AtomicUsize,
+    /// Topics kept across all owners, against `max_topics`.
+    pub topics: std::sync::Arc<AtomicUsize>,
     /// Every worker's counters, for `/metrics`.
     pub metrics: crate::metrics::Metrics,
 }
@@ -127,6 +129,7 @@ impl Mesh {
             shutdown: AtomicBool::new(false),
             shutdown_wakers: (0..workers).map(|_| AtomicWaker::new()).collect(),
             connections: AtomicUsize::new(0),
+            topics: Default::default(),
             metrics: crate::metrics::Metrics::new(workers),
         }
     }

@@ -560,28 +560,44 @@ impl Shard {
         let idx = ack.reply.index as usize;
         let t = self.topics.entry(ack.topic.clone()).or_default();
         t.pending = t.pending.saturating_sub(1);
-        t.registered = true;
-        if t.head.epoch != ack.head.epoch || t.head.seq < ack.head.seq {
-            t.head = ack.head;
+        if !ack.refused {
+            t.registered = true;
+            if t.head.epoch != ack.head.epoch || t.head.seq < ack.head.seq {
+                t.head = ack.head;
+            }
         }
         let Some(c) = self.conn(key) else {
             self.release(&ack.topic);
             self.send_deferred();
             return;
         };
-        let closed = c.has(flags::CLOSED);
+        if ack.created {
+            c.naming.charge();
+        }
+        let (closed, refused) = (c.has(flags::CLOSED), c.has(flags::REFUSED));
         let Some(sub) = c.sub.as_mut().filter(|_| !closed) else {
             self.release(&ack.topic);
             self.send_deferred();
             return;
         };
+        if ack.refused {
+            // The node keeps `max_topics`: the subscription is refused whole, with 503 (or,
+            // on a WebSocket already open, a close).
+            sub.pending_acks -= 1;
+            sub.prelude.clear();
+            c.flags |= flags::REFUSED;
+            self.release(&ack.topic);
+            self.send_deferred();
+            self.notify(key);
+            return;
+        }
         sub.positions[idx] = ack.start;
         if let Some(missed) = ack.gap {
             sub.prelude.push(Prelude::Gap { idx, missed, resume_at: ack.start });
         }
         sub.prelude.extend(ack.replay.into_iter().map(|frame| Prelude::Event { idx, frame, replay: true }));
         sub.pending_acks -= 1;
-        let ready = sub.pending_acks == 0;
+        let ready = sub.pending_acks == 0 && !refused;
         if ready {
             if sub.render_prelude(&mut c.outbox) == Taken::Held {
                 c.flags |= flags::DATA;

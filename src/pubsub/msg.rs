@@ -68,4 +68,10 @@ pub struct SubscribeAck {
     pub gap: Option<Arc<str>>,
     /// Retained events after the resume cursor, oldest first.
     pub replay: Vec<Arc<Frame>>,
+    /// The topic was made for this subscription (it had no history and no subscribers): what
+    /// a connection's naming budget is charged for.
+    pub created: bool,
+    /// The topic would have been new and the node keeps `max_topics` already: nothing was
+    /// registered.
+    pub refused: bool,
 }

@@ -5,8 +5,10 @@
 //! workers. Everything for one topic happens on this one task, in inbox order, which is what
 //! gives every subscriber the same order and makes "replay then go live" a single step.
 
+use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
@@ -16,7 +18,7 @@ use crate::frames::Frame;
 use crate::mesh::{Mesh, WorkerSet};
 use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::history::History;
-use crate::pubsub::msg::{SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::msg::{Refusal, SubscribeAck, ToOwner, ToWorker};
 
 /// Most inbox messages handled before the task yields to the rest of its worker.
 const BATCH: usize = 256;
@@ -99,6 +101,9 @@ pub struct Owner {
     evicted: u64,
     /// Events published through this owner.
     published: u64,
+    /// Topics kept across every owner of the node, and the most there may be.
+    count: Arc<AtomicUsize>,
+    max_topics: usize,
 }
 
 impl Owner {
@@ -115,18 +120,47 @@ impl Owner {
             max_held_bytes: usize::try_from(config.max_history_bytes / config.workers as u64).unwrap_or(usize::MAX),
             evicted: 0,
             published: 0,
+            count: Arc::default(),
+            max_topics: config.max_topics,
         }
     }
 
-    fn topic(&mut self, name: &Arc<str>, now: Instant) -> &mut OwnedTopic {
+    /// Counts this owner's topics in `count`, which every owner of the node shares.
+    pub fn counting_in(mut self, count: Arc<AtomicUsize>) -> Owner {
+        self.count = count;
+        self
+    }
+
+    /// The topic `name`, made if need be (`true`); `None` when it would be new and the node
+    /// keeps `max_topics` already.
+    fn topic(&mut self, name: &Arc<str>, now: Instant) -> Option<(&mut OwnedTopic, bool)> {
         let epochs = &self.epochs;
-        self.topics.entry(name.clone()).or_insert_with(|| OwnedTopic {
-            epoch: epochs.epoch(name),
-            head: 0,
-            history: History::default(),
-            workers: WorkerSet::default(),
-            last_publish: now,
-        })
+        match self.topics.entry(name.clone()) {
+            Entry::Occupied(e) => Some((e.into_mut(), false)),
+            Entry::Vacant(e) => {
+                // Two owners may both take the last place: the cap is exceeded by fewer than
+                // the number of workers.
+                if self.count.load(Ordering::Relaxed) >= self.max_topics {
+                    return None;
+                }
+                self.count.fetch_add(1, Ordering::Relaxed);
+                let t = OwnedTopic {
+                    epoch: epochs.epoch(name),
+                    head: 0,
+                    history: History::default(),
+                    workers: WorkerSet::default(),
+                    last_publish: now,
+                };
+                Some((e.insert(t), true))
+            }
+        }
+    }
+
+    /// Forgets `n` topics from the node's count.
+    fn forgot(&self, n: usize) {
+        if n > 0 {
+            self.count.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Events held in history across this owner's topics.
@@ -159,7 +193,11 @@ impl Owner {
         match msg {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
                 let (history, ttl) = (self.history, self.history_ttl);
-                let t = self.topic(&topic, now);
+                let Some((t, _)) = self.topic(&topic, now) else {
+                    let refused = Err(Refusal::TooManyTopics);
+                    out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: refused }));
+                    return;
+                };
                 let (before, before_bytes) = (t.history.len(), t.history.bytes());
                 t.history.expire(now, ttl);
                 t.head += 1;
@@ -182,7 +220,21 @@ impl Owner {
             }
             ToOwner::Subscribe { topic, resume, reply } => {
                 let ttl = self.history_ttl;
-                let t = self.topic(&topic, now);
+                let Some((t, created)) = self.topic(&topic, now) else {
+                    let none = Cursor::default();
+                    let ack = SubscribeAck {
+                        reply,
+                        topic,
+                        start: none,
+                        head: none,
+                        gap: None,
+                        replay: Vec::new(),
+                        created: false,
+                        refused: true,
+                    };
+                    out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
+                    return;
+                };
                 let before_bytes = t.history.bytes();
                 let expired = t.history.expire(now, ttl);
                 let expired_bytes = before_bytes - t.history.bytes();
@@ -213,7 +265,7 @@ impl Owner {
                     (Some(_), None) => head,
                     (None, _) => start,
                 };
-                let ack = SubscribeAck { reply, topic, start, head, gap, replay };
+                let ack = SubscribeAck { reply, topic, start, head, gap, replay, created, refused: false };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
                 self.held -= expired;
                 self.held_bytes -= expired_bytes;
@@ -225,6 +277,7 @@ impl Owner {
                     // name topics by subscribing, and must not be able to pile them up.
                     if t.workers.is_empty() && t.head == 0 {
                         self.topics.remove(&topic);
+                        self.forgot(1);
                     }
                 }
             }
@@ -238,6 +291,7 @@ impl Owner {
         let ttl = self.history_ttl;
         let (mut expired, mut expired_bytes) = (0, 0);
         let epochs = &mut self.epochs;
+        let before = self.topics.len();
         self.topics.retain(|name, t| {
             let before = t.history.bytes();
             expired += t.history.expire(now, ttl);
@@ -249,6 +303,7 @@ impl Owner {
             }
             !idle
         });
+        self.forgot(before - self.topics.len());
         self.held -= expired;
         self.held_bytes -= expired_bytes;
     }
@@ -352,15 +407,18 @@ mod tests {
         ReplyTo { worker, token: 1, index: 0 }
     }
 
-    fn publish(o: &mut Owner, topic: &str, out: &mut Vec<(usize, ToWorker)>) -> Cursor {
-        let msg = ToOwner::Publish {
+    fn publish_msg(topic: &str) -> ToOwner {
+        ToOwner::Publish {
             topic: topic.into(),
             kind: None,
             data: Bytes::from_static(b"x"),
             ts_micros: 0,
             reply: reply(0),
-        };
-        o.handle(msg, Instant::now(), out);
+        }
+    }
+
+    fn publish(o: &mut Owner, topic: &str, out: &mut Vec<(usize, ToWorker)>) -> Cursor {
+        o.handle(publish_msg(topic), Instant::now(), out);
         match out.pop() {
             Some((0, ToWorker::Published { cursor: Ok(cursor), .. })) => cursor,
             other => panic!("no publish reply: {other:?}"),
@@ -471,6 +529,21 @@ mod tests {
         assert_eq!(water_level(&[100, 50, 10], 60), 45);
         assert_eq!(water_level(&[10, 10], 20), 0);
         assert_eq!(water_level(&[30, 10], 5), 25);
+    }
+
+    #[test]
+    fn past_max_topics_new_topics_are_refused_and_known_ones_served() {
+        let config = Config { max_topics: 2, ..Config::default() };
+        let mut o = Owner::new(0, 1, &config);
+        let mut out = Vec::new();
+        publish(&mut o, "a", &mut out);
+        assert!(subscribe(&mut o, "b", 1, None).created);
+        o.handle(publish_msg("c"), Instant::now(), &mut out);
+        assert!(matches!(out.pop(), Some((0, ToWorker::Published { cursor: Err(Refusal::TooManyTopics), .. }))));
+        assert!(subscribe(&mut o, "c", 1, None).refused);
+        assert!(!subscribe(&mut o, "a", 1, None).refused, "a topic it has is served");
+        o.handle(ToOwner::Unsubscribe { topic: "b".into(), worker: 1 }, Instant::now(), &mut out);
+        assert!(!subscribe(&mut o, "c", 1, None).refused, "room again once a topic is forgotten");
     }
 
     #[test]

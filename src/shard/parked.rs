@@ -117,7 +117,7 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
 /// answer it.
 pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Waiting) -> bool {
     shard.borrow_mut().parked.polls.insert(key, waiting);
-    park_keeping(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED)
+    park_keeping(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED)
 }
 
 /// Parks a WebSocket between messages (see `park`), keeping `session` for the task that will
@@ -250,7 +250,7 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
     if f & flags::CLOSED != 0 {
         s.drop_conn(key, t);
     } else if t == Transport::LongPoll {
-        if f & (flags::CLOSING | flags::DATA | flags::EXPIRED) != 0 {
+        if f & (flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED) != 0 {
             resume_poll(shard, &mut s, key, fd);
         }
     } else if f & flags::CLOSING != 0 && t == Transport::Ws {

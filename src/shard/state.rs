@@ -69,6 +69,9 @@ pub mod flags {
     pub const EXPIRED: u16 = 64;
     /// The connection speaks WebSocket (with or without a subscription).
     pub const WEBSOCKET: u16 = 128;
+    /// A topic owner refused the subscription (the node keeps `max_topics`): it is answered
+    /// with 503, not opened.
+    pub const REFUSED: u16 = 256;
 }
 
 pub struct Conn {
@@ -85,6 +88,8 @@ pub struct Conn {
     pub last_write: Stamp,
     /// When the peer last sent something (WebSocket liveness).
     pub last_read: Stamp,
+    /// How fast it may name topics that did not exist.
+    pub naming: Naming,
     /// Set once the connection has become a stream. Inline, not boxed: streams are most
     /// connections, and their long-lived state belongs in the slab, not scattered through
     /// the heap between the request-phase allocations that come and go.
@@ -151,6 +156,45 @@ impl Conn {
         } else if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+}
+
+/// How fast a connection may name topics that did not exist — each costs a topic's memory
+/// until it is forgotten, and anyone may name topics by subscribing: a bucket of
+/// `NAMING_BURST` names, refilled at `NAMING_RATE` a second, charged for each topic an owner
+/// made for the connection. Past it, the connection's next subscriptions are refused (429)
+/// until the bucket has refilled.
+#[derive(Debug, Clone, Copy)]
+pub struct Naming {
+    tokens: f32,
+    at: Stamp,
+}
+
+/// New topic names a connection may make at once…
+pub const NAMING_BURST: f32 = 256.0;
+/// …and a second after that.
+pub const NAMING_RATE: f32 = 64.0;
+
+impl Naming {
+    fn new() -> Naming {
+        Naming { tokens: NAMING_BURST, at: Stamp::now() }
+    }
+
+    /// Whether the connection may name topics now; when not, how long until it may.
+    pub fn allows(&mut self, now: Stamp) -> Result<(), std::time::Duration> {
+        let refill = now.since(self.at).as_secs_f32() * NAMING_RATE;
+        self.tokens = (self.tokens + refill).min(NAMING_BURST);
+        self.at = now;
+        if self.tokens > 0.0 {
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f32((1.0 - self.tokens) / NAMING_RATE))
+        }
+    }
+
+    /// An owner made a topic for this connection.
+    pub fn charge(&mut self) {
+        self.tokens -= 1.0;
     }
 }
 
@@ -274,6 +318,7 @@ impl Shard {
             waker: None,
             last_write: Stamp::now(),
             last_read: Stamp::now(),
+            naming: Naming::new(),
             sub: None,
         });
         ConnKey { index: index as u32, generation }
@@ -390,6 +435,20 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn naming_new_topics_is_limited_per_connection() {
+        let mut n = Naming::new();
+        let t0 = Stamp::now();
+        for _ in 0..NAMING_BURST as usize {
+            assert!(n.allows(t0).is_ok());
+            n.charge();
+        }
+        let wait = n.allows(t0).expect_err("the burst is spent");
+        assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
+        let later = Stamp::at(std::time::Instant::now() + std::time::Duration::from_secs(1));
+        assert!(n.allows(later).is_ok(), "refilled");
+    }
 
     #[test]
     fn sizes_that_every_connection_pays() {

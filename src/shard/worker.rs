@@ -146,7 +146,8 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     let (parked, set) = parked;
     let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone(), parked)));
     monoio::spawn(super::turns::relay());
-    monoio::spawn(owner::run(owner::Owner::new(id, run_key, &config), mesh.clone()));
+    let owner = owner::Owner::new(id, run_key, &config).counting_in(mesh.topics.clone());
+    monoio::spawn(owner::run(owner, mesh.clone()));
     monoio::spawn(local::run(shard.clone()));
     monoio::spawn(parked::run(shard.clone(), set));
     monoio::spawn(ticker(shard.clone()));

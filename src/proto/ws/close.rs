@@ -17,6 +17,8 @@ pub enum CloseCode {
     TooBig,
     /// 1011: the server failed.
     Internal,
+    /// 1013: try again later (the server is at a limit; IANA registry).
+    TryAgainLater,
 }
 
 impl CloseCode {
@@ -29,6 +31,7 @@ impl CloseCode {
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
+            CloseCode::TryAgainLater => 1013,
         }
     }
 }
