@@ -79,11 +79,17 @@ pub struct Flags {
     #[arg(long, value_name = "SECS")]
     pub sse_retry: Option<f64>,
     /// Key publishers must send as `Authorization: Bearer <key>` [default: none; loopback may publish].
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", env = "HERALD_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
+    /// File holding the publish key (a flag's value shows in `ps`; the file's does not).
+    #[arg(long, value_name = "FILE")]
+    pub publish_key_file: Option<PathBuf>,
     /// HS256 secret for subscriber JWTs [default: none].
-    #[arg(long, value_name = "SECRET")]
+    #[arg(long, value_name = "SECRET", env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// File holding the JWT secret.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
     /// Allowed CORS origins, comma-separated, or * [default: none].
     #[arg(long, value_name = "ORIGINS")]
     pub cors_origins: Option<String>,
@@ -122,7 +128,9 @@ struct File {
     max_body_memory: Option<u64>,
     sse_retry: Option<f64>,
     publish_key: Option<String>,
+    publish_key_file: Option<PathBuf>,
     jwt_secret: Option<String>,
+    jwt_secret_file: Option<PathBuf>,
     cors_origins: Option<StringOrList>,
     log_level: Option<String>,
     ws_echo: Option<bool>,
@@ -197,7 +205,62 @@ fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError { setting, reason: reason.into() }
 }
 
+/// A secret from, in order: its flag (or environment variable), the file its flag names, its
+/// key in the config file, the file that key names. A file's content is taken without its
+/// trailing newline.
+fn secret(
+    name: &'static str,
+    flag: Option<String>,
+    flag_file: Option<PathBuf>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| bad(name, format!("cannot read {}: {e}", path.display())))
+    };
+    if let Some(v) = flag {
+        return Ok(Some(v));
+    }
+    if let Some(p) = flag_file {
+        return read(p).map(Some);
+    }
+    if let Some(v) = key {
+        return Ok(Some(v));
+    }
+    key_file.map(read).transpose()
+}
+
+/// Shortest secrets not warned about at startup: an HS256 key shorter than its hash (32
+/// bytes) can be guessed offline from any token; a publish key is guessed online.
+const SHORT_JWT_SECRET: usize = 32;
+const SHORT_PUBLISH_KEY: usize = 16;
+
 impl Config {
+    /// What an operator should hear about these settings at startup.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < SHORT_JWT_SECRET) {
+            w.push(format!(
+                "jwt_secret is shorter than {SHORT_JWT_SECRET} bytes: tokens can be forged by guessing it offline"
+            ));
+        }
+        if self.publish_key.as_ref().is_some_and(|k| k.len() < SHORT_PUBLISH_KEY) {
+            w.push(format!("publish_key is shorter than {SHORT_PUBLISH_KEY} bytes"));
+        }
+        let exposed = self.listen.iter().any(|a| !a.ip().is_loopback());
+        if exposed && self.jwt_secret.is_none() {
+            w.push(
+                "listening beyond loopback with no jwt_secret: GET /events trusts the Member-ID header, so anyone \
+                 who can guess a member id reads that member's events (set jwt_secret, or put herald behind a \
+                 gateway that sets Member-ID)"
+                    .into(),
+            );
+        }
+        w
+    }
+
     /// Parses the command line (and the `--config` file it names).
     pub fn from_args() -> Result<Config, ConfigError> {
         Config::resolve(Flags::parse())
@@ -330,8 +393,20 @@ impl Config {
             body_timeout,
             max_body_memory,
             sse_retry,
-            publish_key: nonempty("publish_key", flags.publish_key.or(file.publish_key))?,
-            jwt_secret: nonempty("jwt_secret", flags.jwt_secret.or(file.jwt_secret))?,
+            publish_key: nonempty(
+                "publish_key",
+                secret(
+                    "publish_key",
+                    flags.publish_key,
+                    flags.publish_key_file,
+                    file.publish_key,
+                    file.publish_key_file,
+                )?,
+            )?,
+            jwt_secret: nonempty(
+                "jwt_secret",
+                secret("jwt_secret", flags.jwt_secret, flags.jwt_secret_file, file.jwt_secret, file.jwt_secret_file)?,
+            )?,
             cors_origins,
             log_level,
             ws_echo: flags.ws_echo || file.ws_echo.unwrap_or(false),
@@ -394,6 +469,24 @@ mod tests {
             let err = Config::resolve(flags(args)).unwrap_err();
             assert_eq!(err.setting, setting, "{args:?}");
         }
+    }
+
+    #[test]
+    fn secrets_from_files_and_warnings() {
+        let dir = std::env::temp_dir().join(format!("herald-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "a-secret-long-enough-for-hs256-keys!\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::resolve(flags(&["--jwt-secret-file", p, "--publish-key", "short"])).unwrap();
+        assert_eq!(c.jwt_secret.as_deref(), Some("a-secret-long-enough-for-hs256-keys!"));
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        let c = Config::resolve(flags(&["--jwt-secret", "x", "--listen", "0.0.0.0:0"])).unwrap();
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        let c = Config::resolve(flags(&["--listen", "0.0.0.0:0"])).unwrap();
+        assert!(c.warnings()[0].contains("Member-ID"));
+        let err = Config::resolve(flags(&["--publish-key-file", "/nonexistent/key"])).unwrap_err();
+        assert_eq!(err.setting, "publish_key");
     }
 
     #[test]

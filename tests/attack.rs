@@ -9,16 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 /// The server's resident memory, from /proc.
-fn rss_kib(s: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("proc status");
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 fn open_http(s: &Server) -> f64 {
     let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
     r.text()

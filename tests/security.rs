@@ -331,3 +331,95 @@ fn a_connection_that_names_new_topics_too_fast_is_slowed_with_429() {
         assert!(v["errors"][0]["message"].as_str().unwrap().contains("too fast"), "{v}");
     });
 }
+
+/// Publishes `per_topic` events of `size` bytes to each of `topics`, a batch per topic;
+/// returns each topic's first id.
+fn fill(s: &Server, topics: &[String], per_topic: usize, size: usize) -> Vec<String> {
+    let data = "r".repeat(size);
+    topics
+        .iter()
+        .map(|t| {
+            let line = format!("{{\"topic\":\"{t}\",\"data\":\"{data}\"}}\n");
+            let r = call(s, "POST", "/pub", None, &["Content-Type: application/x-ndjson"], &line.repeat(per_topic));
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["ids"][0].as_str().expect("an id").to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_resume_that_is_never_read_holds_no_more_than_its_cap() {
+    // 64 topics × 1000 events: what three readers that never read resume from ids of
+    // another epoch (a full replay each). Before, each queued its whole replay, a fresh
+    // `id:` line per event: 62 MiB each against a 1 MiB cap.
+    each_driver(2, &["--max-batch-bytes", "8388608"], |s| {
+        let topics: Vec<String> = (0..64).map(|i| format!("replay{i:02}")).collect();
+        fill(s, &topics, 1000, 128);
+        let foreign = vec!["1234-1"; 64].join(",");
+        let baseline = rss_kib(s);
+        let mut stalled = Vec::new();
+        for _ in 0..3 {
+            let mut c = s.connect_with_recv_buffer(4096);
+            let head = format!(
+                "GET /sub/{} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nLast-Event-ID: {foreign}\r\n\r\n",
+                topics.join(",")
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            stalled.push(c);
+        }
+        // Each is registered and its replay begun once its head has gone out.
+        for c in &mut stalled {
+            c.set_read_timeout(Some(DEADLINE)).unwrap();
+            assert_eq!(read_head(c).expect("the stream's head").0, 200);
+        }
+        let grown = rss_kib(s).saturating_sub(baseline);
+        assert!(grown < 3 * 2 * 1024 + 8 * 1024, "RSS grew by {grown} KiB for three stalled resumes");
+        assert_eq!(request(s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    });
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
+    each_driver(2, &FLAGS, |s| {
+        let soon = token(json!({"sub": "9", "exp": unix_now() + 2}));
+        let bearer = format!("Authorization: Bearer {soon}");
+        let started = Instant::now();
+        let mut sse = SseClient::open(s, "/sub/user:9", &[&bearer]);
+        let mut w = ws_with(s, "/sub/user:9", &[&bearer]);
+        let mut poll = s.connect();
+        poll.write_all(format!("GET /sub/user:9?timeout=60 HTTP/1.1\r\nHost: t\r\n{bearer}\r\n\r\n").as_bytes())
+            .unwrap();
+        // The SSE stream ends (its terminating chunk, then the close)…
+        while sse.next_event().is_some() {}
+        assert!(sse.ended, "the stream ended cleanly");
+        // …the WebSocket is closed with 1008…
+        loop {
+            match w.next_msg() {
+                Msg::Close(payload) => {
+                    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+                    break;
+                }
+                other => panic!("before the close: {other:?}"),
+            }
+        }
+        // …and the held poll is answered, long before its 60 s.
+        let r = read_response(&mut poll).expect("the poll's answer");
+        assert_eq!(r.status, 204);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(15), "took {took:?}");
+    });
+}
+
+#[test]
+fn tokens_naming_an_empty_user_session_or_group_are_refused() {
+    each_driver(2, &FLAGS, |s| {
+        for claims in [json!({"sub": ""}), json!({"session": ""}), json!({"groups": ["a", ""]})] {
+            let r = call(s, "GET", "/sub/news?timeout=0", Some(&token(claims.clone())), &[], "");
+            assert_json_error(&r, 401);
+        }
+    });
+}

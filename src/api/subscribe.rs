@@ -40,6 +40,8 @@ pub struct StreamRequest {
     pub padding: bool,
     /// For streams an admin pause may close: the groups that spare them (seed 003).
     pub pausable: Option<Box<[String]>>,
+    /// When the token it was opened with expires (Unix seconds): the stream ends then.
+    pub expires: Option<u64>,
 }
 
 /// Parses the comma-separated topic list of a path.
@@ -153,7 +155,7 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
 fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
     let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest { topics, from, types, padding, pausable: None })
+    Ok(StreamRequest { topics, from, types, padding, pausable: None, expires: None })
 }
 
 /// Most events one long-poll answer may carry.

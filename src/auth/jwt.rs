@@ -45,7 +45,7 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
-    #[error("token claims are malformed")]
+    #[error("token claims are malformed (or name an empty sub, session or group)")]
     Claims,
 }
 
@@ -79,6 +79,14 @@ pub fn verify(token: &str, secret: &[u8], now: f64) -> Result<Claims, TokenError
     mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
     let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Claims)?;
+    // An empty name would name `user:`, `session:` or `group:` itself.
+    let empty = |v: &str| v.is_empty();
+    if claims.sub.as_deref().is_some_and(empty)
+        || claims.session.as_deref().is_some_and(empty)
+        || claims.groups.iter().any(|g| empty(g))
+    {
+        return Err(TokenError::Claims);
+    }
     if claims.exp.is_some_and(|exp| now >= exp) {
         return Err(TokenError::Expired);
     }
@@ -144,5 +152,8 @@ mod tests {
         }
         let not_object = sign(&json!([1, 2]), KEY);
         assert_eq!(verify(&not_object, KEY, 0.0), Err(TokenError::Claims));
+        for empty in [json!({"sub": ""}), json!({"session": ""}), json!({"groups": ["a", ""]})] {
+            assert_eq!(verify(&sign(&empty, KEY), KEY, 0.0), Err(TokenError::Claims), "{empty}");
+        }
     }
 }

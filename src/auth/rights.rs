@@ -18,6 +18,16 @@ pub enum Identity {
     Token(Box<Claims>),
 }
 
+impl Identity {
+    /// When the identity's token expires (Unix seconds), if it does.
+    pub fn expires(&self) -> Option<u64> {
+        match self {
+            Identity::Token(c) => c.exp.map(|e| e.max(0.0).ceil() as u64),
+            Identity::Anonymous => None,
+        }
+    }
+}
+
 /// A token was presented and refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused(pub TokenError);

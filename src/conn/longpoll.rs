@@ -122,7 +122,13 @@ pub async fn answer_when_ready(ctx: &Ctx, stream: &TcpStream, framing: Framing, 
 
 async fn register(ctx: &Ctx, req: PollRequest) {
     let key = ctx.key;
-    let held = Held::new(req.max, ctx.config.max_pending_bytes, Stamp::after(req.timeout));
+    // A poll held with a token is answered when the token expires, if that comes first.
+    let now = crate::api::publish::now_micros() / 1_000_000;
+    let timeout = match req.stream.expires {
+        Some(exp) => req.timeout.min(Duration::from_secs(exp.saturating_sub(now))),
+        None => req.timeout,
+    };
+    let held = Held::new(req.max, ctx.config.max_pending_bytes, Stamp::after(timeout));
     let requests = {
         let mut s = ctx.shard.borrow_mut();
         let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));

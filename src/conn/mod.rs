@@ -461,13 +461,13 @@ async fn dispatch(
         },
         Route::Subscribe(topics) => match api::subscribe::transport(head) {
             Transport::EventStream => {
-                let req = api::subscribe::event_stream(head, topics)?;
-                api::subscribe::authorize(&ctx.config, head, &req.topics)?;
+                let mut req = api::subscribe::event_stream(head, topics)?;
+                req.expires = api::subscribe::authorize(&ctx.config, head, &req.topics)?.expires();
                 return Ok(Next::Stream(req, head.minor_version == 1, cors));
             }
             Transport::LongPoll => {
-                let req = api::subscribe::long_poll(head, topics)?;
-                api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?;
+                let mut req = api::subscribe::long_poll(head, topics)?;
+                req.stream.expires = api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?.expires();
                 let style = longpoll::Style::Events;
                 let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
                 return Ok(Next::Poll(req, framing));
@@ -475,8 +475,9 @@ async fn dispatch(
             Transport::WebSocket => {
                 // Every refusal is an HTTP answer, before anything is upgraded.
                 let accept = proto::ws::handshake::check(head)?;
-                let req = api::subscribe::event_stream(head, topics)?;
+                let mut req = api::subscribe::event_stream(head, topics)?;
                 let identity = api::subscribe::authorize(&ctx.config, head, &req.topics)?;
+                req.expires = identity.expires();
                 let publisher = api::publish::check_rights(ctx, head).ok();
                 return Ok(Next::WebSocket(ws::Mode::PubSub { req, publisher, identity }, accept));
             }
@@ -521,18 +522,18 @@ async fn dispatch(
     })
 }
 
-/// The chat events API needs a session: the user topic of a valid token, or why not.
-fn seeds_chat_identity(ctx: &Ctx, head: &RequestHead) -> Result<std::sync::Arc<str>, String> {
+/// The chat events API needs a session: the user topic of a valid token and when the token
+/// expires, or why not.
+fn seeds_chat_identity(ctx: &Ctx, head: &RequestHead) -> Result<(std::sync::Arc<str>, Option<u64>), String> {
+    use auth::rights::{Identity, Refused};
     let now = api::publish::now_micros() as f64 / 1e6;
-    match auth::rights::identify(head, &ctx.config, now) {
-        Ok(auth::rights::Identity::Token(c)) => match c.sub.as_deref() {
-            Some(sub) if crate::pubsub::topic::valid_topic(&format!("user:{sub}")) => Ok(format!("user:{sub}").into()),
-            _ => Err("the token names no user (sub)".into()),
-        },
-        Ok(auth::rights::Identity::Anonymous) => {
-            Err("no token (Authorization: Bearer, cookie token, or ?token=)".into())
-        }
-        Err(auth::rights::Refused(e)) => Err(e.to_string()),
+    let who = auth::rights::identify(head, &ctx.config, now).map_err(|Refused(e)| e.to_string())?;
+    let Identity::Token(c) = &who else {
+        return Err("no token (Authorization: Bearer, cookie token, or ?token=)".into());
+    };
+    match c.sub.as_deref().map(|sub| format!("user:{sub}")) {
+        Some(topic) if crate::pubsub::topic::valid_topic(&topic) => Ok((topic.into(), who.expires())),
+        _ => Err("the token names no user (sub)".into()),
     }
 }
 

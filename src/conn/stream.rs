@@ -19,7 +19,7 @@ use super::Ctx;
 use crate::api::subscribe::StreamRequest;
 use crate::metrics::Transport;
 use crate::proto::sse;
-use crate::pubsub::local::{Delivery, Subscription};
+use crate::pubsub::local::{Delivery, Rare, Subscription};
 use crate::shard::parked::peer_still_there;
 use crate::shard::state::{ConnKey, ShardRef, flags};
 
@@ -56,7 +56,10 @@ pub async fn open(
         c.outbox.push(head);
         c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
         let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
-        sub.pausable = req.pausable;
+        if req.pausable.is_some() {
+            sub.rare = Some(Box::new(Rare { pausable: req.pausable, expires: None }));
+        }
+        sub.expires_at(req.expires);
         s.join(key, sub, &req.from)
     };
     for (owner, msg) in requests {

@@ -52,7 +52,7 @@ pub enum Mode {
     Echo,
     /// `/events` upgraded: the chat events API (seed 002), pushing the user's own topic — or,
     /// without a session, the reason to send before closing.
-    Chat(Result<std::sync::Arc<str>, String>),
+    Chat(Result<(std::sync::Arc<str>, Option<u64>), String>),
 }
 
 /// What a WebSocket's task needs between messages. While the connection is parked (nothing
@@ -259,12 +259,14 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
                 c.outbox.push(chat::no_session(&why));
                 Vec::new()
             }
-            Mode::Chat(Ok(user)) => {
-                let sub = Subscription::new(vec![user], None, Delivery::WsRaw);
+            Mode::Chat(Ok((user, expires))) => {
+                let mut sub = Subscription::new(vec![user], None, Delivery::WsRaw);
+                sub.expires_at(expires);
                 s.join(key, sub, &[crate::pubsub::cursor::Resume::Live])
             }
             Mode::PubSub { req, .. } => {
-                let sub = Subscription::new(req.topics, req.types, Delivery::Ws);
+                let mut sub = Subscription::new(req.topics, req.types, Delivery::Ws);
+                sub.expires_at(req.expires);
                 s.join(key, sub, &req.from)
             }
         }

@@ -8,6 +8,7 @@
 //! when the acknowledgement — carrying the replay — comes back through the same ordered queue
 //! as the events, so nothing is missed or delivered twice.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -99,12 +100,25 @@ pub struct Subscription {
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
     pub pending_acks: usize,
-    /// What arrived while acknowledgements were outstanding, in arrival order. It is
-    /// rendered once all are in, when every topic's starting position is known, so the ids
-    /// of a multi-topic stream are right from its first event.
-    prelude: Vec<Prelude>,
+    /// What is still to be rendered, in order: what arrived while acknowledgements were
+    /// outstanding (rendered once all are in, when every topic's starting position is known,
+    /// so the ids of a multi-topic stream are right from its first event), and the replays
+    /// of a resume, which are pulled into the outbox as the socket drains (see
+    /// `RENDER_AHEAD`), with the live events that came meanwhile behind them.
+    prelude: VecDeque<Prelude>,
+    /// What few subscriptions have (a pause's groups, a token's expiry), boxed so that the
+    /// others pay 8 bytes for it.
+    pub rare: Option<Box<Rare>>,
+}
+
+/// What few subscriptions have.
+#[derive(Debug, Default)]
+pub struct Rare {
     /// Set on streams an admin pause may close: the groups that can spare them.
     pub pausable: Option<Box<[String]>>,
+    /// When the token the subscription was opened with expires (Unix seconds): the stream
+    /// ends then, and its client comes back with a fresh one.
+    pub expires: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -116,10 +130,17 @@ enum Prelude {
         missed: Arc<str>,
         resume_at: Cursor,
     },
+    /// A resume's replay of one topic: the events still to send are `frames[next..]`. The
+    /// frames are history's; only the pointers are the subscription's own.
+    Replay {
+        idx: usize,
+        frames: Vec<Arc<Frame>>,
+        next: usize,
+    },
+    /// A live event that came while acknowledgements or a replay were outstanding.
     Event {
         idx: usize,
         frame: Arc<Frame>,
-        replay: bool,
     },
 }
 
@@ -130,16 +151,9 @@ enum Item<'a> {
     Event { idx: usize, frame: &'a Arc<Frame>, replay: bool },
 }
 
-impl Prelude {
-    /// The item to hand to `Subscription::take`; `None` for a reply, which goes out as is.
-    fn as_item(&self) -> Option<Item<'_>> {
-        match *self {
-            Prelude::Reply(_) => None,
-            Prelude::Gap { idx, ref missed, resume_at } => Some(Item::Gap { idx, missed, resume_at }),
-            Prelude::Event { idx, ref frame, replay } => Some(Item::Event { idx, frame, replay }),
-        }
-    }
-}
+/// Most bytes a stream's prelude is rendered ahead of what its socket has taken: a resume of
+/// 64 topics × 1000 events is pulled as the socket drains, not queued whole.
+const RENDER_AHEAD: usize = 64 * 1024;
 
 /// Where `Subscription::take` put an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,9 +203,21 @@ impl Subscription {
             types,
             delivery,
             pending_acks: 0,
-            prelude: Vec::new(),
-            pausable: None,
+            prelude: VecDeque::new(),
+            rare: None,
         }
+    }
+
+    /// Ends the subscription's stream at `expires` (Unix seconds), when its token expires.
+    pub fn expires_at(&mut self, expires: Option<u64>) {
+        if let Some(at) = expires {
+            self.rare.get_or_insert_with(Box::default).expires = Some(at);
+        }
+    }
+
+    /// When the subscription's token expires (Unix seconds), if it does.
+    pub fn expires(&self) -> Option<u64> {
+        self.rare.as_ref().and_then(|r| r.expires)
     }
 
     /// The id that resumes this subscription where it stands: the topic's cursor for one
@@ -259,24 +285,53 @@ impl Subscription {
         }
     }
 
-    /// Renders the prelude, now that every starting position is known.
+    /// Renders the prelude, once every starting position is known: a held poll takes what
+    /// it can answer with; a stream up to `RENDER_AHEAD` bytes queued, the rest when its
+    /// socket has taken them (`Shard::flush` calls again).
     fn render_prelude(&mut self, outbox: &mut Outbox) -> Taken {
+        let ahead = if matches!(self.delivery, Delivery::Held(_)) { usize::MAX } else { RENDER_AHEAD };
         let mut taken = Taken::Nothing;
         let mut ids = IdMemo::default();
-        for entry in std::mem::take(&mut self.prelude) {
-            let Some(item) = entry.as_item() else {
-                if let Prelude::Reply(reply) = entry {
+        let mut note = |t: Taken| {
+            if t != Taken::Nothing {
+                taken = t;
+            }
+        };
+        while outbox.queued() < ahead {
+            let Some(entry) = self.prelude.pop_front() else { break };
+            match entry {
+                Prelude::Reply(reply) => {
                     outbox.push(reply);
-                    taken = Taken::Outbox;
+                    note(Taken::Outbox);
                 }
-                continue;
-            };
-            match self.take(item, outbox, &mut ids) {
-                Taken::Nothing => {}
-                t => taken = t,
+                Prelude::Gap { idx, missed, resume_at } => {
+                    note(self.take(Item::Gap { idx, missed: &missed, resume_at }, outbox, &mut ids))
+                }
+                Prelude::Event { idx, frame } => {
+                    note(self.take(Item::Event { idx, frame: &frame, replay: false }, outbox, &mut ids))
+                }
+                Prelude::Replay { idx, frames, mut next } => {
+                    while next < frames.len() && outbox.queued() < ahead {
+                        note(self.take(Item::Event { idx, frame: &frames[next], replay: true }, outbox, &mut ids));
+                        next += 1;
+                    }
+                    if next < frames.len() {
+                        self.prelude.push_front(Prelude::Replay { idx, frames, next });
+                    }
+                }
             }
         }
         taken
+    }
+
+    /// Whether something is still to be rendered once the outbox drains.
+    pub fn rendering(&self) -> bool {
+        self.pending_acks == 0 && !self.prelude.is_empty()
+    }
+
+    /// Renders more of the prelude into `outbox`, which the socket has just emptied.
+    pub fn render_more(&mut self, outbox: &mut Outbox) -> bool {
+        self.render_prelude(outbox) != Taken::Nothing
     }
 }
 
@@ -329,7 +384,7 @@ impl Shard {
         sub.positions.extend(std::iter::repeat_n(Cursor::default(), topics.len()));
         sub.topics.extend(topics);
         let end = sub.topics.len();
-        sub.prelude.insert(0, Prelude::Reply(reply));
+        sub.prelude.push_front(Prelude::Reply(reply));
         let requests = self.attach(key, start..end, from);
         if let Some(c) = self.conn(key)
             && let Some(sub) = c.sub.as_mut()
@@ -480,7 +535,7 @@ impl Shard {
         let Shard { conns, parked, .. } = self;
         for (i, c) in conns.iter_mut() {
             let Some(sub) = c.sub.as_ref() else { continue };
-            let Some(groups) = sub.pausable.as_ref() else { continue };
+            let Some(groups) = sub.rare.as_ref().and_then(|r| r.pausable.as_ref()) else { continue };
             if groups.iter().any(|g| except.contains(g))
                 || !c.has(flags::READY)
                 || c.has(flags::CLOSED | flags::CLOSING)
@@ -519,13 +574,14 @@ impl Shard {
                 continue;
             }
             let Some(sub) = c.sub.as_mut() else { continue };
-            if sub.pending_acks > 0 {
+            // Behind what is still to be rendered: acknowledgements awaited, a replay.
+            if sub.pending_acks > 0 || !sub.prelude.is_empty() {
                 if sub.prelude.len() >= MAX_PRELUDE {
                     c.cut_slow(key, parked);
                     metrics.slow_consumers.inc();
                     metrics.drops.inc();
                 } else {
-                    sub.prelude.push(Prelude::Event { idx, frame: frame.clone(), replay: false });
+                    sub.prelude.push_back(Prelude::Event { idx, frame: frame.clone() });
                 }
                 continue;
             }
@@ -593,9 +649,11 @@ impl Shard {
         }
         sub.positions[idx] = ack.start;
         if let Some(missed) = ack.gap {
-            sub.prelude.push(Prelude::Gap { idx, missed, resume_at: ack.start });
+            sub.prelude.push_back(Prelude::Gap { idx, missed, resume_at: ack.start });
         }
-        sub.prelude.extend(ack.replay.into_iter().map(|frame| Prelude::Event { idx, frame, replay: true }));
+        if !ack.replay.is_empty() {
+            sub.prelude.push_back(Prelude::Replay { idx, frames: ack.replay, next: 0 });
+        }
         sub.pending_acks -= 1;
         let ready = sub.pending_acks == 0 && !refused;
         if ready {

@@ -64,7 +64,8 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         Identity::Token(c) => c.groups.clone(),
         Identity::Anonymous => Vec::new(),
     };
-    Ok(StreamRequest { topics, from, types, padding: false, pausable: Some(groups.into()) })
+    let expires = who.expires();
+    Ok(StreamRequest { topics, from, types, padding: false, pausable: Some(groups.into()), expires })
 }
 
 /// Who may `POST /admin/pause` (API.md §7): the publish key (or loopback when none is

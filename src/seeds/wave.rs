@@ -36,7 +36,7 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<&str>) -> Result
     }
     let timeout = parse_timeout(head)?;
     Ok(PollRequest {
-        stream: StreamRequest { topics: vec![topic], from, types: None, padding: false, pausable: None },
+        stream: StreamRequest { topics: vec![topic], from, types: None, padding: false, pausable: None, expires: None },
         max: 1,
         timeout,
     })

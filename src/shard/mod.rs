@@ -153,6 +153,9 @@ impl Server {
                 config.max_connections
             );
         }
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         for a in &addrs {
             tracing::info!("listening on {a}");
         }

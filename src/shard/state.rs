@@ -396,23 +396,36 @@ impl Shard {
         if c.has(flags::WANT_WRITE | flags::CLOSED) || (c.sub.is_some() && !c.has(flags::READY)) {
             return;
         }
-        match c.outbox.flush(c.fd) {
-            Ok((n, done)) => {
-                if n > 0 {
-                    c.last_write = Stamp::now();
-                    metrics.bytes_written.add(n as u64);
+        loop {
+            match c.outbox.flush(c.fd) {
+                Ok((n, done)) => {
+                    if n > 0 {
+                        c.last_write = Stamp::now();
+                        metrics.bytes_written.add(n as u64);
+                    }
+                    if done == Flushed::Blocked {
+                        c.flags |= flags::WANT_WRITE;
+                        c.notify(key, parked);
+                        return;
+                    }
+                    // The socket took everything: a replay still to send is pulled now.
+                    if !c.has(flags::CLOSING)
+                        && let Some(sub) = c.sub.as_mut().filter(|s| s.rendering())
+                        && sub.render_more(&mut c.outbox)
+                    {
+                        continue;
+                    }
+                    if c.has(flags::CLOSING) {
+                        c.notify(key, parked);
+                    }
+                    return;
                 }
-                if done == Flushed::Blocked {
-                    c.flags |= flags::WANT_WRITE;
+                Err(_) => {
+                    c.flags |= flags::CLOSED;
+                    c.outbox.clear();
                     c.notify(key, parked);
-                } else if c.has(flags::CLOSING) {
-                    c.notify(key, parked);
+                    return;
                 }
-            }
-            Err(_) => {
-                c.flags |= flags::CLOSED;
-                c.outbox.clear();
-                c.notify(key, parked);
             }
         }
     }

@@ -244,10 +244,12 @@ async fn ticker(shard: ShardRef) {
     let mut last_housekeeping = Instant::now();
     let beat = sse::heartbeat();
     let ping = ws::encode_frame(ws::Opcode::Ping, b"");
+    let expired_close = ws::frame::close_frame(ws::CloseCode::Policy.code(), "token expired");
     loop {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
         let stamp = Stamp::at(now);
+        let unix_now = crate::api::publish::now_micros() / 1_000_000;
         {
             let mut s = shard.borrow_mut();
             let mut quiet = Vec::new();
@@ -256,6 +258,20 @@ async fn ticker(shard: ShardRef) {
                 let key = ConnKey { index: i as u32, generation: c.generation() };
                 let Some(sub) = c.sub.as_ref() else { continue };
                 if !c.has(flags::READY) || c.has(flags::CLOSED | flags::CLOSING) {
+                    continue;
+                }
+                if sub.expires().is_some_and(|at| unix_now >= at) {
+                    // Its token expired: the stream ends, and its client comes back with a
+                    // fresh token (a held poll is answered with what it has).
+                    match &sub.delivery {
+                        Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
+                        Delivery::Sse { chunked: false } => {}
+                        Delivery::Ws | Delivery::WsRaw => c.outbox.push(expired_close.clone()),
+                        Delivery::Held(_) => {}
+                    }
+                    c.flags |= if matches!(sub.delivery, Delivery::Held(_)) { flags::EXPIRED } else { flags::CLOSING };
+                    c.notify(key, parked);
+                    quiet.push(key);
                     continue;
                 }
                 match &sub.delivery {

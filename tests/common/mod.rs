@@ -434,6 +434,17 @@ pub fn each_driver(workers: usize, extra: &[&str], f: impl Fn(&Server)) {
     }
 }
 
+/// The server's resident memory, in KiB.
+pub fn rss_kib(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("proc status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
 /// Polls `cond` until it holds or the deadline passes.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
