@@ -72,7 +72,7 @@ pub struct Flags {
     /// Seconds a request body may take to arrive, plus one per 64 KiB it may hold [default: 30].
     #[arg(long, value_name = "SECS")]
     pub body_timeout: Option<f64>,
-    /// Memory request bodies being read may take at once, in bytes; past it new bodies get 503 [default: 256 MiB].
+    /// Memory request bodies being read may take at once, in bytes; past it new bodies get 503 [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_body_memory: Option<u64>,
     /// Reconnect delay sent to SSE clients as `retry:`, in seconds [default: 3].
@@ -351,7 +351,7 @@ impl Config {
                 ));
             }
             Some(n) => n,
-            None => (256u64 << 20).max(2 * least_body_memory),
+            None => (64u64 << 20).max(2 * least_body_memory),
         };
         let sse_retry = secs("sse_retry", flags.sse_retry.or(file.sse_retry), 3.0, 0.0)?;
         let cors_origins = flags
