@@ -8,16 +8,6 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-/// The server's resident memory, from /proc.
-fn open_http(s: &Server) -> f64 {
-    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with("herald_connections{transport=\"http\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn ten_thousand_half_open_connections_are_cut_while_others_are_served() {
     for driver in DRIVERS {
@@ -37,7 +27,7 @@ fn ten_thousand_half_open_connections_are_cut_while_others_are_served() {
         let id = publish_ok(&s, "alive", "still");
         assert!(!id.is_empty());
         // Every half-open one is cut at the head timeout.
-        wait_until("half-open connections closed", || open_http(&s) <= 1.0);
+        wait_until("half-open connections closed", || metric(&s, "herald_connections{transport=\"http\"") <= 1.0);
         let mut byte = [0u8; 1];
         for c in idle.iter_mut().step_by(997) {
             c.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -104,13 +94,7 @@ fn stalled_readers_keep_memory_bounded_and_others_get_everything() {
         let grown = rss_kib(s).saturating_sub(baseline);
         assert!(grown < 6 * 1024 + 20 * 256 + 24 * 1024, "RSS grew by {grown} KiB");
         // And the stalled ones were cut.
-        let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-        let cut: f64 = r
-            .text()
-            .lines()
-            .filter(|l| l.starts_with("herald_slow_consumer_disconnects_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let cut = metric(s, "herald_slow_consumer_disconnects_total");
         assert_eq!(cut, 20.0, "every stalled reader is cut as a slow consumer");
         drop(stalled);
     });
@@ -136,13 +120,7 @@ fn a_websocket_peer_that_pings_but_never_reads_is_cut() {
             }
         }
         wait_until("the pinging peer is cut as a slow consumer", || {
-            let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-            r.text()
-                .lines()
-                .filter(|l| l.starts_with("herald_slow_consumer_disconnects_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-                == 1.0
+            metric(s, "herald_slow_consumer_disconnects_total") == 1.0
         });
         assert_eq!(request(s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
     });

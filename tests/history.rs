@@ -5,16 +5,6 @@ mod common;
 
 use common::*;
 
-/// The sum over workers of a metric family in `/metrics`.
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Long-polls `topic` from `id` (no waiting) and returns the answer's events.
 fn poll_from(s: &Server, topic: &str, id: &str) -> Vec<serde_json::Value> {
     let r = request(s, &format!("GET /sub/{topic}?last_event_id={id}&timeout=0&max=10000 HTTP/1.1\r\nHost: t\r\n\r\n"));

@@ -21,18 +21,6 @@ struct Poll {
     cursor: String,
 }
 
-/// `/sub/{topics}` with an optional cursor (as `last_event_id=`) and extra query parameters.
-fn sub_path(topics: &str, cursor: Option<&str>, extra: &str) -> String {
-    let mut q: Vec<String> = Vec::new();
-    if let Some(c) = cursor {
-        q.push(format!("last_event_id={}", pct(c)));
-    }
-    if !extra.is_empty() {
-        q.push(extra.to_string());
-    }
-    if q.is_empty() { format!("/sub/{topics}") } else { format!("/sub/{topics}?{}", q.join("&")) }
-}
-
 /// A plain GET (no `Accept: text/event-stream`, no `Upgrade`): a long-poll.
 fn get_raw(path: &str, extra_headers: &[&str]) -> String {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n");

@@ -53,18 +53,6 @@ struct Poll {
     header: Option<String>,
 }
 
-/// `/sub/{topics}?last_event_id=…&{extra}`.
-fn lp_path(topics: &str, cursor: Option<&str>, extra: &str) -> String {
-    let mut q: Vec<String> = Vec::new();
-    if let Some(c) = cursor {
-        q.push(format!("last_event_id={}", pct(c)));
-    }
-    if !extra.is_empty() {
-        q.push(extra.to_string());
-    }
-    if q.is_empty() { format!("/sub/{topics}") } else { format!("/sub/{topics}?{}", q.join("&")) }
-}
-
 /// A plain GET: a long-poll.
 fn get_req(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -143,7 +131,7 @@ fn shared_longpoll_answer_carries_each_polls_own_resume_id() {
         let u4 = p.publish("own", "u");
 
         // types=a from B: [a]; it may resume after u, which its filter skips.
-        let first = lp(s, &lp_path("own", Some(&b), "types=a&timeout=2"));
+        let first = lp(s, &sub_path("own", Some(&b), "types=a&timeout=2"));
         assert_eq!(first.status, 200, "types=a from base must answer a at once: {first:?}");
         assert_eq!(datas(&first.events), ["a"], "types=a from base: {first:?}");
         assert_eq!(str_of(&first.events[0], "id"), a3, "the event id of a is its publish id");
@@ -154,7 +142,7 @@ fn shared_longpoll_answer_carries_each_polls_own_resume_id() {
         );
 
         // No filter, from b, max=1: [a] — and its own resume id A3, not the first poll's.
-        let second = lp(s, &lp_path("own", Some(&bb), "timeout=2&max=1"));
+        let second = lp(s, &sub_path("own", Some(&bb), "timeout=2&max=1"));
         assert_eq!(second.status, 200, "max=1 from b must answer a at once: {second:?}");
         assert_eq!(datas(&second.events), ["a"], "max=1 from b: {second:?}");
         assert_eq!(
@@ -171,7 +159,7 @@ fn shared_longpoll_answer_carries_each_polls_own_resume_id() {
         );
 
         // Following on from that id delivers u, and then nothing more.
-        let third = lp(s, &lp_path("own", Some(&second.cursor), "timeout=2"));
+        let third = lp(s, &sub_path("own", Some(&second.cursor), "timeout=2"));
         assert_eq!(
             datas(&third.events),
             ["u"],
@@ -180,7 +168,7 @@ fn shared_longpoll_answer_carries_each_polls_own_resume_id() {
         );
         assert_eq!(str_of(&third.events[0], "id"), u4);
         assert_eq!(third.cursor, u4);
-        let fourth = lp(s, &lp_path("own", Some(&third.cursor), "timeout=0"));
+        let fourth = lp(s, &sub_path("own", Some(&third.cursor), "timeout=0"));
         assert_eq!(fourth.status, 204, "nothing after u: {fourth:?}");
     });
 }
@@ -290,7 +278,7 @@ fn follow(addr: SocketAddr, topic: &str, start: &str, filter: Option<&str>, max:
     let mut cursor = start.to_string();
     let mut f = Followed { got: Vec::new(), trace: Vec::new(), error: None };
     for _ in 0..64 {
-        let path = lp_path(topic, Some(&cursor), &query(filter, max, "0"));
+        let path = sub_path(topic, Some(&cursor), &query(filter, max, "0"));
         let p = match poll_on(&mut c, &path) {
             Ok(p) => p,
             Err(e) => return Followed { error: Some(e), ..f },
@@ -318,12 +306,7 @@ fn follow(addr: SocketAddr, topic: &str, start: &str, filter: Option<&str>, max:
 
 /// Sums `herald_connections{transport="longpoll"}` over workers: the polls being held.
 fn held_polls(s: &Server) -> usize {
-    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with("herald_connections{") && l.contains("transport=\"longpoll\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as usize
+    metric(s, "herald_connections{transport=\"longpoll\"") as usize
 }
 
 /// Phase 2: a follower that starts with a held poll and keeps polling (held, `timeout=5`).
@@ -385,7 +368,7 @@ fn run_held(
                 // A fresh connection: this one may have idled past the server's request timeout.
                 let mut c = TcpStream::connect(h.conn.peer_addr().expect("peer")).expect("connect");
                 c.set_read_timeout(Some(DEADLINE)).unwrap();
-                let path = lp_path(topic, Some(&p.cursor), &query(h.filter, h.max, "0"));
+                let path = sub_path(topic, Some(&p.cursor), &query(h.filter, h.max, "0"));
                 match poll_on(&mut c, &path) {
                     Ok(last) if last.status == 204 => {}
                     Ok(last) => {
@@ -415,7 +398,7 @@ fn run_held(
             return (got, trace, None);
         }
         let timeout = if done.load(Ordering::SeqCst) { "0.5" } else { "5" };
-        sent = lp_path(topic, Some(&p.cursor), &query(h.filter, h.max, timeout));
+        sent = sub_path(topic, Some(&p.cursor), &query(h.filter, h.max, timeout));
         if let Err(e) = h.conn.write_all(get_req(&sent).as_bytes()) {
             return (got, trace, Some(format!("{sent}: write: {e}")));
         }
@@ -435,7 +418,7 @@ fn longpoll_following_last_event_id_delivers_exactly_the_matching_events() {
     every_driver(2, &[], |s| {
         let mut rng = Lcg(0x5eed_1e57);
         // The cursor of the topic before its first event: what a 204 hands out.
-        let empty = lp(s, &lp_path(TOPIC, None, "timeout=0"));
+        let empty = lp(s, &sub_path(TOPIC, None, "timeout=0"));
         assert_eq!(empty.status, 204, "a poll of an empty topic with timeout=0 times out: {empty:?}");
 
         let mut p = Publisher::new(s);
@@ -503,7 +486,7 @@ fn longpoll_following_last_event_id_delivers_exactly_the_matching_events() {
         // Without a cursor a poll waits for the next event: with timeout=0 it is a 204 whose
         // id misses nothing, and following it finds nothing, as nothing was published since.
         for filter in FILTERS {
-            let r = lp(s, &lp_path(TOPIC, None, &query(filter, 1000, "0")));
+            let r = lp(s, &sub_path(TOPIC, None, &query(filter, 1000, "0")));
             assert_eq!(r.status, 204, "no cursor, types={filter:?}, timeout=0: nothing newer than now: {r:?}");
             let f = follow(addr, TOPIC, &r.cursor, filter, 1000);
             assert!(
@@ -535,7 +518,7 @@ fn longpoll_following_last_event_id_delivers_exactly_the_matching_events() {
             let expect = live_types.iter().filter(|t| passes(filter, **t)).count();
             assert!(expect > 0, "the seed must give every filter an event (types={filter:?})");
             let cursor = from_newest.then_some(newest.as_str());
-            let path = lp_path(TOPIC, cursor, &query(filter, max, "5"));
+            let path = sub_path(TOPIC, cursor, &query(filter, max, "5"));
             // Live once written (API.md §7): the first poll goes out before anything is published.
             let mut conn = s.connect();
             conn.write_all(get_req(&path).as_bytes()).unwrap();
@@ -706,7 +689,7 @@ fn a_cursor_of_one_topic_is_never_a_position_in_another() {
         );
 
         // long-poll
-        let r = lp(s, &lp_path(&tb, Some(&a), "timeout=0"));
+        let r = lp(s, &sub_path(&tb, Some(&a), "timeout=0"));
         assert_eq!(r.status, 200, "long-poll {tb} with pa's cursor {a}: {r:?}");
         let got: Vec<String> = r
             .events
@@ -955,7 +938,7 @@ fn unusable_resume_ids_still_open_sse_and_websocket_streams() {
 
         // Long-poll: a JSON 400, or a 200 starting each topic with a gap.
         for id in ["not-a-cursor", hist[0][0].0.as_str()] {
-            let path = lp_path("ra,rb", Some(id), "timeout=0");
+            let path = sub_path("ra,rb", Some(id), "timeout=0");
             let r = request(s, &get_req(&path));
             if r.status == 400 {
                 assert_json_error(&r, 400);

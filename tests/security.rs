@@ -229,16 +229,6 @@ fn bodies_being_read_have_a_budget_past_which_they_get_503() {
     });
 }
 
-/// The sum over workers of a metric family in `/metrics`.
-fn metric(s: &Server, name: &str) -> f64 {
-    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// `n` topic names of 128 characters, new to the server.
 fn long_names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:04}-{}", "x".repeat(128 - prefix.len() - 6))).collect()

@@ -434,6 +434,27 @@ pub fn each_driver(workers: usize, extra: &[&str], f: impl Fn(&Server)) {
     }
 }
 
+/// The sum, over every worker and label, of the samples of `/metrics` whose line starts with
+/// `prefix` (a family name and the start of its labels, e.g. `herald_topics{` or
+/// `herald_connections{transport="http"`).
+pub fn metric(s: &Server, prefix: &str) -> f64 {
+    let prefix = if prefix.contains('{') { prefix.to_string() } else { format!("{prefix}{{") };
+    let r = request(s, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    r.text().lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// `/sub/{topics}` with an optional cursor (as `last_event_id=`) and extra query parameters.
+pub fn sub_path(topics: &str, cursor: Option<&str>, extra: &str) -> String {
+    let mut q: Vec<String> = Vec::new();
+    if let Some(c) = cursor {
+        q.push(format!("last_event_id={}", pct(c)));
+    }
+    if !extra.is_empty() {
+        q.push(extra.to_string());
+    }
+    if q.is_empty() { format!("/sub/{topics}") } else { format!("/sub/{topics}?{}", q.join("&")) }
+}
+
 /// The server's resident memory, in KiB.
 pub fn rss_kib(s: &Server) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("proc status");
