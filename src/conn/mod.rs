@@ -456,8 +456,8 @@ async fn dispatch(
             Decided::One(prepared) => api::publish::single(ctx, prepared, body).await,
             Decided::Publisher(who) if route == Route::PublishBatch => api::publish::batch(ctx, &who, body).await,
             Decided::Publisher(_) => seeds::push::pause(ctx, head).await,
-            Decided::Invalid(r) => r,
-            Decided::Nothing => Response::error(Status::Internal, "request not admitted", "/"),
+            // Invalid requests are answered before dispatch.
+            Decided::Invalid(_) | Decided::Nothing => Response::error(Status::Internal, "request not admitted", "/"),
         },
         Route::Subscribe(topics) => match api::subscribe::transport(head) {
             Transport::EventStream => {
