@@ -408,3 +408,21 @@ fn tokens_naming_an_empty_user_session_or_group_are_refused() {
         }
     });
 }
+
+#[test]
+fn a_chunk_size_that_would_wrap_the_limit_check_is_refused() {
+    // Found by the fuzzer: a second chunk of size 0xfffffffffffffff8 wrapped the check and the
+    // body was read past max_event_bytes.
+    each_driver(2, &[], |s| {
+        let mut c = s.connect();
+        c.write_all(
+            b"POST /pub/wrap HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\nfffffffffffffff8\r\n",
+        )
+        .unwrap();
+        let before = rss_kib(s);
+        let _ = c.write_all(&vec![b'x'; 1 << 20]);
+        let r = read_response(&mut c).expect("an answer");
+        assert_json_error(&r, 413);
+        assert!(rss_kib(s) < before + 512, "the body was not read past the limit");
+    });
+}
