@@ -56,7 +56,7 @@ fn the_config_file_sets_and_flags_win() {
 
 #[test]
 fn startup_reports_driver_workers_and_limits() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let s = Server::with(driver, 2, &[]);
         drop(s);
     }

@@ -562,7 +562,7 @@ fn longpoll_request_pipelined_behind_a_held_poll_is_answered_after_it() {
 /// and closes its connection; the server exits 0.
 #[test]
 fn longpoll_sigterm_answers_held_polls_and_exits_zero() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let mut s = Server::with(driver, 2, &[]);
         let latest = publish_ok(&s, "bye", "before");
         let path = sub_path("bye", Some(&latest), "timeout=60");

@@ -431,7 +431,7 @@ fn sse_gap_when_history_ttl_expired_but_not_from_newest_cursor() {
 
 #[test]
 fn sse_gap_for_cursor_from_an_earlier_run() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let old = {
             let first = Server::with(driver, 2, &[]);
             let mut p = Publisher::new(&first);
@@ -559,7 +559,7 @@ fn sse_a_reader_that_falls_behind_gets_everything_once_it_reads() {
 
 #[test]
 fn sse_sigterm_ends_streams_and_exits_zero() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let mut s = Server::with(driver, 2, &[]);
         let mut subs: Vec<SseClient> =
             ["down1", "down2", "down1,down2"].iter().map(|t| SseClient::open(&s, &format!("/sub/{t}"), &[])).collect();

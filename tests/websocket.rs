@@ -1202,7 +1202,7 @@ fn ws_gap_when_the_cursor_is_older_than_history() {
 
 #[test]
 fn ws_gap_for_a_cursor_from_an_earlier_run() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let old = {
             let first = Server::with(driver, 2, &[]);
             let mut p = Publisher::new(&first);
@@ -1426,7 +1426,7 @@ fn sigterm_closes_with_1001(driver: &str, s: &mut Server, conns: Vec<(&str, Ws)>
 
 #[test]
 fn ws_sigterm_closes_every_websocket_with_1001_and_exits_zero() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let mut s = Server::with(driver, 2, &[]);
         let mut a = ws(&s, "/sub/down1");
         let mut b = ws(&s, "/sub/down2");
@@ -1447,7 +1447,7 @@ fn ws_sigterm_closes_every_websocket_with_1001_and_exits_zero() {
 
 #[test]
 fn ws_sigterm_closes_the_echo_websocket_with_1001() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let mut s = Server::with(driver, 2, &["--ws-echo"]);
         let mut c = ws(&s, "/ws/echo");
         c.text("echo before");

@@ -44,7 +44,7 @@ fn expect_event(ws: &mut Client, topic: &str, id: &str, data: &str) {
 
 #[test]
 fn tungstenite_client_subscribes_resumes_and_sees_the_server_go_away() {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let mut s = Server::with(driver, 2, &[]);
         let mut ws = connect(&s, "/sub/tc");
 

@@ -116,8 +116,21 @@ impl Server {
             let t = std::thread::Builder::new()
                 .name(format!("herald-w{id}"))
                 .spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core);
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        // Pinning only helps (warm caches, no migrations): run unpinned rather
+                        // than fail. What refuses it (a seccomp filter without
+                        // sched_setaffinity, a cpuset without the core) usually refuses every
+                        // worker, so one warning is enough.
+                        static WARNED: std::sync::Once = std::sync::Once::new();
+                        WARNED.call_once(|| {
+                            tracing::warn!(
+                                worker = id,
+                                core = core.id,
+                                "cannot pin workers to cores (sched_setaffinity failed); running unpinned"
+                            )
+                        });
                     }
                     let args = worker::Args { id, config, mesh, listeners, cap, run_key };
                     worker::run_on_driver(args, ready);

@@ -10,14 +10,79 @@ pub mod ws;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The drivers every feature is tested under.
-pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
+/// The drivers every feature is tested under: io_uring where herald can use it on this host
+/// (see `uring_available`), and epoll.
+pub fn drivers() -> Vec<&'static str> {
+    if uring_available() { vec!["uring", "epoll"] } else { vec!["epoll"] }
+}
+
+/// Whether `herald --driver uring` can start here, found out once per test binary.
+///
+/// Some hosts refuse to create a ring (Docker's default seccomp profile since Engine 25,
+/// `kernel.io_uring_disabled`), and herald then refuses `--driver uring` with "io_uring
+/// requested but unavailable". There the uring half of every test is skipped, with a note on
+/// stderr, so that `cargo test` still checks the epoll half; with `HERALD_REQUIRE_URING=1` (CI
+/// sets it) a refused ring fails the tests instead. Any other failure to start panics.
+pub fn uring_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let Some(refusal) = probe_uring() else { return true };
+        if std::env::var("HERALD_REQUIRE_URING").is_ok_and(|v| v == "1") {
+            panic!("HERALD_REQUIRE_URING=1, but herald cannot use io_uring here: {refusal}");
+        }
+        // Straight to stderr: libtest keeps `eprintln!` output of passing tests to itself.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: herald cannot use io_uring here ({refusal}); skipping the --driver uring half \
+             of these tests (HERALD_REQUIRE_URING=1 makes this a failure)"
+        );
+        false
+    })
+}
+
+/// Starts herald once with `--driver uring`: `None` when it listens, the refusal line when it
+/// exits refusing io_uring.
+fn probe_uring() -> Option<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--driver", "uring"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herald");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    let outcome = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("listening on ") => break Ok(None),
+            Ok(line) if let Some(at) = line.find("io_uring requested but unavailable") => {
+                break Ok(Some(line[at..].to_string()));
+            }
+            Ok(line) => seen.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err("exited"),
+            Err(mpsc::RecvTimeoutError::Timeout) => break Err("did not report its address in time"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome.unwrap_or_else(|why| panic!("herald --driver uring {why}, without saying io_uring was refused: {seen:?}"))
+}
 
 /// A running `herald` process on an ephemeral loopback port.
 pub struct Server {
@@ -428,7 +493,7 @@ impl SseClient {
 
 /// Runs `f` once per driver, each with a fresh server of `workers` workers.
 pub fn each_driver(workers: usize, extra: &[&str], f: impl Fn(&Server)) {
-    for driver in DRIVERS {
+    for driver in drivers() {
         let server = Server::with(driver, workers, extra);
         f(&server);
     }
