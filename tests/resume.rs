@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// and the failure names the driver: a reproducer reports all it shows at once.
 fn every_driver(workers: usize, extra: &[&str], f: impl Fn(&Server)) {
     let mut failures = Vec::new();
-    for driver in DRIVERS {
+    for driver in drivers() {
         let server = Server::with(driver, workers, extra);
         if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&server))) {
             let msg = e
