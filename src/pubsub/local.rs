@@ -648,8 +648,8 @@ impl Shard {
             return;
         }
         sub.positions[idx] = ack.start;
-        if let Some(missed) = ack.gap {
-            sub.prelude.push_back(Prelude::Gap { idx, missed, resume_at: ack.start });
+        if let Some(gap) = ack.gap {
+            sub.prelude.push_back(Prelude::Gap { idx, missed: gap.missed, resume_at: gap.resume_at });
         }
         if !ack.replay.is_empty() {
             sub.prelude.push_back(Prelude::Replay { idx, frames: ack.replay, next: 0 });

@@ -54,18 +54,28 @@ pub enum ToWorker {
     Pause { delay_ms: u64, except: Arc<[String]> },
 }
 
+/// A resume history could not cover.
+#[derive(Debug)]
+pub struct Gap {
+    /// What the client sent, as the notice's `missed_from`.
+    pub missed: Arc<str>,
+    /// Where the subscriber stands once told: just before the first event replayed.
+    pub resume_at: Cursor,
+}
+
 #[derive(Debug)]
 pub struct SubscribeAck {
     pub reply: ReplyTo,
     pub topic: Arc<str>,
-    /// Where the subscriber stands before the replay: its resume cursor, or the head when
-    /// it starts live (or, after a gap, just before the first replayed event).
+    /// Where the subscriber stands until something is sent for this topic: its resume
+    /// cursor, or the head when it starts live. With a gap, a cursor that reports the gap
+    /// again (the client's own, or `0-0` for one it could not read): a multi-topic id sent
+    /// before this topic's gap notice must not skip it.
     pub start: Cursor,
     /// The topic's newest cursor when the registration took effect.
     pub head: Cursor,
-    /// Set when history could not cover the resume: what the client sent, as the gap
-    /// notice's `missed_from`.
-    pub gap: Option<Arc<str>>,
+    /// Set when history could not cover the resume.
+    pub gap: Option<Gap>,
     /// Retained events after the resume cursor, oldest first.
     pub replay: Vec<Arc<Frame>>,
     /// The topic was made for this subscription (it had no history and no subscribers): what

@@ -18,7 +18,7 @@ use crate::frames::Frame;
 use crate::mesh::{Mesh, WorkerSet};
 use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::history::History;
-use crate::pubsub::msg::{Refusal, SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::msg::{Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
 
 /// Most inbox messages handled before the task yields to the rest of its worker.
 const BATCH: usize = 256;
@@ -241,30 +241,31 @@ impl Owner {
                 t.workers.insert(usize::from(reply.worker));
                 let head = t.cursor(t.head);
                 // A cursor is a position only in the life of the topic it was issued for.
-                let ours: Option<Result<Cursor, Arc<str>>> = match &resume {
+                // A cursor is a position only in the life of the topic it was issued for.
+                // Not ours: `start` is what reports the gap again if the client resumes
+                // before it was told (the cursor it sent, or `0-0` for an unreadable id).
+                let ours: Option<Result<Cursor, (Cursor, Arc<str>)>> = match &resume {
                     Resume::Live => None,
                     Resume::After(c) if c.epoch == t.epoch => Some(Ok(*c)),
-                    Resume::After(c) => Some(Err(c.to_string().into())),
-                    Resume::Unknown { cursors, sent } => {
-                        Some(cursors.iter().copied().find(|c| c.epoch == t.epoch).ok_or_else(|| sent.clone()))
-                    }
+                    Resume::After(c) => Some(Err((*c, c.to_string().into()))),
+                    Resume::Unknown { cursors, sent } => Some(
+                        cursors.iter().copied().find(|c| c.epoch == t.epoch).ok_or((Cursor::default(), sent.clone())),
+                    ),
                 };
-                let (start, gap, replay) = match ours {
+                let (start, missed, replay) = match ours {
                     None => (head, None, Vec::new()),
                     Some(Ok(c)) => {
                         let r = t.history.since(c.seq, t.head);
-                        let gap = r.gap.then(|| c.to_string().into());
-                        (c, gap, r.frames)
+                        (c, r.gap.then(|| c.to_string().into()), r.frames)
                     }
-                    Some(Err(sent)) => (head, Some(sent), t.history.all()),
+                    Some(Err((start, sent))) => (start, Some(sent), t.history.all()),
                 };
-                // After a gap the subscriber stands just before the first event replayed, so a
-                // client cut right after the notice resumes without being told twice.
-                let start = match (&gap, replay.first()) {
-                    (Some(_), Some(f)) => t.cursor(f.cursor.seq - 1),
-                    (Some(_), None) => head,
-                    (None, _) => start,
-                };
+                // Once told of the gap, the subscriber stands just before the first event
+                // replayed, so a client cut right after the notice is not told twice.
+                let gap = missed.map(|missed| {
+                    let resume_at = replay.first().map_or(head, |f| t.cursor(f.cursor.seq - 1));
+                    Gap { missed, resume_at }
+                });
                 let ack = SubscribeAck { reply, topic, start, head, gap, replay, created, refused: false };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
                 self.held -= expired;
@@ -403,6 +404,10 @@ mod tests {
         Owner::new(0, 0xabcd, &config)
     }
 
+    fn missed(ack: &SubscribeAck) -> Option<&str> {
+        ack.gap.as_ref().map(|g| &*g.missed)
+    }
+
     fn reply(worker: u16) -> ReplyTo {
         ReplyTo { worker, token: 1, index: 0 }
     }
@@ -458,7 +463,7 @@ mod tests {
         let mut out = Vec::new();
         let c: Vec<Cursor> = (0..5).map(|_| publish(&mut o, "t", &mut out)).collect();
         let ack = subscribe(&mut o, "t", 1, Some(c[1]));
-        assert_eq!(ack.gap, None);
+        assert!(ack.gap.is_none());
         assert_eq!(ack.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), &c[2..]);
         assert_eq!(ack.head, c[4]);
     }
@@ -469,15 +474,16 @@ mod tests {
         let mut out = Vec::new();
         let c: Vec<Cursor> = (0..5).map(|_| publish(&mut o, "t", &mut out)).collect();
         let ack = subscribe(&mut o, "t", 1, Some(c[0]));
-        assert_eq!(ack.gap.as_deref(), Some(&*c[0].to_string()));
+        assert_eq!(missed(&ack), Some(&*c[0].to_string()));
         assert_eq!(ack.replay.len(), 2);
-        assert_eq!(ack.start, c[2], "just before the first event replayed");
+        assert_eq!(ack.start, c[0], "until told, a cursor that reports the gap again");
+        assert_eq!(ack.gap.as_ref().map(|g| g.resume_at), Some(c[2]), "once told, just before the first replayed");
         let stale = Cursor::new(c[0].epoch ^ 1, 3);
         let ack = subscribe(&mut o, "t", 1, Some(stale));
-        assert_eq!(ack.gap.as_deref(), Some(&*stale.to_string()));
+        assert_eq!(missed(&ack), Some(&*stale.to_string()));
         assert_eq!(ack.replay.len(), 2);
         let ack = subscribe(&mut o, "t", 1, Some(c[4]));
-        assert_eq!(ack.gap, None);
+        assert!(ack.gap.is_none());
         assert!(ack.replay.is_empty());
     }
 
@@ -506,7 +512,7 @@ mod tests {
         let again = publish(&mut o, "t", &mut out);
         assert_ne!(first.epoch, again.epoch);
         let ack = subscribe(&mut o, "t", 0, Some(first));
-        assert_eq!(ack.gap.as_deref(), Some(&*first.to_string()));
+        assert_eq!(missed(&ack), Some(&*first.to_string()));
     }
 
     #[test]
@@ -523,9 +529,9 @@ mod tests {
         assert!(o.evicted() > 0);
         assert_eq!(o.history_len() as u64 + o.evicted(), 402);
         let ack = subscribe(&mut o, "big", 1, Some(first_big));
-        assert_eq!(ack.gap.as_deref(), Some(&*first_big.to_string()), "what it needed was evicted: a gap");
+        assert_eq!(missed(&ack), Some(&*first_big.to_string()), "what it needed was evicted: a gap");
         let ack = subscribe(&mut o, "small", 1, Some(Cursor::new(small.epoch, 0)));
-        assert_eq!((ack.gap, ack.replay.len()), (None, 1), "the small topic kept its event");
+        assert!(ack.gap.is_none() && ack.replay.len() == 1, "the small topic kept its event");
         assert_eq!(water_level(&[100, 50, 10], 60), 45);
         assert_eq!(water_level(&[10, 10], 20), 0);
         assert_eq!(water_level(&[30, 10], 5), 25);
@@ -560,7 +566,7 @@ mod tests {
         }
         let foreign = publish(&mut a, "a0", &mut out);
         let ack = subscribe(&mut b, "b0", 1, Some(foreign));
-        assert_eq!(ack.gap.as_deref(), Some(&*foreign.to_string()), "another topic's cursor is a gap");
+        assert_eq!(missed(&ack), Some(&*foreign.to_string()), "another topic's cursor is a gap");
         assert_eq!(ack.replay.len(), 1, "then what history has");
         assert_ne!(Owner::new(0, 100, &config).epochs.epoch("a0"), a.epochs.epoch("a0"), "another run");
     }
@@ -581,10 +587,11 @@ mod tests {
             }
         };
         let found = ack(list(&[b, a[0]]));
-        assert_eq!((found.gap, found.start), (None, a[0]));
+        assert!(found.gap.is_none());
+        assert_eq!(found.start, a[0]);
         assert_eq!(found.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), &a[1..]);
         let missing = ack(list(&[b]));
-        assert_eq!(missing.gap.as_deref(), Some("what was sent"));
+        assert_eq!(missed(&missing), Some("what was sent"));
         assert_eq!(missing.replay.len(), 3);
     }
 
@@ -595,7 +602,8 @@ mod tests {
         o.handle(ToOwner::Unsubscribe { topic: "quiet".into(), worker: 1 }, Instant::now(), &mut Vec::new());
         assert!(o.topics.is_empty(), "a name that never had an event costs nothing");
         let again = subscribe(&mut o, "quiet", 1, Some(ack.head));
-        assert_eq!((again.gap, again.start), (None, ack.head), "its `epoch-0` cursor still resumes");
+        assert!(again.gap.is_none(), "its `epoch-0` cursor still resumes");
+        assert_eq!(again.start, ack.head);
         let mut out = Vec::new();
         publish(&mut o, "quiet", &mut out);
         o.handle(ToOwner::Unsubscribe { topic: "quiet".into(), worker: 1 }, Instant::now(), &mut Vec::new());
