@@ -250,6 +250,13 @@ impl Config {
             w.push(format!("publish_key is shorter than {SHORT_PUBLISH_KEY} bytes"));
         }
         let exposed = self.listen.iter().any(|a| !a.ip().is_loopback());
+        if exposed && self.member_events_trust_header {
+            w.push(
+                "member_events_trust_header is set and herald listens beyond loopback: GET /events trusts \
+                 Member-ID, which is safe only behind a gateway that sets it (and strips it from clients)"
+                    .into(),
+            );
+        }
         if exposed && self.jwt_secret.is_none() {
             w.push(
                 "listening beyond loopback with no jwt_secret: GET /events trusts the Member-ID header, so anyone \

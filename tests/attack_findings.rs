@@ -1,6 +1,9 @@
-//! Reproducers from the outside review on branch `attack`. Each test asserts what API.md and the
-//! README promise, and failed against the snapshot it was written for (b15efc7). Each one
-//! names the claim it checks.
+//! Reproducers from an outside review of rights, memory and resumes, each asserting what
+//! API.md and the README promise (each failed before its fix): a multi-topic id must not skip
+//! a topic's gap notice (SSE and long-poll); a WebSocket from a foreign origin gets no cookie
+//! identity; a session poll on a reused connection does not replay another session's history;
+//! anonymous subscribers cannot lock publishers out of new topics; a browser token's
+//! `publish` claim works on its WebSocket.
 mod common;
 
 use common::ws::*;
@@ -185,11 +188,16 @@ fn anonymous_subscribers_cannot_lock_publishers_out_of_new_topics() {
     each_driver(2, &["--max-topics", "1000"], |s| {
         let mut held = Vec::new();
         for i in 0..16 {
-            // 15 × 64 + 40 = 1000 names, exactly the cap.
+            // 15 × 64 + 40 = 1000 names, exactly the cap: those past the share of topics only
+            // named (half the cap) are refused with 503.
             let n = if i < 15 { 64 } else { 40 };
             let topics: Vec<String> = (0..n).map(|j| format!("junk{i}-{j}")).collect();
-            held.push(SseClient::open(s, &format!("/sub/{}", topics.join(",")), &[]));
+            match SseClient::try_open(s, &format!("/sub/{}", topics.join(",")), &[]) {
+                Ok(sse) => held.push(sse),
+                Err(r) => assert_json_error(&r, 503),
+            }
         }
+        assert!(metric(s, "herald_topics") <= 501.0, "subscribers named more than half the cap");
         let r = publish(s, "user:42", "you have mail");
         assert_eq!(r.status, 200, "a publisher is locked out by anonymous subscribers: {}", r.text());
     });

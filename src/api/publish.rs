@@ -409,8 +409,10 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<(usize, Ne
         }
         let n = i + 1;
         let bad = |what: &str| bad_request(format!("line {n}: {what}"), &format!("/line/{n}"));
-        let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) else {
-            return Err(bad("not a JSON object"));
+        let mut obj = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(obj)) => obj,
+            Ok(_) => return Err(bad("not a JSON object")),
+            Err(e) => return Err(bad(&format!("not valid JSON: {e}"))),
         };
         let topic = match obj.remove("topic") {
             Some(Value::String(t)) if valid_topic(&t) => t,

@@ -40,7 +40,7 @@ pub struct StreamRequest {
     pub padding: bool,
     /// For streams an admin pause may close: the groups that spare them (seed 003).
     pub pausable: Option<Box<[String]>>,
-    /// When the token it was opened with expires (Unix seconds): the stream ends then.
+    /// When the token it was opened with expires (Unix milliseconds): the stream ends then.
     pub expires: Option<u64>,
 }
 
@@ -126,7 +126,19 @@ pub fn parse_poll_resume(head: &RequestHead, topics: usize) -> Result<Vec<Resume
 /// refused token is 401; a private topic without a token is 401, with a token lacking the
 /// claim 403 — each naming the topic.
 pub fn authorize(config: &Config, head: &RequestHead, topics: &[Arc<str>]) -> Result<Identity, Response> {
-    let who = rights::identify(head, config, crate::api::publish::now_micros() as f64 / 1e6)
+    authorize_from(config, head, topics, true)
+}
+
+/// `authorize`, the `token` cookie taken into account only if `cookie_ok` (see
+/// `auth::cors::websocket`).
+pub fn authorize_from(
+    config: &Config,
+    head: &RequestHead,
+    topics: &[Arc<str>],
+    cookie_ok: bool,
+) -> Result<Identity, Response> {
+    let now = crate::api::publish::now_micros() as f64 / 1e6;
+    let who = rights::identify(head, config, now, cookie_ok)
         .map_err(|rights::Refused(e)| Response::error(Status::Unauthorized, &e.to_string(), "/token"))?;
     for (i, t) in topics.iter().enumerate() {
         if let Err((status, message)) = check_topic(&who, t) {

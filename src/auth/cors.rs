@@ -1,5 +1,6 @@
 //! CORS (API.md §6): allowed origins (a list, or `*`), preflight answers, credentials for
-//! listed origins. A foreign origin gets no CORS headers at all.
+//! listed origins. A foreign origin gets no CORS headers at all (but `Vary: Origin`); a
+//! WebSocket upgrade from one is refused (`websocket`).
 
 use crate::proto::http1::RequestHead;
 
@@ -7,27 +8,38 @@ use crate::proto::http1::RequestHead;
 pub const ALLOWED_HEADERS: &str =
     "Authorization, Content-Type, Last-Event-ID, Event-Type, Member-ID, MemberId, Device-Id";
 
-/// The CORS headers for a request from `origin`, given the configured origins.
+/// Whether `origin` may read herald's answers: listed (with credentials), or allowed by `*`.
+fn allowed(origins: &[String], origin: &str) -> bool {
+    origins.iter().any(|o| o == origin || o == "*")
+}
+
+/// The CORS headers for a request from `origin`, given the configured origins. Where some
+/// origins are listed by name, every answer to a request with an `Origin` varies with it
+/// (`Vary: Origin`), the refused ones too: a cache must not hand one origin's answer to another.
 pub fn headers(origins: &[String], head: &RequestHead) -> Vec<(&'static str, String)> {
     let Some(origin) = head.header_str("origin") else { return Vec::new() };
-    if origins.iter().any(|o| o == origin) {
+    let vary = origins.iter().any(|o| o != "*");
+    let mut h = if origins.iter().any(|o| o == origin) {
         vec![
             ("Access-Control-Allow-Origin", origin.to_string()),
             ("Access-Control-Allow-Credentials", "true".into()),
             ("Access-Control-Expose-Headers", "Last-Event-ID".into()),
-            ("Vary", "Origin".into()),
         ]
     } else if origins.iter().any(|o| o == "*") {
         vec![("Access-Control-Allow-Origin", "*".into()), ("Access-Control-Expose-Headers", "Last-Event-ID".into())]
     } else {
         Vec::new()
+    };
+    if vary {
+        h.push(("Vary", "Origin".into()));
     }
+    h
 }
 
 /// What a preflight answer adds to `headers` (which every answer carries, this one too),
 /// or `None` when the origin is not allowed.
 pub fn preflight(origins: &[String], head: &RequestHead, allow_methods: &str) -> Option<Vec<(&'static str, String)>> {
-    if headers(origins, head).is_empty() {
+    if !head.header_str("origin").is_some_and(|o| allowed(origins, o)) {
         return None;
     }
     Some(vec![
@@ -35,6 +47,44 @@ pub fn preflight(origins: &[String], head: &RequestHead, allow_methods: &str) ->
         ("Access-Control-Allow-Headers", ALLOWED_HEADERS.to_string()),
         ("Access-Control-Max-Age", "600".into()),
     ])
+}
+
+/// What a WebSocket upgrade's `Origin` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsOrigin {
+    /// No `Origin` (not a browser), this server's own origin, or a listed one: as any request.
+    Trusted,
+    /// Any origin, allowed by `*`: the upgrade goes ahead, but not with the `token` cookie —
+    /// as CORS never lets `*` carry credentials.
+    WithoutCookie,
+    /// An origin not allowed.
+    Refused,
+}
+
+/// Whether a WebSocket upgrade may go ahead, given its `Origin`. Browsers send one with every
+/// upgrade, and CORS does not cover WebSockets: without this check any page could open one
+/// with its visitor's `token` cookie and read their private topics.
+pub fn websocket(origins: &[String], head: &RequestHead) -> WsOrigin {
+    let Some(origin) = head.header_str("origin") else { return WsOrigin::Trusted };
+    if origins.iter().any(|o| o == origin) || same_origin(origin, head.header_str("host")) {
+        WsOrigin::Trusted
+    } else if origins.iter().any(|o| o == "*") {
+        WsOrigin::WithoutCookie
+    } else {
+        WsOrigin::Refused
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let (Some((scheme, authority)), Some(host)) = (origin.split_once("://"), host) else { return false };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => ":80",
+        "https" | "wss" => ":443",
+        _ => return false,
+    };
+    let bare = |a: &str| a.strip_suffix(default_port).unwrap_or(a).to_ascii_lowercase();
+    bare(authority) == bare(host)
 }
 
 #[cfg(test)]
@@ -53,7 +103,7 @@ mod tests {
         let h = headers(&listed, &head("https://a.example"));
         assert!(h.contains(&("Access-Control-Allow-Origin", "https://a.example".into())));
         assert!(h.contains(&("Access-Control-Allow-Credentials", "true".into())));
-        assert!(headers(&listed, &head("https://evil.example")).is_empty());
+        assert_eq!(headers(&listed, &head("https://evil.example")), [("Vary", "Origin".to_string())]);
         let any = vec!["*".to_string()];
         let h = headers(&any, &head("https://b.example"));
         assert!(h.contains(&("Access-Control-Allow-Origin", "*".into())));
@@ -61,5 +111,24 @@ mod tests {
         assert!(preflight(&listed, &head("https://a.example"), "GET").is_some());
         assert!(preflight(&listed, &head("https://evil.example"), "GET").is_none());
         assert!(headers(&[], &head("https://a.example")).is_empty());
+    }
+
+    #[test]
+    fn websocket_origins() {
+        let upgrade = |origin: &str, host: &str| {
+            let raw = format!("GET /sub/a HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\r\n");
+            parse_head(raw.as_bytes()).unwrap().unwrap()
+        };
+        let listed = vec!["https://a.example".to_string()];
+        assert_eq!(websocket(&listed, &upgrade("https://a.example", "h")), WsOrigin::Trusted);
+        assert_eq!(websocket(&listed, &upgrade("https://evil.example", "h")), WsOrigin::Refused);
+        assert_eq!(websocket(&[], &upgrade("https://evil.example", "h")), WsOrigin::Refused);
+        assert_eq!(websocket(&[], &upgrade("http://herald.example", "herald.example:80")), WsOrigin::Trusted);
+        assert_eq!(websocket(&[], &upgrade("https://Herald.example:8443", "herald.example:8443")), WsOrigin::Trusted);
+        assert_eq!(websocket(&[], &upgrade("null", "h")), WsOrigin::Refused);
+        let any = vec!["*".to_string()];
+        assert_eq!(websocket(&any, &upgrade("https://evil.example", "h")), WsOrigin::WithoutCookie);
+        let none = parse_head(b"GET /sub/a HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap();
+        assert_eq!(websocket(&[], &none), WsOrigin::Trusted, "not a browser");
     }
 }

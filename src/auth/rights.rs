@@ -19,10 +19,10 @@ pub enum Identity {
 }
 
 impl Identity {
-    /// When the identity's token expires (Unix seconds), if it does.
+    /// When the identity's token expires (Unix milliseconds), if it does.
     pub fn expires(&self) -> Option<u64> {
         match self {
-            Identity::Token(c) => c.exp.map(|e| e.max(0.0).ceil() as u64),
+            Identity::Token(c) => c.exp.map(|e| (e.max(0.0) * 1000.0) as u64),
             Identity::Anonymous => None,
         }
     }
@@ -32,16 +32,17 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused(pub TokenError);
 
-/// The token a request carries, if any: `Authorization: Bearer`, then the `token` cookie,
-/// then `?token=`. A bearer that is the publish key is a publisher's credential, not a token:
-/// it is passed over (a publisher may open a WebSocket with it to publish).
-pub fn token_of(head: &RequestHead, publish_key: Option<&str>) -> Option<String> {
+/// The token a request carries, if any: `Authorization: Bearer`, then the `token` cookie
+/// (unless `cookie` is false: a WebSocket from an origin that may not use it), then
+/// `?token=`. A bearer that is the publish key is a publisher's credential, not a token: it is
+/// passed over (a publisher may open a WebSocket with it to publish).
+pub fn token_of(head: &RequestHead, publish_key: Option<&str>, cookie_ok: bool) -> Option<String> {
     if let Some(b) = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
         && !publish_key.is_some_and(|k| constant_time_eq(k.as_bytes(), b.as_bytes()))
     {
         return Some(b.to_string());
     }
-    if let Some(c) = head.headers("cookie").find_map(|v| cookie(v, "token")) {
+    if cookie_ok && let Some(c) = head.headers("cookie").find_map(|v| cookie(v, "token")) {
         return Some(c);
     }
     match param(head.query(), "token") {
@@ -58,10 +59,11 @@ fn cookie(header: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// Verifies the request's token (if any) against `config.jwt_secret`. Without a configured
-/// secret, every request is anonymous.
-pub fn identify(head: &RequestHead, config: &Config, now: f64) -> Result<Identity, Refused> {
-    let (Some(secret), Some(token)) = (&config.jwt_secret, token_of(head, config.publish_key.as_deref())) else {
+/// Verifies the request's token (if any; the cookie only if `cookie_ok`) against
+/// `config.jwt_secret`. Without a configured secret, every request is anonymous.
+pub fn identify(head: &RequestHead, config: &Config, now: f64, cookie_ok: bool) -> Result<Identity, Refused> {
+    let token = token_of(head, config.publish_key.as_deref(), cookie_ok);
+    let (Some(secret), Some(token)) = (&config.jwt_secret, token) else {
         return Ok(Identity::Anonymous);
     };
     jwt::verify(&token, secret.as_bytes(), now).map(|c| Identity::Token(Box::new(c))).map_err(Refused)
@@ -126,13 +128,14 @@ mod tests {
 
     #[test]
     fn tokens_from_header_cookie_and_query() {
-        assert_eq!(token_of(&head("Authorization: Bearer abc\r\n", ""), None), Some("abc".into()));
-        assert_eq!(token_of(&head("Cookie: a=1; token=xyz; b=2\r\n", ""), None), Some("xyz".into()));
-        assert_eq!(token_of(&head("", "?token=q.r.s"), None), Some("q.r.s".into()));
-        assert_eq!(token_of(&head("Cookie: tokens=no\r\n", ""), None), None);
+        assert_eq!(token_of(&head("Authorization: Bearer abc\r\n", ""), None, true), Some("abc".into()));
+        assert_eq!(token_of(&head("Cookie: a=1; token=xyz; b=2\r\n", ""), None, true), Some("xyz".into()));
+        assert_eq!(token_of(&head("", "?token=q.r.s"), None, true), Some("q.r.s".into()));
+        assert_eq!(token_of(&head("Cookie: tokens=no\r\n", ""), None, true), None);
+        assert_eq!(token_of(&head("Cookie: token=xyz\r\n", ""), None, false), None, "the cookie passed over");
         let key = "Authorization: Bearer K3y\r\nCookie: token=t.o.k\r\n";
-        assert_eq!(token_of(&head(key, ""), Some("K3y")), Some("t.o.k".into()), "the publish key is not a token");
-        assert_eq!(token_of(&head("Authorization: Bearer K3y\r\n", ""), Some("K3y")), None);
+        assert_eq!(token_of(&head(key, ""), Some("K3y"), true), Some("t.o.k".into()), "the publish key is not a token");
+        assert_eq!(token_of(&head("Authorization: Bearer K3y\r\n", ""), Some("K3y"), true), None);
     }
 
     #[test]
@@ -156,9 +159,9 @@ mod tests {
         let t = jwt::sign(&json!({"sub": "42"}), b"k");
         let h = head(&format!("Authorization: Bearer {t}\r\n"), "");
         let with = |secret: Option<&str>| Config { jwt_secret: secret.map(str::to_string), ..Config::default() };
-        assert!(matches!(identify(&h, &with(Some("k")), 0.0), Ok(Identity::Token(_))));
-        assert!(identify(&h, &with(Some("other")), 0.0).is_err());
-        assert_eq!(identify(&h, &with(None), 0.0), Ok(Identity::Anonymous));
+        assert!(matches!(identify(&h, &with(Some("k")), 0.0, true), Ok(Identity::Token(_))));
+        assert!(identify(&h, &with(Some("other")), 0.0, true).is_err());
+        assert_eq!(identify(&h, &with(None), 0.0, true), Ok(Identity::Anonymous));
         assert!(matches("a:*", "a:b") && matches("*", "x") && !matches("a", "ab") && matches("a", "a"));
     }
 }

@@ -77,18 +77,18 @@ pub struct Waiting {
 struct Rare {
     cors: Vec<(&'static str, String)>,
     /// Where the last session-events answer stopped (`Ctx::resume`).
-    resume: Option<String>,
+    resume: Option<super::Stopped>,
 }
 
 impl Waiting {
-    pub fn new(framing: Framing, resume: Option<String>, loopback: bool) -> Waiting {
+    pub fn new(framing: Framing, resume: Option<super::Stopped>, loopback: bool) -> Waiting {
         let Framing { minor_version, keep_alive, cors, style } = framing;
         let rare = (!cors.is_empty() || resume.is_some()).then(|| Box::new(Rare { cors, resume }));
         Waiting { minor_version, keep_alive, style, loopback, rare }
     }
 
     /// The framing, the resume point and whether the peer is on loopback.
-    pub fn into_parts(self) -> (Framing, Option<String>, bool) {
+    pub fn into_parts(self) -> (Framing, Option<super::Stopped>, bool) {
         let (cors, resume) = self.rare.map_or((Vec::new(), None), |r| (r.cors, r.resume));
         let framing =
             Framing { minor_version: self.minor_version, keep_alive: self.keep_alive, cors, style: self.style };
@@ -123,9 +123,9 @@ pub async fn answer_when_ready(ctx: &Ctx, stream: &TcpStream, framing: Framing, 
 async fn register(ctx: &Ctx, req: PollRequest) {
     let key = ctx.key;
     // A poll held with a token is answered when the token expires, if that comes first.
-    let now = crate::api::publish::now_micros() / 1_000_000;
+    let now_ms = crate::api::publish::now_micros() / 1000;
     let timeout = match req.stream.expires {
-        Some(exp) => req.timeout.min(Duration::from_secs(exp.saturating_sub(now))),
+        Some(exp) => req.timeout.min(Duration::from_millis(exp.saturating_sub(now_ms))),
         None => req.timeout,
     };
     let held = Held::new(req.max, ctx.config.max_pending_bytes, Stamp::after(timeout));
@@ -208,7 +208,7 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
         r.status
     } else {
         if framing.style == Style::Raw {
-            *ctx.resume.borrow_mut() = Some(sub.resume_id());
+            *ctx.resume.borrow_mut() = Some((sub.topics[0].clone(), sub.positions[0]));
         }
         let (status, pieces) = answer(sub, &framing);
         for piece in pieces {

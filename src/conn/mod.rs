@@ -40,10 +40,14 @@ use request::{ReadError, RequestReader};
 /// How long a keep-alive connection may sit idle between requests.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
+/// Where a long-poll's answer left a topic: its cursor there.
+pub type Stopped = (std::sync::Arc<str>, crate::pubsub::cursor::Cursor);
+
 /// What a handler needs to know about the connection it serves.
 pub struct Ctx {
-    /// Where this connection's last session-events answer stopped (seed 000 continues there).
-    pub resume: std::cell::RefCell<Option<String>>,
+    /// Where this connection's last session-events answer stopped, and for which session's
+    /// topic (seed 000 continues there, for that session only).
+    pub resume: std::cell::RefCell<Option<Stopped>>,
     pub shard: ShardRef,
     pub key: ConnKey,
     /// The peer is on this host (loopback may publish without a key).
@@ -54,7 +58,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn new(shard: ShardRef, key: ConnKey, loopback: bool, resume: Option<String>) -> Ctx {
+    fn new(shard: ShardRef, key: ConnKey, loopback: bool, resume: Option<Stopped>) -> Ctx {
         let (config, mesh, worker) = {
             let s = shard.borrow();
             (s.config.clone(), s.mesh.clone(), s.id)
@@ -475,10 +479,19 @@ async fn dispatch(
             Transport::WebSocket => {
                 // Every refusal is an HTTP answer, before anything is upgraded.
                 let accept = proto::ws::handshake::check(head)?;
+                let cookie_ok = websocket_origin(ctx, head)?;
                 let mut req = api::subscribe::event_stream(head, topics)?;
-                let identity = api::subscribe::authorize(&ctx.config, head, &req.topics)?;
+                let identity = api::subscribe::authorize_from(&ctx.config, head, &req.topics, cookie_ok)?;
                 req.expires = identity.expires();
-                let publisher = api::publish::check_rights(ctx, head).ok();
+                // Publish rights: the key (or loopback) at the handshake, else the token's
+                // `publish` claim, wherever the token came from (a browser cannot set
+                // `Authorization` on a WebSocket).
+                let publisher = api::publish::check_rights(ctx, head).ok().or_else(|| match &identity {
+                    auth::rights::Identity::Token(c) if !c.publish.is_empty() => {
+                        Some(api::publish::Publisher::Token(c.clone()))
+                    }
+                    _ => None,
+                });
                 return Ok(Next::WebSocket(ws::Mode::PubSub { req, publisher, identity }, accept));
             }
         },
@@ -493,7 +506,7 @@ async fn dispatch(
         },
         Route::WaveEvents(token) => {
             let remembered = ctx.resume.borrow().clone();
-            let req = seeds::wave::poll(head, token, remembered.as_deref())?;
+            let req = seeds::wave::poll(head, token, remembered)?;
             let style = longpoll::Style::Raw;
             let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
             return Ok(Next::Poll(req, framing));
@@ -504,7 +517,8 @@ async fn dispatch(
         },
         Route::MemberEvents if api::subscribe::transport(head) == Transport::WebSocket => {
             let accept = proto::ws::handshake::check(head)?;
-            return Ok(Next::WebSocket(ws::Mode::Chat(seeds_chat_identity(ctx, head)), accept));
+            let cookie_ok = websocket_origin(ctx, head)?;
+            return Ok(Next::WebSocket(ws::Mode::Chat(seeds_chat_identity(ctx, head, cookie_ok)), accept));
         }
         Route::MemberEvents => {
             let req = seeds::member::subscribe(ctx, head)?;
@@ -522,12 +536,30 @@ async fn dispatch(
     })
 }
 
+/// A WebSocket upgrade's `Origin` (see `auth::cors::websocket`): refused with 403, or
+/// whether the `token` cookie may identify it.
+fn websocket_origin(ctx: &Ctx, head: &RequestHead) -> Result<bool, Response> {
+    match auth::cors::websocket(&ctx.config.cors_origins, head) {
+        auth::cors::WsOrigin::Trusted => Ok(true),
+        auth::cors::WsOrigin::WithoutCookie => Ok(false),
+        auth::cors::WsOrigin::Refused => Err(Response::error(
+            Status::Forbidden,
+            "a WebSocket from this origin is not allowed (cors_origins lists the origins that may)",
+            "/headers/origin",
+        )),
+    }
+}
+
 /// The chat events API needs a session: the user topic of a valid token and when the token
 /// expires, or why not.
-fn seeds_chat_identity(ctx: &Ctx, head: &RequestHead) -> Result<(std::sync::Arc<str>, Option<u64>), String> {
+fn seeds_chat_identity(
+    ctx: &Ctx,
+    head: &RequestHead,
+    cookie_ok: bool,
+) -> Result<(std::sync::Arc<str>, Option<u64>), String> {
     use auth::rights::{Identity, Refused};
     let now = api::publish::now_micros() as f64 / 1e6;
-    let who = auth::rights::identify(head, &ctx.config, now).map_err(|Refused(e)| e.to_string())?;
+    let who = auth::rights::identify(head, &ctx.config, now, cookie_ok).map_err(|Refused(e)| e.to_string())?;
     let Identity::Token(c) = &who else {
         return Err("no token (Authorization: Bearer, cookie token, or ?token=)".into());
     };

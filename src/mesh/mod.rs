@@ -115,7 +115,7 @@ pub struct Mesh {
     /// Open connections across all workers, against the connection cap.
     pub connections: AtomicUsize,
     /// Topics kept across all owners, against `max_topics`.
-    pub topics: std::sync::Arc<AtomicUsize>,
+    pub topics: std::sync::Arc<crate::pubsub::owner::TopicCount>,
     /// Every worker's counters, for `/metrics`.
     pub metrics: crate::metrics::Metrics,
 }

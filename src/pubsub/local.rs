@@ -116,7 +116,7 @@ pub struct Subscription {
 pub struct Rare {
     /// Set on streams an admin pause may close: the groups that can spare them.
     pub pausable: Option<Box<[String]>>,
-    /// When the token the subscription was opened with expires (Unix seconds): the stream
+    /// When the token the subscription was opened with expires (Unix milliseconds): the stream
     /// ends then, and its client comes back with a fresh one.
     pub expires: Option<u64>,
 }
@@ -208,14 +208,14 @@ impl Subscription {
         }
     }
 
-    /// Ends the subscription's stream at `expires` (Unix seconds), when its token expires.
+    /// Ends the subscription's stream at `expires` (Unix milliseconds), when its token expires.
     pub fn expires_at(&mut self, expires: Option<u64>) {
         if let Some(at) = expires {
             self.rare.get_or_insert_with(Box::default).expires = Some(at);
         }
     }
 
-    /// When the subscription's token expires (Unix seconds), if it does.
+    /// When the subscription's token expires (Unix milliseconds), if it does.
     pub fn expires(&self) -> Option<u64> {
         self.rare.as_ref().and_then(|r| r.expires)
     }

@@ -102,8 +102,26 @@ pub struct Owner {
     /// Events published through this owner.
     published: u64,
     /// Topics kept across every owner of the node, and the most there may be.
-    count: Arc<AtomicUsize>,
+    count: Arc<TopicCount>,
     max_topics: usize,
+}
+
+/// The topics every owner of the node keeps, counted together against `max_topics`.
+#[derive(Debug, Default)]
+pub struct TopicCount {
+    /// All of them.
+    pub all: AtomicUsize,
+    /// Those only named (by subscribers): no event was ever published to them. They may take
+    /// at most half of `max_topics`, so subscribers naming topics (anyone can) never lock
+    /// publishers out of new topics.
+    pub named: AtomicUsize,
+}
+
+/// Why a topic is being made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Making {
+    Publish,
+    Subscribe,
 }
 
 impl Owner {
@@ -126,24 +144,30 @@ impl Owner {
     }
 
     /// Counts this owner's topics in `count`, which every owner of the node shares.
-    pub fn counting_in(mut self, count: Arc<AtomicUsize>) -> Owner {
+    pub fn counting_in(mut self, count: Arc<TopicCount>) -> Owner {
         self.count = count;
         self
     }
 
     /// The topic `name`, made if need be (`true`); `None` when it would be new and the node
-    /// keeps `max_topics` already.
-    fn topic(&mut self, name: &Arc<str>, now: Instant) -> Option<(&mut OwnedTopic, bool)> {
+    /// keeps `max_topics` already (or, for a subscription, half of it in topics only named).
+    fn topic(&mut self, name: &Arc<str>, now: Instant, making: Making) -> Option<(&mut OwnedTopic, bool)> {
         let epochs = &self.epochs;
         match self.topics.entry(name.clone()) {
             Entry::Occupied(e) => Some((e.into_mut(), false)),
             Entry::Vacant(e) => {
                 // Two owners may both take the last place: the cap is exceeded by fewer than
                 // the number of workers.
-                if self.count.load(Ordering::Relaxed) >= self.max_topics {
+                let full = self.count.all.load(Ordering::Relaxed) >= self.max_topics
+                    || (making == Making::Subscribe
+                        && self.count.named.load(Ordering::Relaxed) >= self.max_topics.div_ceil(2));
+                if full {
                     return None;
                 }
-                self.count.fetch_add(1, Ordering::Relaxed);
+                self.count.all.fetch_add(1, Ordering::Relaxed);
+                if making == Making::Subscribe {
+                    self.count.named.fetch_add(1, Ordering::Relaxed);
+                }
                 let t = OwnedTopic {
                     epoch: epochs.epoch(name),
                     head: 0,
@@ -156,10 +180,13 @@ impl Owner {
         }
     }
 
-    /// Forgets `n` topics from the node's count.
-    fn forgot(&self, n: usize) {
+    /// Forgets `n` topics from the node's count, `named` of them only named.
+    fn forgot(&self, n: usize, named: usize) {
         if n > 0 {
-            self.count.fetch_sub(n, Ordering::Relaxed);
+            self.count.all.fetch_sub(n, Ordering::Relaxed);
+        }
+        if named > 0 {
+            self.count.named.fetch_sub(named, Ordering::Relaxed);
         }
     }
 
@@ -193,12 +220,14 @@ impl Owner {
         match msg {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
                 let (history, ttl) = (self.history, self.history_ttl);
-                let Some((t, _)) = self.topic(&topic, now) else {
+                let Some((t, made)) = self.topic(&topic, now, Making::Publish) else {
                     let refused = Err(Refusal::TooManyTopics);
                     out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: refused }));
                     return;
                 };
                 let (before, before_bytes) = (t.history.len(), t.history.bytes());
+                // A topic only named until now is a published one from here on.
+                let was_named = t.head == 0 && !made;
                 t.history.expire(now, ttl);
                 t.head += 1;
                 let cursor = t.cursor(t.head);
@@ -214,13 +243,16 @@ impl Owner {
                 self.held = self.held + after - before;
                 self.held_bytes = self.held_bytes + after_bytes - before_bytes;
                 self.published += 1;
+                if was_named {
+                    self.count.named.fetch_sub(1, Ordering::Relaxed);
+                }
                 if self.held_bytes > self.max_held_bytes {
                     self.evict();
                 }
             }
             ToOwner::Subscribe { topic, resume, reply } => {
                 let ttl = self.history_ttl;
-                let Some((t, created)) = self.topic(&topic, now) else {
+                let Some((t, created)) = self.topic(&topic, now, Making::Subscribe) else {
                     let none = Cursor::default();
                     let ack = SubscribeAck {
                         reply,
@@ -278,7 +310,7 @@ impl Owner {
                     // name topics by subscribing, and must not be able to pile them up.
                     if t.workers.is_empty() && t.head == 0 {
                         self.topics.remove(&topic);
-                        self.forgot(1);
+                        self.forgot(1, 1);
                     }
                 }
             }
@@ -293,6 +325,7 @@ impl Owner {
         let (mut expired, mut expired_bytes) = (0, 0);
         let epochs = &mut self.epochs;
         let before = self.topics.len();
+        let mut named = 0;
         self.topics.retain(|name, t| {
             let before = t.history.bytes();
             expired += t.history.expire(now, ttl);
@@ -302,9 +335,12 @@ impl Owner {
             if idle && t.head > 0 {
                 epochs.forget_published(name);
             }
+            if idle && t.head == 0 {
+                named += 1;
+            }
             !idle
         });
-        self.forgot(before - self.topics.len());
+        self.forgot(before - self.topics.len(), named);
         self.held -= expired;
         self.held_bytes -= expired_bytes;
     }
@@ -539,17 +575,23 @@ mod tests {
 
     #[test]
     fn past_max_topics_new_topics_are_refused_and_known_ones_served() {
-        let config = Config { max_topics: 2, ..Config::default() };
+        let config = Config { max_topics: 4, ..Config::default() };
         let mut o = Owner::new(0, 1, &config);
         let mut out = Vec::new();
-        publish(&mut o, "a", &mut out);
-        assert!(subscribe(&mut o, "b", 1, None).created);
-        o.handle(publish_msg("c"), Instant::now(), &mut out);
+        assert!(subscribe(&mut o, "n1", 1, None).created);
+        assert!(subscribe(&mut o, "n2", 1, None).created);
+        assert!(subscribe(&mut o, "n3", 1, None).refused, "topics only named take half the cap at most");
+        publish(&mut o, "p1", &mut out);
+        publish(&mut o, "n1", &mut out);
+        assert!(subscribe(&mut o, "n3", 1, None).created, "n1 is a published topic now");
+        o.handle(publish_msg("p2"), Instant::now(), &mut out);
         assert!(matches!(out.pop(), Some((0, ToWorker::Published { cursor: Err(Refusal::TooManyTopics), .. }))));
-        assert!(subscribe(&mut o, "c", 1, None).refused);
-        assert!(!subscribe(&mut o, "a", 1, None).refused, "a topic it has is served");
-        o.handle(ToOwner::Unsubscribe { topic: "b".into(), worker: 1 }, Instant::now(), &mut out);
-        assert!(!subscribe(&mut o, "c", 1, None).refused, "room again once a topic is forgotten");
+        assert!(subscribe(&mut o, "n4", 1, None).refused);
+        assert!(!subscribe(&mut o, "p1", 1, None).refused, "a topic it has is served");
+        o.handle(ToOwner::Unsubscribe { topic: "n2".into(), worker: 1 }, Instant::now(), &mut out);
+        publish(&mut o, "p2", &mut out);
+        assert_eq!(o.count.all.load(Ordering::Relaxed), 4);
+        assert_eq!(o.count.named.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -15,9 +15,9 @@ use serde_json::Value;
 use crate::api::bad_request;
 use crate::api::publish::{NewEvent, NotPrepared, Prepared, prepare_for, publish, published};
 use crate::api::subscribe::{PollRequest, StreamRequest, parse_poll_resume, parse_timeout};
-use crate::conn::Ctx;
+use crate::conn::{Ctx, Stopped};
 use crate::proto::http1::{RequestHead, Response, Status};
-use crate::pubsub::cursor::{Cursor, Resume};
+use crate::pubsub::cursor::Resume;
 use crate::pubsub::topic::valid_topic;
 
 /// The session's topic.
@@ -27,11 +27,13 @@ pub fn topic(token: &str) -> Result<Arc<str>, Response> {
 }
 
 /// `GET`: one event, from the client's `Last-Event-ID`, else from where this connection's
-/// previous answer stopped (`remembered`), else from now.
-pub fn poll(head: &RequestHead, token: &str, remembered: Option<&str>) -> Result<PollRequest, Response> {
+/// previous answer for the same session stopped (`remembered`), else from now.
+pub fn poll(head: &RequestHead, token: &str, remembered: Option<Stopped>) -> Result<PollRequest, Response> {
     let topic = topic(token)?;
     let mut from = parse_poll_resume(head, 1)?;
-    if let (Resume::Live, Some(c)) = (&from[0], remembered.and_then(Cursor::parse)) {
+    if let (Resume::Live, Some((t, c))) = (&from[0], remembered)
+        && t == topic
+    {
         from[0] = Resume::After(c);
     }
     let timeout = parse_timeout(head)?;

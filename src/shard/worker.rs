@@ -249,7 +249,7 @@ async fn ticker(shard: ShardRef) {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
         let stamp = Stamp::at(now);
-        let unix_now = crate::api::publish::now_micros() / 1_000_000;
+        let unix_ms = crate::api::publish::now_micros() / 1000;
         {
             let mut s = shard.borrow_mut();
             let mut quiet = Vec::new();
@@ -260,7 +260,7 @@ async fn ticker(shard: ShardRef) {
                 if !c.has(flags::READY) || c.has(flags::CLOSED | flags::CLOSING) {
                     continue;
                 }
-                if sub.expires().is_some_and(|at| unix_now >= at) {
+                if sub.expires().is_some_and(|at| unix_ms >= at) {
                     // Its token expired: the stream ends, and its client comes back with a
                     // fresh token (a held poll is answered with what it has).
                     match &sub.delivery {
