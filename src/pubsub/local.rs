@@ -391,6 +391,9 @@ impl Shard {
             && sub.pending_acks == 0
         {
             sub.render_prelude(&mut c.outbox);
+            if sub.rendering() {
+                c.flags |= flags::RENDERING;
+            }
         }
         requests
     }
@@ -659,6 +662,9 @@ impl Shard {
         if ready {
             if sub.render_prelude(&mut c.outbox) == Taken::Held {
                 c.flags |= flags::DATA;
+            }
+            if sub.rendering() {
+                c.flags |= flags::RENDERING;
             }
             c.flags |= flags::READY;
         }

@@ -72,6 +72,9 @@ pub mod flags {
     /// A topic owner refused the subscription (the node keeps `max_topics`): it is answered
     /// with 503, not opened.
     pub const REFUSED: u16 = 256;
+    /// The subscription's prelude still has something to render once the outbox drains (a
+    /// replay being pulled): a flag, so that flushing everyone else never looks.
+    pub const RENDERING: u16 = 512;
 }
 
 pub struct Conn {
@@ -409,11 +412,15 @@ impl Shard {
                         return;
                     }
                     // The socket took everything: a replay still to send is pulled now.
-                    if !c.has(flags::CLOSING)
-                        && let Some(sub) = c.sub.as_mut().filter(|s| s.rendering())
-                        && sub.render_more(&mut c.outbox)
-                    {
-                        continue;
+                    if c.has(flags::RENDERING) && !c.has(flags::CLOSING) {
+                        let more =
+                            c.sub.as_mut().filter(|s| s.rendering()).is_some_and(|s| s.render_more(&mut c.outbox));
+                        if !c.sub.as_ref().is_some_and(|s| s.rendering()) {
+                            c.flags &= !flags::RENDERING;
+                        }
+                        if more {
+                            continue;
+                        }
                     }
                     if c.has(flags::CLOSING) {
                         c.notify(key, parked);
