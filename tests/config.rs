@@ -76,3 +76,30 @@ fn startup_reports_driver_workers_and_limits() {
     assert!(started.contains("open-files limit"), "{started}");
     assert!(started.contains("connections"), "{started}");
 }
+
+#[test]
+fn secrets_come_from_files_and_the_environment_and_short_ones_are_warned_about() {
+    let dir = std::env::temp_dir().join(format!("herald-secret-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwt-secret");
+    let secret = "a-jwt-secret-of-32-bytes-or-more!";
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    let key = "a-publish-key-from-the-env";
+    let s = Server::start_env(&["--jwt-secret-file", path.to_str().unwrap()], &[("HERALD_PUBLISH_KEY", key)]);
+    // The key from the environment is the one publishers need…
+    let raw = |bearer: &str| {
+        format!("POST /pub/news HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {bearer}\r\nContent-Length: 1\r\n\r\nx")
+    };
+    assert_eq!(request(&s, &raw(key)).status, 200);
+    assert_eq!(request(&s, &raw("something-else")).status, 403);
+    // …and tokens are checked with the secret from the file (without its newline).
+    let token = herald::auth::jwt::sign(&serde_json::json!({"sub": "7"}), secret.as_bytes());
+    let r =
+        request(&s, &format!("GET /sub/user:7?timeout=0 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"));
+    assert_eq!(r.status, 204, "{}", r.text());
+    drop(s);
+    let short = Server::start(&["--jwt-secret", "short"]);
+    assert!(short.startup.iter().any(|l| l.contains("jwt_secret is shorter than 32 bytes")), "{:?}", short.startup);
+    let long = Server::start(&["--jwt-secret", secret]);
+    assert!(!long.startup.iter().any(|l| l.contains("shorter")), "{:?}", long.startup);
+}

@@ -825,7 +825,7 @@ fn check_topic_items(
 /// gap, then its history, then live events. A long-poll may refuse it with a JSON 400.
 #[test]
 fn unusable_resume_ids_still_open_sse_and_websocket_streams() {
-    every_driver(1, &QUIET, |s| {
+    every_driver(2, &QUIET, |s| {
         let mut p = Publisher::new(s);
         let mut hist: [Vec<(String, String)>; 2] = [Vec::new(), Vec::new()];
         let topics = ["ra", "rb"];

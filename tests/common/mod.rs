@@ -90,6 +90,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Everything the server wrote to stderr, line by line, as it arrives.
     pub log: mpsc::Receiver<String>,
+    /// What it wrote to stderr before it said where it listens (startup notes and warnings).
+    pub startup: Vec<String>,
 }
 
 impl Server {
@@ -97,9 +99,17 @@ impl Server {
     // The child is killed and waited for by `Drop`, or here before a panic.
     #[allow(clippy::zombie_processes)]
     pub fn start(args: &[&str]) -> Server {
+        Server::start_env(args, &[])
+    }
+
+    /// `start`, with these environment variables set for the server.
+    // The child is killed and waited for by `Drop`, or here before a panic.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -116,13 +126,15 @@ impl Server {
             }
         });
         let deadline = Instant::now() + DEADLINE;
+        let mut startup = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("herald {args:?} did not report its address"));
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let addr = rest.split_whitespace().next().expect("address").parse().expect("addr");
-                return Server { child, addr, log: rx };
+                return Server { child, addr, log: rx, startup };
             }
+            startup.push(line);
         }
     }
 
