@@ -9,12 +9,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_queue::ArrayQueue;
-use herald::conn::outbox::Outbox;
+use herald::cursor::Cursor;
 use herald::frames::Frame;
 use herald::proto::ws::frame::apply_mask;
 use herald::proto::ws::{Opcode, WsReader, encode_frame};
-use herald::pubsub::cursor::Cursor;
 use herald::pubsub::history::History;
+use herald::shard::outbox::Outbox;
 
 fn websocket(c: &mut Criterion) {
     let payload = vec![b'x'; 128];

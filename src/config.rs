@@ -11,6 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+/// Most workers one process runs (sets of workers are bitmaps of this size).
+pub const MAX_WORKERS: usize = 256;
+
 /// Largest `max_pending_bytes`: a connection's queue is counted in 32 bits.
 pub const MAX_PENDING_LIMIT: usize = 1 << 30;
 
@@ -290,8 +293,8 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let workers = flags.workers.or(file.workers).unwrap_or(cpus);
-        if !(1..=crate::mesh::MAX_WORKERS).contains(&workers) {
-            return Err(bad("workers", format!("must be 1 to {}", crate::mesh::MAX_WORKERS)));
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(bad("workers", format!("must be 1 to {MAX_WORKERS}")));
         }
         let driver = match flags.driver.or(file.driver).as_deref().unwrap_or("auto") {
             "auto" => Driver::Auto,

@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::cursor::Cursor;
 use crate::proto::sse::{self, Chunk};
 use crate::proto::{longpoll, ws};
-use crate::pubsub::cursor::Cursor;
 
 #[derive(Debug)]
 pub struct Frame {

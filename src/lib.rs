@@ -28,8 +28,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod cursor;
 pub mod frames;
 pub mod mesh;
 pub mod metrics;
@@ -37,5 +39,6 @@ pub mod proto;
 pub mod pubsub;
 pub mod route;
 pub mod seeds;
+pub mod server;
 pub mod shard;
 pub mod sys;

@@ -1,7 +1,7 @@
 //! The `herald` binary: read the settings, start the workers, stop on SIGTERM/SIGINT.
 
 use herald::config::Config;
-use herald::shard::Server;
+use herald::server::Server;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 

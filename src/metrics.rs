@@ -8,8 +8,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::mesh::Mesh;
-
 /// A counter written by one thread only.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -112,6 +110,17 @@ impl WorkerMetrics {
     }
 }
 
+/// One worker's cross-core inboxes as `/metrics` shows them (the mesh reports them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Queues {
+    /// Messages waiting for the worker as a topic owner, and for it as a subscriber host.
+    pub owner_depth: usize,
+    pub delivery_depth: usize,
+    /// Times a sender found each full and waited.
+    pub owner_full: u64,
+    pub delivery_full: u64,
+}
+
 /// Every worker's block.
 pub struct Metrics {
     pub workers: Box<[WorkerMetrics]>,
@@ -123,7 +132,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, mesh: &Mesh) -> String {
+    pub fn render(&self, queues: &[Queues]) -> String {
         let mut out = String::with_capacity(8192);
         let per_worker =
             |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&WorkerMetrics) -> i128| {
@@ -216,14 +225,9 @@ impl Metrics {
             }
         }
         header(&mut out, "herald_mesh_queue_depth", "gauge", "Messages waiting in each worker's cross-core inboxes.");
-        for w in 0..mesh.workers {
-            let _ =
-                writeln!(out, "herald_mesh_queue_depth{{queue=\"owner\",worker=\"{w}\"}} {}", mesh.to_owner[w].len());
-            let _ = writeln!(
-                out,
-                "herald_mesh_queue_depth{{queue=\"delivery\",worker=\"{w}\"}} {}",
-                mesh.to_worker[w].len()
-            );
+        for (w, q) in queues.iter().enumerate() {
+            let _ = writeln!(out, "herald_mesh_queue_depth{{queue=\"owner\",worker=\"{w}\"}} {}", q.owner_depth);
+            let _ = writeln!(out, "herald_mesh_queue_depth{{queue=\"delivery\",worker=\"{w}\"}} {}", q.delivery_depth);
         }
         header(
             &mut out,
@@ -231,17 +235,10 @@ impl Metrics {
             "counter",
             "Times a sender found a cross-core inbox full and waited.",
         );
-        for w in 0..mesh.workers {
-            let _ = writeln!(
-                out,
-                "herald_mesh_queue_full_total{{queue=\"owner\",worker=\"{w}\"}} {}",
-                mesh.to_owner[w].full_waits.load(Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "herald_mesh_queue_full_total{{queue=\"delivery\",worker=\"{w}\"}} {}",
-                mesh.to_worker[w].full_waits.load(Relaxed)
-            );
+        for (w, q) in queues.iter().enumerate() {
+            let _ = writeln!(out, "herald_mesh_queue_full_total{{queue=\"owner\",worker=\"{w}\"}} {}", q.owner_full);
+            let _ =
+                writeln!(out, "herald_mesh_queue_full_total{{queue=\"delivery\",worker=\"{w}\"}} {}", q.delivery_full);
         }
         header(
             &mut out,
@@ -287,7 +284,7 @@ mod tests {
         m.workers[1].latency(Duration::from_secs(10));
         m.workers[0].response(200);
         m.workers[0].response(299);
-        let text = m.render(&Mesh::new(2));
+        let text = m.render(&[Queues::default(); 2]);
         assert!(text.contains("herald_events_published_total{worker=\"0\"} 3\n"));
         assert!(text.contains("herald_connections{transport=\"sse\",worker=\"1\"} 1\n"));
         assert!(text.contains("herald_publish_to_write_latency_seconds_bucket{le=\"0.0001\"} 1\n"));

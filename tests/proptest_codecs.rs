@@ -2,11 +2,11 @@
 //! over-read; encode → decode round-trips where both directions exist. Bounded case counts
 //! keep this in the normal test run (`PROPTEST_CASES` raises them for a longer hunt).
 
+use herald::cursor::Cursor;
 use herald::proto::http1::{BodyDecoder, parse_head};
 use herald::proto::sse;
 use herald::proto::ws::frame::{client_frame, parse_head as ws_head};
 use herald::proto::ws::{WsEvent, WsReader};
-use herald::pubsub::cursor::Cursor;
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -3,11 +3,11 @@
 //! A publish is validated here, then handed to each topic's owner through the mesh; the
 //! response waits for the cursors the owners assign.
 
+use crate::clock::now_micros;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
@@ -17,10 +17,10 @@ use super::bad_request;
 use crate::auth::jwt::{self, Claims};
 use crate::auth::rights;
 use crate::conn::Ctx;
+use crate::cursor::Cursor;
 use crate::proto::http1::response::Head;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
-use crate::pubsub::cursor::Cursor;
 pub use crate::pubsub::msg::Refusal;
 use crate::pubsub::msg::{ReplyTo, ToOwner};
 use crate::pubsub::topic::{owner_of, valid_topic, valid_type};
@@ -35,11 +35,6 @@ pub struct NewEvent {
 
 /// The events of one publish request; most have one, kept inline.
 pub type Events = SmallVec<[NewEvent; 1]>;
-
-/// Now, as Unix microseconds.
-pub fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
 
 /// The cursors of one publish request, in the order of its events; most have one.
 pub type Cursors = SmallVec<[Cursor; 1]>;

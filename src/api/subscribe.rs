@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::bad_request;
 use crate::auth::rights::{self, Denied, Identity};
 use crate::config::Config;
+use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
-use crate::pubsub::cursor::Resume;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
 
 /// The transport a subscribe request asks for, chosen like nchan does.
@@ -137,7 +137,7 @@ pub fn authorize_from(
     topics: &[Arc<str>],
     cookie_ok: bool,
 ) -> Result<Identity, Response> {
-    let now = crate::api::publish::now_micros() as f64 / 1e6;
+    let now = crate::clock::now_micros() as f64 / 1e6;
     let who = rights::identify(head, config, now, cookie_ok)
         .map_err(|rights::Refused(e)| Response::error(Status::Unauthorized, &e.to_string(), "/token"))?;
     for (i, t) in topics.iter().enumerate() {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use crate::cursor::Resume;
 use crate::proto::ws::{Opcode, encode_frame};
-use crate::pubsub::cursor::Resume;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
 
 /// A client request that passed validation.
@@ -168,7 +168,7 @@ pub fn text_frame(v: &Value) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubsub::cursor::Cursor;
+    use crate::cursor::Cursor;
 
     fn payload(frame: &[u8]) -> Value {
         let h = crate::proto::ws::frame::parse_head(frame).unwrap().unwrap();

@@ -14,10 +14,10 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use super::Ctx;
-use super::outbox::Outbox;
 use super::request;
 use crate::api::publish::{self, NewEvent, Publisher, Submitted};
 use crate::proto::http1::{Response, Status};
+use crate::shard::outbox::Outbox;
 
 /// Most answer bytes held back for pipelined requests before they are written anyway.
 const MAX_HELD_BYTES: usize = 64 * 1024;

@@ -20,12 +20,12 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 
 use super::Ctx;
-use super::outbox::Outbox;
 use crate::api::subscribe::PollRequest;
+use crate::clock::Stamp;
 use crate::proto::http1::{Head, Status};
 use crate::proto::longpoll;
-use crate::pubsub::local::{Delivery, Held, HeldItem, Subscription};
-use crate::shard::clock::Stamp;
+use crate::shard::local::{Delivery, Held, HeldItem, Subscription};
+use crate::shard::outbox::Outbox;
 use crate::shard::state::flags;
 use crate::sys;
 
@@ -123,7 +123,7 @@ pub async fn answer_when_ready(ctx: &Ctx, stream: &TcpStream, framing: Framing, 
 async fn register(ctx: &Ctx, req: PollRequest) {
     let key = ctx.key;
     // A poll held with a token is answered when the token expires, if that comes first.
-    let now_ms = crate::api::publish::now_micros() / 1000;
+    let now_ms = crate::clock::now_micros() / 1000;
     let timeout = match req.stream.expires {
         Some(exp) => req.timeout.min(Duration::from_millis(exp.saturating_sub(now_ms))),
         None => req.timeout,

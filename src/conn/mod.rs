@@ -9,7 +9,6 @@
 
 mod answers;
 pub mod longpoll;
-pub mod outbox;
 mod request;
 pub mod stream;
 mod wake;
@@ -41,7 +40,7 @@ use request::{ReadError, RequestReader};
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 /// Where a long-poll's answer left a topic: its cursor there.
-pub type Stopped = (std::sync::Arc<str>, crate::pubsub::cursor::Cursor);
+pub type Stopped = (std::sync::Arc<str>, crate::cursor::Cursor);
 
 /// What a handler needs to know about the connection it serves.
 pub struct Ctx {
@@ -455,7 +454,9 @@ async fn dispatch(
     }
     Err(match route {
         Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
-        Route::Metrics => Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh)),
+        Route::Metrics => {
+            Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh.queues()))
+        }
         Route::Publish(_) | Route::PublishBatch | Route::AdminPause => match decided {
             Decided::One(prepared) => api::publish::single(ctx, prepared, body).await,
             Decided::Publisher(who) if route == Route::PublishBatch => api::publish::batch(ctx, &who, body).await,
@@ -558,7 +559,7 @@ fn seeds_chat_identity(
     cookie_ok: bool,
 ) -> Result<(std::sync::Arc<str>, Option<u64>), String> {
     use auth::rights::{Identity, Refused};
-    let now = api::publish::now_micros() as f64 / 1e6;
+    let now = crate::clock::now_micros() as f64 / 1e6;
     let who = auth::rights::identify(head, &ctx.config, now, cookie_ok).map_err(|Refused(e)| e.to_string())?;
     let Identity::Token(c) = &who else {
         return Err("no token (Authorization: Bearer, cookie token, or ?token=)".into());
@@ -573,7 +574,7 @@ fn seeds_chat_identity(
 pub fn may_name_topics(ctx: &Ctx) -> Result<(), NamingTooFast> {
     let mut s = ctx.shard.borrow_mut();
     let Some(c) = s.conn(ctx.key) else { return Ok(()) };
-    c.naming.allows(crate::shard::clock::Stamp::now()).map_err(NamingTooFast)
+    c.naming.allows(crate::clock::Stamp::now()).map_err(NamingTooFast)
 }
 
 /// A connection named new topics faster than it may; it may again after this long.

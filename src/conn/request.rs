@@ -12,11 +12,11 @@ use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
 use super::BodyRoom;
-use super::outbox::{Flushed, Outbox};
 use crate::proto::http1::{
     BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, head::MAX_HEAD_BYTES, parse_head,
     response::CONTINUE,
 };
+use crate::shard::outbox::{Flushed, Outbox};
 use crate::sys;
 
 /// Why no request came.

@@ -19,7 +19,7 @@ use super::Ctx;
 use crate::api::subscribe::StreamRequest;
 use crate::metrics::Transport;
 use crate::proto::sse;
-use crate::pubsub::local::{Delivery, Rare, Subscription};
+use crate::shard::local::{Delivery, Rare, Subscription};
 use crate::shard::parked::peer_still_there;
 use crate::shard::state::{ConnKey, ShardRef, flags};
 

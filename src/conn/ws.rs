@@ -19,17 +19,18 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::wake::{self, Wake, Writable};
-use crate::api::publish::{NewEvent, Publisher, Refusal, now_micros, publish};
+use crate::api::publish::{NewEvent, Publisher, Refusal, publish};
 use crate::api::subscribe::{StreamRequest, check_topic};
 use crate::api::ws::{Request, error_reply, parse, reply};
 use crate::auth::rights::Identity;
+use crate::clock::Stamp;
+use crate::clock::now_micros;
 use crate::proto::longpoll::ts_json;
 use crate::proto::ws::frame::close_frame;
 use crate::proto::ws::reader::Violation;
 use crate::proto::ws::{CloseCode, Opcode, WsEvent, WsReader, encode_frame, handshake};
-use crate::pubsub::local::{Delivery, Subscription};
 use crate::seeds::chat;
-use crate::shard::clock::Stamp;
+use crate::shard::local::{Delivery, Subscription};
 use crate::shard::state::flags;
 use crate::sys;
 
@@ -262,7 +263,7 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
             Mode::Chat(Ok((user, expires))) => {
                 let mut sub = Subscription::new(vec![user], None, Delivery::WsRaw);
                 sub.expires_at(expires);
-                s.join(key, sub, &[crate::pubsub::cursor::Resume::Live])
+                s.join(key, sub, &[crate::cursor::Resume::Live])
             }
             Mode::PubSub { req, .. } => {
                 let mut sub = Subscription::new(req.topics, req.types, Delivery::Ws);
@@ -344,7 +345,7 @@ async fn subscribe(
     ctx: &Ctx,
     input: &serde_json::Map<String, Value>,
     topics: Vec<std::sync::Arc<str>>,
-    from: Vec<crate::pubsub::cursor::Resume>,
+    from: Vec<crate::cursor::Resume>,
     identity: &Identity,
 ) {
     let key = ctx.key;

@@ -7,7 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::json;
 
-use crate::pubsub::cursor::Cursor;
+use crate::cursor::Cursor;
 
 /// `{"topic","id","type"?,"data","ts"}` for one event; untyped events have no `type` key.
 pub fn event_object(topic: &str, id: &str, kind: Option<&str>, data: &str, ts_micros: u64) -> Bytes {

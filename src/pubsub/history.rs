@@ -99,7 +99,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubsub::cursor::Cursor;
+    use crate::cursor::Cursor;
     use bytes::Bytes;
 
     fn ring(seqs: std::ops::RangeInclusive<u64>, cap: usize, at: Instant) -> History {

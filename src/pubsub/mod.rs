@@ -1,9 +1,9 @@
 //! The pub/sub core: topics and their owners, cursors, history rings, and the per-worker
 //! index of local subscribers. Apart from connections; it speaks to them through outboxes.
 
-pub mod cursor;
 pub mod history;
-pub mod local;
 pub mod msg;
 pub mod owner;
+pub mod sequencer;
 pub mod topic;
+pub mod workers;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
-use crate::pubsub::cursor::{Cursor, Resume};
 
 /// Where a reply goes: a worker, a token that worker chose (a pending-publish slot or a
 /// connection key) and an index within it (a batch line or a topic of a subscription).

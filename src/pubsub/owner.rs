@@ -14,14 +14,12 @@ use std::time::{Duration, Instant};
 use foldhash::HashMap;
 
 use crate::config::Config;
+use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
-use crate::mesh::{Mesh, WorkerSet};
-use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::history::History;
 use crate::pubsub::msg::{Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
-
-/// Most inbox messages handled before the task yields to the rest of its worker.
-const BATCH: usize = 256;
+use crate::pubsub::sequencer::{Sequencer, Stats};
+use crate::pubsub::workers::WorkerSet;
 
 struct OwnedTopic {
     epoch: u64,
@@ -190,31 +188,6 @@ impl Owner {
         }
     }
 
-    /// Events held in history across this owner's topics.
-    pub fn history_len(&self) -> usize {
-        self.held
-    }
-
-    /// Events published through this owner so far.
-    pub fn published(&self) -> u64 {
-        self.published
-    }
-
-    /// What the events in history cost, in bytes.
-    pub fn history_bytes(&self) -> usize {
-        self.held_bytes
-    }
-
-    /// Events evicted from history to stay within the memory budget.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
-    }
-
-    /// Topics this owner keeps.
-    pub fn topics(&self) -> usize {
-        self.topics.len()
-    }
-
     /// Handles one message, pushing what must go out into `out` as (worker, message).
     pub fn handle(&mut self, msg: ToOwner, now: Instant, out: &mut Vec<(usize, ToWorker)>) {
         match msg {
@@ -373,6 +346,22 @@ impl Owner {
     }
 }
 
+impl Sequencer for Owner {
+    fn handle(&mut self, msg: ToOwner, now: Instant, out: &mut Vec<(usize, ToWorker)>) {
+        Owner::handle(self, msg, now, out);
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            published: self.published,
+            history_events: self.held,
+            history_bytes: self.held_bytes,
+            evicted: self.evicted,
+            topics: self.topics.len(),
+        }
+    }
+}
+
 /// The highest level such that cutting every size in `sorted` (largest first) down to it
 /// frees at least `excess`.
 fn water_level(sorted: &[usize], excess: usize) -> usize {
@@ -387,46 +376,6 @@ fn water_level(sorted: &[usize], excess: usize) -> usize {
         }
     }
     0
-}
-
-/// The owner task of worker `owner.id()`: drains its `to_owner` inbox forever.
-pub async fn run(mut owner: Owner, mesh: Arc<Mesh>) {
-    let id = owner.id();
-    let inbox = &mesh.to_owner[id];
-    let mut out: Vec<(usize, ToWorker)> = Vec::with_capacity(BATCH * 2);
-    loop {
-        inbox.ready().await;
-        let now = Instant::now();
-        let mut handled = 0;
-        while handled < BATCH {
-            let Some(msg) = inbox.pop() else { break };
-            owner.handle(msg, now, &mut out);
-            handled += 1;
-        }
-        let metrics = &mesh.metrics.workers[id];
-        metrics.published.add(owner.published() - metrics.published.get());
-        metrics.history_events.set(owner.history_len() as i64);
-        metrics.history_bytes.set(owner.history_bytes() as i64);
-        metrics.history_evictions.add(owner.evicted() - metrics.history_evictions.get());
-        metrics.topics.set(owner.topics() as i64);
-        let mut touched = WorkerSet::default();
-        for (w, msg) in out.drain(..) {
-            let target = &mesh.to_worker[w];
-            if let Err(msg) = target.try_send(msg) {
-                // Full: wake it so it drains, then wait for room. Order is kept because this
-                // task forwards nothing else meanwhile.
-                target.wake();
-                target.send(msg).await;
-            }
-            touched.insert(w);
-        }
-        for w in touched.iter() {
-            mesh.to_worker[w].wake();
-        }
-        if handled == BATCH {
-            crate::shard::yield_now().await;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -531,10 +480,10 @@ mod tests {
             publish(&mut o, "a", &mut out);
         }
         publish(&mut o, "b", &mut out);
-        assert_eq!(o.history_len(), 4);
-        assert_eq!(o.published(), 6);
+        assert_eq!(o.stats().history_events, 4);
+        assert_eq!(o.stats().published, 6);
         o.handle(ToOwner::Tick, Instant::now() + Duration::from_secs(120), &mut out);
-        assert_eq!(o.history_len(), 0);
+        assert_eq!(o.stats().history_events, 0);
     }
 
     #[test]
@@ -561,9 +510,9 @@ mod tests {
         for _ in 0..400 {
             publish(&mut o, "big", &mut out);
         }
-        assert!(o.history_bytes() <= 60_000, "{} bytes held", o.history_bytes());
-        assert!(o.evicted() > 0);
-        assert_eq!(o.history_len() as u64 + o.evicted(), 402);
+        assert!(o.stats().history_bytes <= 60_000, "{} bytes held", o.stats().history_bytes);
+        assert!(o.stats().evicted > 0);
+        assert_eq!(o.stats().history_events as u64 + o.stats().evicted, 402);
         let ack = subscribe(&mut o, "big", 1, Some(first_big));
         assert_eq!(missed(&ack), Some(&*first_big.to_string()), "what it needed was evicted: a gap");
         let ack = subscribe(&mut o, "small", 1, Some(Cursor::new(small.epoch, 0)));

@@ -16,8 +16,8 @@ use crate::api::bad_request;
 use crate::api::publish::{NewEvent, NotPrepared, Prepared, prepare_for, publish, published};
 use crate::api::subscribe::{PollRequest, StreamRequest, parse_poll_resume, parse_timeout};
 use crate::conn::{Ctx, Stopped};
+use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
-use crate::pubsub::cursor::Resume;
 use crate::pubsub::topic::valid_topic;
 
 /// The session's topic.

@@ -15,14 +15,14 @@ use bytes::Bytes;
 use foldhash::HashMap;
 use slab::Slab;
 
+use crate::clock::Stamp;
 use crate::config::Config;
-use crate::conn::outbox::{Flushed, Outbox};
+use crate::cursor::Cursor;
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
-use crate::pubsub::cursor::Cursor;
-use crate::pubsub::local::{Delivery, LocalTopic, Subscription};
 use crate::pubsub::msg::{Refusal, ToOwner};
-use crate::shard::clock::Stamp;
+use crate::shard::local::{Delivery, LocalTopic, Subscription};
+use crate::shard::outbox::{Flushed, Outbox};
 use crate::shard::parked::Parked;
 
 pub type ShardRef = Rc<RefCell<Shard>>;

@@ -15,17 +15,18 @@ use monoio::net::{TcpListener, TcpStream};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use slab::Slab;
 
-use super::clock::Stamp;
-use super::parked::{self, Parked};
-use super::state::{ConnKey, Shard, ShardRef, flags};
+use crate::clock::Stamp;
 use crate::config::{Config, Driver};
 use crate::conn;
 use crate::mesh::Mesh;
 use crate::proto::http1::{Response, Status};
 use crate::proto::{sse, ws};
-use crate::pubsub::local::Delivery;
 use crate::pubsub::msg::ToOwner;
-use crate::pubsub::{local, owner};
+use crate::pubsub::owner;
+use crate::shard::local::Delivery;
+use crate::shard::parked::{self, Parked};
+use crate::shard::state::{ConnKey, Shard, ShardRef, flags};
+use crate::shard::{local, owning, turns};
 use crate::sys;
 
 /// io_uring submission queue size: every idle stream keeps one readiness wait in flight.
@@ -145,9 +146,9 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     let _ = ready.send(Ok(driver));
     let (parked, set) = parked;
     let shard: ShardRef = Rc::new(RefCell::new(Shard::new(id, config.clone(), mesh.clone(), parked)));
-    monoio::spawn(super::turns::relay());
+    monoio::spawn(turns::relay());
     let owner = owner::Owner::new(id, run_key, &config).counting_in(mesh.topics.clone());
-    monoio::spawn(owner::run(owner, mesh.clone()));
+    monoio::spawn(owning::run(owner, id, mesh.clone()));
     monoio::spawn(local::run(shard.clone()));
     monoio::spawn(parked::run(shard.clone(), set));
     monoio::spawn(ticker(shard.clone()));
@@ -249,7 +250,7 @@ async fn ticker(shard: ShardRef) {
         monoio::time::sleep(tick).await;
         let now = Instant::now();
         let stamp = Stamp::at(now);
-        let unix_ms = crate::api::publish::now_micros() / 1000;
+        let unix_ms = crate::clock::now_micros() / 1000;
         {
             let mut s = shard.borrow_mut();
             let mut quiet = Vec::new();

@@ -15,14 +15,14 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use smallvec::SmallVec;
 
-use crate::conn::outbox::Outbox;
+use crate::clock::Stamp;
+use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
-use crate::mesh::WorkerSet;
 use crate::proto::{longpoll, sse, ws};
-use crate::pubsub::cursor::{Cursor, Resume};
 use crate::pubsub::msg::{ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::owner_of;
-use crate::shard::clock::Stamp;
+use crate::pubsub::workers::WorkerSet;
+use crate::shard::outbox::Outbox;
 use crate::shard::state::{ConnKey, Shard, ShardRef, flags};
 
 /// Most inbox messages handled in one go.
@@ -236,7 +236,7 @@ impl Subscription {
             (Delivery::Held(held), _) if held.full() => Taken::Nothing,
             (Delivery::Held(held), Item::Gap { idx, missed, resume_at }) => {
                 self.positions[idx] = resume_at;
-                let now = crate::api::publish::now_micros();
+                let now = crate::clock::now_micros();
                 held.items.push(HeldItem::Gap(longpoll::gap_object(&self.topics[idx], resume_at, missed, now)));
                 Taken::Held
             }
@@ -720,7 +720,7 @@ pub async fn run(shard: ShardRef) {
             (took, n, s.dirty.is_empty())
         };
         if !published_at.is_empty() && (idle || published_at.len() >= MAX_TIMED) {
-            let now = crate::api::publish::now_micros();
+            let now = crate::clock::now_micros();
             for ts in published_at.drain(..) {
                 metrics.latency(std::time::Duration::from_micros(now.saturating_sub(ts)));
             }

@@ -1,10 +1,18 @@
-//! Connection timestamps in four bytes: milliseconds since the process first read the clock,
+//! Time: wall-clock microseconds for event timestamps and token expiry (`now_micros`), and
+//! connection timestamps in four bytes (`Stamp`).
+//!
+//! A `Stamp` is milliseconds since the process first read the clock,
 //! wrapping every 49 days. Every connection carries a few of them, so their size counts; and
 //! they only ever measure spans far shorter than the wrap (heartbeat intervals, poll timeouts
 //! of at most 300 s), which wrapping arithmetic gets right.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch (0 on a clock set before it).
+pub fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp(u32);
