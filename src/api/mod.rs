@@ -1,6 +1,7 @@
 //! herald's own HTTP API (API.md §2–3): request validation and the calls into the engine.
 //! Handlers return a `Response` or hand the connection over to a stream.
 
+pub mod ctx;
 pub mod publish;
 pub mod subscribe;
 pub mod ws;

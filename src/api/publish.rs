@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use smallvec::SmallVec;
 
 use super::bad_request;
+use crate::api::ctx::Ctx;
 use crate::auth::jwt::{self, Claims};
 use crate::auth::rights;
-use crate::conn::Ctx;
 use crate::cursor::Cursor;
 use crate::proto::http1::response::Head;
 use crate::proto::http1::{RequestHead, Response, Status};

@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use super::Ctx;
 use super::request;
+use crate::api::ctx::Ctx;
 use crate::api::publish::{self, NewEvent, Publisher, Submitted};
 use crate::proto::http1::{Response, Status};
 use crate::shard::outbox::Outbox;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use monoio::net::TcpStream;
 
-use super::Ctx;
+use crate::api::ctx::Ctx;
 use crate::api::subscribe::PollRequest;
 use crate::clock::Stamp;
 use crate::proto::http1::{Head, Status};
@@ -77,18 +77,18 @@ pub struct Waiting {
 struct Rare {
     cors: Vec<(&'static str, String)>,
     /// Where the last session-events answer stopped (`Ctx::resume`).
-    resume: Option<super::Stopped>,
+    resume: Option<crate::api::ctx::Stopped>,
 }
 
 impl Waiting {
-    pub fn new(framing: Framing, resume: Option<super::Stopped>, loopback: bool) -> Waiting {
+    pub fn new(framing: Framing, resume: Option<crate::api::ctx::Stopped>, loopback: bool) -> Waiting {
         let Framing { minor_version, keep_alive, cors, style } = framing;
         let rare = (!cors.is_empty() || resume.is_some()).then(|| Box::new(Rare { cors, resume }));
         Waiting { minor_version, keep_alive, style, loopback, rare }
     }
 
     /// The framing, the resume point and whether the peer is on loopback.
-    pub fn into_parts(self) -> (Framing, Option<super::Stopped>, bool) {
+    pub fn into_parts(self) -> (Framing, Option<crate::api::ctx::Stopped>, bool) {
         let (cors, resume) = self.rare.map_or((Vec::new(), None), |r| (r.cors, r.resume));
         let framing =
             Framing { minor_version: self.minor_version, keep_alive: self.keep_alive, cors, style: self.style };

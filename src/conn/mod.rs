@@ -16,16 +16,14 @@ pub mod ws;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use crate::api::ctx::Ctx;
 use crate::api::subscribe::{PollRequest, StreamRequest, Transport};
 use crate::api::{self};
 use crate::auth;
-use crate::config::Config;
-use crate::mesh::Mesh;
 use crate::metrics::Transport as Doing;
 use crate::proto;
 use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
@@ -39,33 +37,6 @@ use request::{ReadError, RequestReader};
 /// How long a keep-alive connection may sit idle between requests.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
-/// Where a long-poll's answer left a topic: its cursor there.
-pub type Stopped = (std::sync::Arc<str>, crate::cursor::Cursor);
-
-/// What a handler needs to know about the connection it serves.
-pub struct Ctx {
-    /// Where this connection's last session-events answer stopped, and for which session's
-    /// topic (seed 000 continues there, for that session only).
-    pub resume: std::cell::RefCell<Option<Stopped>>,
-    pub shard: ShardRef,
-    pub key: ConnKey,
-    /// The peer is on this host (loopback may publish without a key).
-    pub loopback: bool,
-    pub config: Arc<Config>,
-    pub mesh: Arc<Mesh>,
-    pub worker: usize,
-}
-
-impl Ctx {
-    fn new(shard: ShardRef, key: ConnKey, loopback: bool, resume: Option<Stopped>) -> Ctx {
-        let (config, mesh, worker) = {
-            let s = shard.borrow();
-            (s.config.clone(), s.mesh.clone(), s.id)
-        };
-        Ctx { resume: std::cell::RefCell::new(resume), shard, key, loopback, config, mesh, worker }
-    }
-}
-
 /// Serves one accepted connection until it closes.
 pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     let key = shard.borrow_mut().add_conn(stream.as_raw_fd());
@@ -74,9 +45,21 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     serve_from(ctx, stream, None).await;
 }
 
+impl parked::Resume for longpoll::Waiting {
+    fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: TcpStream) {
+        monoio::spawn(resume_poll(shard, key, stream, *self));
+    }
+}
+
+impl parked::Resume for ws::Session {
+    fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: TcpStream) {
+        monoio::spawn(resume_ws(shard, key, stream, *self));
+    }
+}
+
 /// Takes a parked long-poll back into a task (the watcher saw it get something to answer,
 /// or its peer send something): answers it, then serves the connection's next requests.
-pub async fn resume_poll(shard: ShardRef, key: ConnKey, stream: TcpStream, waiting: longpoll::Waiting) {
+async fn resume_poll(shard: ShardRef, key: ConnKey, stream: TcpStream, waiting: longpoll::Waiting) {
     let (framing, resume, loopback) = waiting.into_parts();
     let ctx = Ctx::new(shard, key, loopback, resume);
     serve_from(ctx, stream, Some(framing)).await;
@@ -84,10 +67,10 @@ pub async fn resume_poll(shard: ShardRef, key: ConnKey, stream: TcpStream, waiti
 
 /// Takes a parked WebSocket back into a task (its peer sent something, or it is closing):
 /// serves it until it is idle again (parked anew) or closes.
-pub async fn resume_ws(shard: ShardRef, key: ConnKey, stream: TcpStream, session: ws::Session) {
+async fn resume_ws(shard: ShardRef, key: ConnKey, stream: TcpStream, session: ws::Session) {
     let ctx = Ctx::new(shard, key, session.loopback(), None);
     if let ws::Ending::Idle(session) = Box::pin(ws::serve(&ctx, &stream, session, true)).await
-        && parked::park_ws(&ctx.shard, key, stream, session)
+        && parked::park_ws(&ctx.shard, key, stream, Box::new(session))
     {
         return;
     }
@@ -142,7 +125,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                 now_doing(Doing::Ws);
                 metrics.response(101);
                 if let ws::Ending::Idle(session) = Box::pin(ws::run(&ctx, &stream, mode, accept)).await
-                    && parked::park_ws(&ctx.shard, key, stream, session)
+                    && parked::park_ws(&ctx.shard, key, stream, Box::new(session))
                 {
                     return;
                 }
@@ -158,7 +141,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                     longpoll::Outcome::Answered(false) => break,
                     longpoll::Outcome::Waiting(framing) => {
                         let waiting = longpoll::Waiting::new(framing, ctx.resume.take(), ctx.loopback);
-                        if parked::park_poll(&ctx.shard, key, stream, waiting) {
+                        if parked::park_poll(&ctx.shard, key, stream, Box::new(waiting)) {
                             return;
                         }
                         break;

@@ -259,27 +259,5 @@ pub async fn refuse(stream: &TcpStream, resp: Response, minor_version: u8) {
     if write_all(stream, bytes, Instant::now() + Duration::from_secs(5)).await.is_err() {
         return;
     }
-    linger(stream).await;
-}
-
-/// Half-closes and drains what the peer still sends, bounded in bytes and time.
-pub async fn linger(stream: &TcpStream) {
-    let fd = stream.as_raw_fd();
-    sys::shutdown_write(fd);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut drained = 0usize;
-    let mut scratch = [0u8; 4096];
-    while drained < 256 * 1024 {
-        match sys::recv_nonblocking(fd, &mut scratch) {
-            Ok(0) => return,
-            Ok(n) => drained += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
-                match timeout_at(deadline, stream.readable(false)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
-            }
-            Err(_) => return,
-        }
-    }
+    crate::shard::closing::linger(stream).await;
 }

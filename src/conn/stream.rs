@@ -6,32 +6,15 @@
 //! The fanout writes to its socket from the delivery task (see `outbox`). Ending cleanly —
 //! a flush under a deadline and a lingering close — takes a task again while it lasts.
 
-use std::future::{Future, poll_fn};
-use std::os::fd::AsRawFd;
-use std::pin::pin;
-use std::task::Poll;
-use std::time::Duration;
+use std::future::poll_fn;
 
 use monoio::net::TcpStream;
-use monoio::time::{Instant, timeout_at};
 
-use super::Ctx;
+use crate::api::ctx::Ctx;
 use crate::api::subscribe::StreamRequest;
-use crate::metrics::Transport;
 use crate::proto::sse;
 use crate::shard::local::{Delivery, Rare, Subscription};
-use crate::shard::parked::peer_still_there;
-use crate::shard::state::{ConnKey, ShardRef, flags};
-
-/// How long a closing stream may take to flush what is queued.
-const CLOSE_FLUSH: Duration = Duration::from_secs(3);
-
-/// Ends a stream that was parked and is closing (the server stopping, an admin pause): the
-/// flush and the lingering close, then the connection is gone.
-pub async fn end(shard: ShardRef, key: ConnKey, stream: TcpStream) {
-    close(&shard, key, &stream).await;
-    shard.borrow_mut().drop_conn(key, Transport::Sse);
-}
+use crate::shard::state::flags;
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
 /// has registered the subscription: it is live before its head goes out (API.md §7). An
@@ -76,55 +59,4 @@ pub async fn open(
     }
     ctx.shard.borrow_mut().flush(key);
     true
-}
-
-/// Ends the stream cleanly: flush what is queued (the stream's end included) within a
-/// deadline, then half-close and drain until the peer closes too, so the close is a FIN and
-/// never a reset. A peer that keeps sending does not extend the deadline.
-pub(super) async fn close(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
-    let fd = stream.as_raw_fd();
-    let deadline = Instant::now() + CLOSE_FLUSH;
-    let mut readable = pin!(stream.readable(false));
-    loop {
-        let blocked = {
-            let mut s = shard.borrow_mut();
-            let Some(c) = s.conn(key) else { return };
-            c.flags &= !flags::WANT_WRITE;
-            s.flush(key);
-            let Some(c) = s.conn(key) else { return };
-            if c.has(flags::CLOSED) {
-                return;
-            }
-            if c.outbox.is_empty() {
-                break;
-            }
-            c.has(flags::WANT_WRITE)
-        };
-        if Instant::now() >= deadline {
-            return;
-        }
-        if !blocked {
-            continue;
-        }
-        let mut writable = pin!(stream.writable(false));
-        let ready = poll_fn(|cx| {
-            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                return Poll::Ready(Wake::Peer(r.is_ok() && peer_still_there(fd)));
-            }
-            writable.as_mut().poll(cx).map(|r| Wake::Writable(r.is_ok()))
-        });
-        match timeout_at(deadline, ready).await {
-            Ok(Wake::Peer(true)) => readable.set(stream.readable(false)),
-            Ok(Wake::Writable(true)) => {}
-            _ => return,
-        }
-    }
-    super::request::linger(stream).await;
-}
-
-/// What a closing stream woke up for: the peer sent something (`true`: and is still there),
-/// or the socket takes bytes again (`true`: without error).
-enum Wake {
-    Peer(bool),
-    Writable(bool),
 }

@@ -10,7 +10,7 @@ use std::task::Poll;
 
 use monoio::net::TcpStream;
 
-use super::Ctx;
+use crate::api::ctx::Ctx;
 use crate::shard::state::flags;
 
 /// A writability wait, boxed: it exists only while the socket is full.

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use monoio::net::TcpStream;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::wake::{self, Wake, Writable};
+use crate::api::ctx::Ctx;
 use crate::api::publish::{NewEvent, Publisher, Refusal, publish};
 use crate::api::subscribe::{StreamRequest, check_topic};
 use crate::api::ws::{Request, error_reply, parse, reply};
@@ -203,7 +203,7 @@ async fn finish(ctx: &Ctx, stream: &TcpStream) {
     if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
         c.flags |= flags::CLOSING;
     }
-    Box::pin(super::stream::close(&ctx.shard, ctx.key, stream)).await
+    Box::pin(crate::shard::closing::close(&ctx.shard, ctx.key, stream)).await
 }
 
 /// Queues a frame for this connection and flushes (within the outbox cap).

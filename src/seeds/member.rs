@@ -16,10 +16,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::api::bad_request;
+use crate::api::ctx::Ctx;
 use crate::api::publish::{NewEvent, NotPrepared, Prepared, prepare_for, publish, published};
 use crate::api::subscribe::{StreamRequest, authorize, parse_resume};
 use crate::clock::now_micros;
-use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::pubsub::topic::{valid_topic, valid_type};
 

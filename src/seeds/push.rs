@@ -11,10 +11,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::api::bad_request;
+use crate::api::ctx::Ctx;
 use crate::api::publish::{Publisher, check_rights};
 use crate::api::subscribe::{StreamRequest, authorize, parse_resume};
 use crate::auth::rights::Identity;
-use crate::conn::Ctx;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::msg::ToWorker;

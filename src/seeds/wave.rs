@@ -13,9 +13,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::api::bad_request;
+use crate::api::ctx::{Ctx, Stopped};
 use crate::api::publish::{NewEvent, NotPrepared, Prepared, prepare_for, publish, published};
 use crate::api::subscribe::{PollRequest, StreamRequest, parse_poll_resume, parse_timeout};
-use crate::conn::{Ctx, Stopped};
 use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::pubsub::topic::valid_topic;

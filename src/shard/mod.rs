@@ -4,6 +4,7 @@
 //! the owner task that drains the worker's sequencer inbox (`owning`), and the yield relay
 //! (`turns`).
 
+pub mod closing;
 pub mod local;
 pub mod outbox;
 pub mod owning;

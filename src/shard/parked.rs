@@ -27,8 +27,6 @@ use foldhash::HashMap;
 use monoio::net::TcpStream;
 
 use super::state::{ConnKey, Shard, ShardRef, flags};
-use crate::conn::longpoll::Waiting;
-use crate::conn::ws::Session;
 use crate::metrics::Transport;
 use crate::sys;
 
@@ -49,21 +47,21 @@ pub struct Parked {
     /// Parked connections whose flags changed since the watcher last looked.
     notified: Vec<ConnKey>,
     waker: Option<Waker>,
-    /// Parked long-polls, with what answering them will need.
-    polls: HashMap<ConnKey, Waiting>,
-    /// Parked WebSockets, with what serving their next message will need.
-    sockets: HashMap<ConnKey, Session>,
+    /// Parked long-polls and WebSockets, with what their next task will need.
+    kept: HashMap<ConnKey, Box<dyn Resume>>,
+}
+
+/// What a parked connection's next task needs, kept while it waits without one (a held
+/// poll's framing, a WebSocket's session). The connection layer implements it; the watcher
+/// only calls it, when the connection has something to do.
+pub trait Resume {
+    /// Starts the task that takes the connection back, with its socket.
+    fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: TcpStream);
 }
 
 impl Parked {
     pub fn new() -> io::Result<Parked> {
-        Ok(Parked {
-            epoll: sys::epoll_create()?,
-            notified: Vec::new(),
-            waker: None,
-            polls: HashMap::default(),
-            sockets: HashMap::default(),
-        })
+        Ok(Parked { epoll: sys::epoll_create()?, notified: Vec::new(), waker: None, kept: HashMap::default() })
     }
 
     /// A handle on the epoll set that the runtime can wait on; made on the worker's thread,
@@ -89,11 +87,8 @@ impl Parked {
 
     /// The connection is gone: forget what was kept for its next task.
     pub fn forget(&mut self, key: ConnKey) {
-        if !self.polls.is_empty() {
-            self.polls.remove(&key);
-        }
-        if !self.sockets.is_empty() {
-            self.sockets.remove(&key);
+        if !self.kept.is_empty() {
+            self.kept.remove(&key);
         }
     }
 
@@ -115,15 +110,15 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
 
 /// Parks a held long-poll's connection (see `park`), keeping `waiting` for the task that will
 /// answer it.
-pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Waiting) -> bool {
-    shard.borrow_mut().parked.polls.insert(key, waiting);
+pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Box<dyn Resume>) -> bool {
+    shard.borrow_mut().parked.kept.insert(key, waiting);
     park_keeping(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED)
 }
 
 /// Parks a WebSocket between messages (see `park`), keeping `session` for the task that will
 /// serve the next one.
-pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Session) -> bool {
-    shard.borrow_mut().parked.sockets.insert(key, session);
+pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Box<dyn Resume>) -> bool {
+    shard.borrow_mut().parked.kept.insert(key, session);
     park_keeping(shard, key, stream, flags::WANT_WRITE | flags::CLOSING)
 }
 
@@ -172,27 +167,13 @@ fn unpark(s: &mut Shard, key: ConnKey, fd: RawFd) -> Option<TcpStream> {
 /// A task takes over a parked connection (its WebSocket peer sent something, its poll has
 /// something to answer, …) with what was kept for it; without that, or its stream, the
 /// connection is dropped.
-fn resume<T, F>(s: &mut Shard, key: ConnKey, fd: RawFd, kept: Option<T>, task: impl FnOnce(TcpStream, T) -> F)
-where
-    F: Future<Output = ()> + 'static,
-{
+fn resume(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
     let transport = s.conn(key).map_or(Transport::Sse, |c| c.transport());
+    let kept = s.parked.kept.remove(&key);
     match (unpark(s, key, fd), kept) {
-        (Some(stream), Some(kept)) => {
-            monoio::spawn(task(stream, kept));
-        }
+        (Some(stream), Some(kept)) => kept.resume(shard.clone(), key, stream),
         _ => s.drop_conn(key, transport),
     }
-}
-
-fn resume_ws(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
-    let session = s.parked.sockets.remove(&key);
-    resume(s, key, fd, session, |stream, session| crate::conn::resume_ws(shard.clone(), key, stream, session));
-}
-
-fn resume_poll(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
-    let waiting = s.parked.polls.remove(&key);
-    resume(s, key, fd, waiting, |stream, waiting| crate::conn::resume_poll(shard.clone(), key, stream, waiting));
 }
 
 /// The watcher of one worker's parked streams; `set` is the runtime's handle on the epoll set
@@ -251,17 +232,17 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
         s.drop_conn(key, t);
     } else if t == Transport::LongPoll {
         if f & (flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED) != 0 {
-            resume_poll(shard, &mut s, key, fd);
+            resume(shard, &mut s, key, fd);
         }
     } else if f & flags::CLOSING != 0 && t == Transport::Ws {
         // The close handshake needs the task.
-        resume_ws(shard, &mut s, key, fd);
+        resume(shard, &mut s, key, fd);
     } else if f & flags::CLOSING != 0 {
         // Ending cleanly takes a flush under a deadline and a lingering close: a task again,
         // for the few moments it lasts.
         match unpark(&mut s, key, fd) {
             Some(stream) => {
-                monoio::spawn(crate::conn::stream::end(shard.clone(), key, stream));
+                monoio::spawn(super::closing::end(shard.clone(), key, stream));
             }
             None => s.drop_conn(key, Transport::Sse),
         }
@@ -280,7 +261,7 @@ fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
         // input for the task, not to be dropped.
         match sys::peek(fd) {
             Ok(0) => s.drop_conn(key, t),
-            Ok(_) => resume_poll(shard, &mut s, key, fd),
+            Ok(_) => resume(shard, &mut s, key, fd),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(_) => s.drop_conn(key, t),
         }
@@ -304,7 +285,7 @@ fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     }
     if readable && t == Transport::Ws {
         // Messages (or the peer leaving) are the task's to read.
-        resume_ws(shard, &mut s, key, fd);
+        resume(shard, &mut s, key, fd);
     }
 }
 

@@ -1,0 +1,36 @@
+//! What a request's handler knows about the connection it serves.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::cursor::Cursor;
+use crate::mesh::Mesh;
+use crate::shard::state::{ConnKey, ShardRef};
+
+/// Where a long-poll's answer left a topic: its cursor there.
+pub type Stopped = (Arc<str>, Cursor);
+
+/// What a handler needs to know about the connection it serves.
+pub struct Ctx {
+    /// Where this connection's last session-events answer stopped, and for which session's
+    /// topic (seed 000 continues there, for that session only).
+    pub resume: RefCell<Option<Stopped>>,
+    pub shard: ShardRef,
+    pub key: ConnKey,
+    /// The peer is on this host (loopback may publish without a key).
+    pub loopback: bool,
+    pub config: Arc<Config>,
+    pub mesh: Arc<Mesh>,
+    pub worker: usize,
+}
+
+impl Ctx {
+    pub fn new(shard: ShardRef, key: ConnKey, loopback: bool, resume: Option<Stopped>) -> Ctx {
+        let (config, mesh, worker) = {
+            let s = shard.borrow();
+            (s.config.clone(), s.mesh.clone(), s.id)
+        };
+        Ctx { resume: RefCell::new(resume), shard, key, loopback, config, mesh, worker }
+    }
+}
