@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::cursor::Cursor;
 use crate::mesh::Mesh;
-use crate::shard::state::{ConnKey, ShardRef};
+use crate::shard::conn::ConnKey;
+use crate::shard::state::ShardRef;
 
 /// Where a long-poll's answer left a topic: its cursor there.
 pub type Stopped = (Arc<str>, Cursor);

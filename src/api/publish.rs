@@ -3,7 +3,6 @@
 //! A publish is validated here, then handed to each topic's owner through the mesh; the
 //! response waits for the cursors the owners assign.
 
-use crate::clock::now_micros;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use super::bad_request;
 use crate::api::ctx::Ctx;
 use crate::auth::jwt::{self, Claims};
 use crate::auth::rights;
+use crate::clock::now_micros;
 use crate::cursor::Cursor;
 use crate::proto::http1::response::Head;
 use crate::proto::http1::{RequestHead, Response, Status};
@@ -463,11 +463,11 @@ mod tests {
 
     #[test]
     fn publishes_dropped_mid_flight_free_their_slots() {
-        use crate::shard::parked::Parked;
         use crate::shard::state::Shard;
+        use crate::shard::waitset::WaitSet;
         let config = Arc::new(crate::config::Config::default());
         let mesh = Arc::new(crate::mesh::Mesh::new(1));
-        let parked = Parked::new().expect("an epoll set");
+        let parked = WaitSet::new().expect("an epoll set");
         let shard: ShardRef = std::rc::Rc::new(std::cell::RefCell::new(Shard::new(0, config, mesh, parked)));
         for i in 0..10_000u64 {
             // A batch of two whose task is dropped after one cursor came back (or none, or

@@ -24,9 +24,9 @@ use crate::api::subscribe::PollRequest;
 use crate::clock::Stamp;
 use crate::proto::http1::{Head, Status};
 use crate::proto::longpoll;
-use crate::shard::local::{Delivery, Held, HeldItem, Subscription};
+use crate::shard::conn::flags;
 use crate::shard::outbox::Outbox;
-use crate::shard::state::flags;
+use crate::shard::subscription::{Delivery, Held, HeldItem, Subscription};
 use crate::sys;
 
 /// How the answer is framed: the client's HTTP version and whether the connection stays.
@@ -57,7 +57,7 @@ enum Event {
 /// What became of a poll once it was registered.
 pub enum Outcome {
     /// Answered (or the peer left); whether the connection stays open.
-    Answered(bool),
+    Answered { stays: bool },
     /// Registered with its owners and nothing to answer yet: the connection can go without a
     /// task until there is (see `shard::parked`). The framing is handed back for then.
     Waiting(Framing),
@@ -108,7 +108,7 @@ pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Fram
             return Outcome::Waiting(framing);
         }
     }
-    Outcome::Answered(answer_when_ready(ctx, stream, framing, !parkable).await)
+    Outcome::Answered { stays: answer_when_ready(ctx, stream, framing, !parkable).await }
 }
 
 /// Waits until the poll has something to answer and answers it; whether the connection
@@ -203,7 +203,7 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     let mut out = Outbox::default();
     let status = if refused {
         // An owner refused a new topic (the node keeps `max_topics`).
-        let r = super::too_many_topics().with_headers(framing.cors.clone());
+        let r = super::limits::too_many_topics().with_headers(framing.cors.clone());
         out.push(r.encode(framing.minor_version, keep_alive, false));
         r.status
     } else {

@@ -8,6 +8,8 @@
 //! messages, and a new task (`resume_ws`) serves the next ones.
 
 mod answers;
+mod dispatch;
+mod limits;
 pub mod longpoll;
 mod request;
 pub mod stream;
@@ -21,17 +23,16 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use crate::api::ctx::Ctx;
-use crate::api::subscribe::{PollRequest, StreamRequest, Transport};
 use crate::api::{self};
 use crate::auth;
 use crate::metrics::Transport as Doing;
-use crate::proto;
-use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
+use crate::proto::http1::{BodyKind, Method, Response};
 use crate::route::{Route, route};
-use crate::seeds;
+use crate::shard::conn::ConnKey;
 use crate::shard::parked;
-use crate::shard::state::{ConnKey, ShardRef};
+use crate::shard::state::{Kept, ShardRef};
 use answers::Answers;
+use dispatch::{Admitted, Become, Decided, Dispatched, admit, dispatch};
 use request::{ReadError, RequestReader};
 
 /// How long a keep-alive connection may sit idle between requests.
@@ -45,13 +46,13 @@ pub async fn serve(shard: ShardRef, stream: TcpStream, peer: SocketAddr) {
     serve_from(ctx, stream, None).await;
 }
 
-impl parked::Resume for longpoll::Waiting {
+impl Kept for longpoll::Waiting {
     fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: TcpStream) {
         monoio::spawn(resume_poll(shard, key, stream, *self));
     }
 }
 
-impl parked::Resume for ws::Session {
+impl Kept for ws::Session {
     fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: TcpStream) {
         monoio::spawn(resume_ws(shard, key, stream, *self));
     }
@@ -108,7 +109,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
             Next::Close => break,
             // Each kind of long-lived connection is its own boxed future, so each costs only
             // its own waiting state, not the largest of the three.
-            Next::Stream(req, chunked, cors) => {
+            Next::Become(Become::Stream { req, chunked, cors }) => {
                 drop(reader);
                 now_doing(Doing::Sse);
                 metrics.response(200);
@@ -120,7 +121,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                 }
                 break;
             }
-            Next::WebSocket(mode, accept) => {
+            Next::Become(Become::WebSocket { mode, accept }) => {
                 drop(reader);
                 now_doing(Doing::Ws);
                 metrics.response(101);
@@ -131,14 +132,14 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                 }
                 break;
             }
-            Next::Poll(req, framing) => {
+            Next::Become(Become::Poll { req, framing }) => {
                 reader.release();
                 now_doing(Doing::LongPoll);
                 // A poll with nothing else buffered behind it waits without a task.
                 let parkable = reader.is_empty();
                 match longpoll::hold(&ctx, &stream, req, framing, parkable).await {
-                    longpoll::Outcome::Answered(true) => now_doing(Doing::Http),
-                    longpoll::Outcome::Answered(false) => break,
+                    longpoll::Outcome::Answered { stays: true } => now_doing(Doing::Http),
+                    longpoll::Outcome::Answered { stays: false } => break,
                     longpoll::Outcome::Waiting(framing) => {
                         let waiting = longpoll::Waiting::new(framing, ctx.resume.take(), ctx.loopback);
                         if parked::park_poll(&ctx.shard, key, stream, Box::new(waiting)) {
@@ -160,12 +161,7 @@ const REQUESTS_PER_TURN: u32 = 32;
 /// What a connection does after its plain requests.
 enum Next {
     Close,
-    /// Becomes an event stream (`true`: HTTP/1.1 chunked), with these CORS headers.
-    Stream(StreamRequest, bool, Vec<(&'static str, String)>),
-    /// Upgrades to a WebSocket (the accept key is computed).
-    WebSocket(ws::Mode, String),
-    /// Holds a long-poll, then reads requests again if the connection stays.
-    Poll(PollRequest, longpoll::Framing),
+    Become(Become),
 }
 
 /// Answers requests in order until the connection closes, becomes a stream or holds a poll.
@@ -279,8 +275,8 @@ async fn answer_requests(
                 // Whatever this request does, the publishes before it are done first.
                 answers.settle(ctx).await;
                 match Box::pin(dispatch(ctx, &head, path, route, decided, body, cors.clone())).await {
-                    Ok(next) => return next,
-                    Err(response) => response,
+                    Ok(Dispatched::Become(next)) => return Next::Become(next),
+                    Ok(Dispatched::Respond(response)) | Err(response) => response,
                 }
             }
         };
@@ -293,306 +289,6 @@ async fn answer_requests(
             return Next::Close;
         }
     }
-}
-
-/// What the request head decided, before any body is read.
-enum Admitted {
-    /// Refused, and no body is coming: the refusal is the answer, the connection goes on.
-    Refused(Response),
-    /// The body may be read, into `BodyRoom`; what was decided goes to the handler.
-    Body(BodyRoom, Decided),
-}
-
-/// What a route's handler is given from the head.
-enum Decided {
-    Nothing,
-    /// A bad request from a publisher with rights: the answer, once the body is read.
-    Invalid(Response),
-    /// A publish to one topic (`POST /pub/{topic}`, a seed route's POST): checked.
-    One(api::publish::Prepared),
-    /// A publisher whose topics come with the body (the batch, checked per line when it is
-    /// published), or one with the right to `/admin/pause`.
-    Publisher(api::publish::Publisher),
-}
-
-impl Decided {
-    /// A single publish's head: prepared, to be answered after its body, or refused now.
-    fn one(prepared: Result<api::publish::Prepared, api::publish::NotPrepared>) -> Result<Decided, Response> {
-        match prepared {
-            Ok(p) => Ok(Decided::One(p)),
-            Err(api::publish::NotPrepared::Invalid(r)) => Ok(Decided::Invalid(r)),
-            Err(api::publish::NotPrepared::Refused(r)) => Err(r),
-        }
-    }
-}
-
-/// Decides from the head alone: the publish rights of the routes that publish, the body's
-/// size against the route's limit, and room for it in the worker's budget for bodies being
-/// read.
-fn admit(ctx: &Ctx, head: &RequestHead, route: &Route<'_>) -> Result<Admitted, Response> {
-    let post = head.method == Method::Post;
-    let decided = match *route {
-        Route::Publish(raw) => Decided::one(api::publish::prepare(ctx, head, raw))?,
-        Route::PublishBatch => Decided::Publisher(api::publish::check_rights(ctx, head)?),
-        Route::WaveEvents(token) if post => Decided::one(seeds::wave::prepare(ctx, head, token))?,
-        Route::MemberEvents if post => Decided::one(seeds::member::prepare(ctx, head))?,
-        Route::AdminPause => Decided::Publisher(seeds::push::admit_pause(ctx, head)?),
-        _ => Decided::Nothing,
-    };
-    let limit = route.body_limit(&head.method, ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
-    let room = match head.body {
-        BodyKind::None => 0,
-        BodyKind::Length(n) if limit == 0 => return Err(no_body_here(route, n)),
-        BodyKind::Length(n) if n > limit as u64 => {
-            return Err(Response::error(
-                Status::PayloadTooLarge,
-                &format!("request body larger than {limit} bytes"),
-                "/body",
-            ));
-        }
-        BodyKind::Length(n) => n as usize,
-        // Its size is found as it comes: room for the most it may be.
-        BodyKind::Chunked => limit,
-    };
-    let room = BodyRoom::take(ctx, room, limit).ok_or_else(|| {
-        Response::error(Status::Unavailable, "too many request bodies being read; try again shortly", "/body")
-            .with_header("Retry-After", "1")
-    })?;
-    Ok(Admitted::Body(room, decided))
-}
-
-/// The refusal of a body on a route that takes none.
-fn no_body_here(route: &Route<'_>, len: u64) -> Response {
-    match route {
-        Route::NotFound => Response::error(Status::NotFound, "no such route", "/path"),
-        Route::MethodNotAllowed(allow) => {
-            Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
-                .with_header("Allow", *allow)
-        }
-        _ => Response::error(
-            Status::PayloadTooLarge,
-            &format!("this route takes no request body ({len} bytes sent)"),
-            "/body",
-        ),
-    }
-}
-
-/// Room held in the worker's budget for a request body being read (`max_body_memory`, split
-/// between workers), given back when dropped. A body is refused with 503 rather than read
-/// past the budget: bodies arriving slowly cannot add up to unbounded memory.
-pub struct BodyRoom {
-    shard: crate::shard::state::ShardRef,
-    bytes: usize,
-    /// The body's deadline: `body_timeout`, plus a second per 64 KiB it may hold.
-    pub deadline: monoio::time::Instant,
-    /// Its limit.
-    pub limit: usize,
-}
-
-/// The slowest rate a large body is given time for, in bytes per second.
-pub const BODY_MIN_RATE: usize = 64 * 1024;
-
-impl BodyRoom {
-    fn take(ctx: &Ctx, bytes: usize, limit: usize) -> Option<BodyRoom> {
-        let timeout = ctx.config.body_timeout + Duration::from_secs((limit.max(bytes) / BODY_MIN_RATE) as u64);
-        let deadline = monoio::time::Instant::now() + timeout;
-        if !ctx.shard.borrow_mut().reserve_body(bytes) {
-            return None;
-        }
-        Some(BodyRoom { shard: ctx.shard.clone(), bytes, deadline, limit })
-    }
-}
-
-impl Drop for BodyRoom {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.shard.try_borrow_mut() {
-            s.release_body(self.bytes);
-        }
-    }
-}
-
-/// Runs the handler `route` names: either the connection goes on as something else
-/// (`Ok(Next)`: a stream, a WebSocket, a held poll) or the request gets a response.
-async fn dispatch(
-    ctx: &Ctx,
-    head: &RequestHead,
-    path: &str,
-    route: Route<'_>,
-    decided: Decided,
-    body: bytes::Bytes,
-    cors: Vec<(&'static str, String)>,
-) -> Result<Next, Response> {
-    let keep_alive = head.keep_alive && !ctx.mesh.shutting_down();
-    if head.method == Method::Options
-        && let Route::MethodNotAllowed(allow) = route
-    {
-        // A CORS preflight (or a plain OPTIONS): what the path allows, and the CORS grant
-        // when the origin is allowed.
-        let mut r = Response::new(Status::NoContent, "text/plain", "").with_header("Allow", allow);
-        r.headers.extend(auth::cors::preflight(&ctx.config.cors_origins, head, allow).unwrap_or_default());
-        return Err(r);
-    }
-    if route.subscribes(&head.method) {
-        may_name_topics(ctx).map_err(|e| e.response())?;
-    }
-    Err(match route {
-        Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
-        Route::Metrics => {
-            Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh.queues()))
-        }
-        Route::Publish(_) | Route::PublishBatch | Route::AdminPause => match decided {
-            Decided::One(prepared) => api::publish::single(ctx, prepared, body).await,
-            Decided::Publisher(who) if route == Route::PublishBatch => api::publish::batch(ctx, &who, body).await,
-            Decided::Publisher(_) => seeds::push::pause(ctx, head).await,
-            // Invalid requests are answered before dispatch.
-            Decided::Invalid(_) | Decided::Nothing => Response::error(Status::Internal, "request not admitted", "/"),
-        },
-        Route::Subscribe(topics) => match api::subscribe::transport(head) {
-            Transport::EventStream => {
-                let mut req = api::subscribe::event_stream(head, topics)?;
-                req.expires = api::subscribe::authorize(&ctx.config, head, &req.topics)?.expires();
-                return Ok(Next::Stream(req, head.minor_version == 1, cors));
-            }
-            Transport::LongPoll => {
-                let mut req = api::subscribe::long_poll(head, topics)?;
-                req.stream.expires = api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?.expires();
-                let style = longpoll::Style::Events;
-                let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
-                return Ok(Next::Poll(req, framing));
-            }
-            Transport::WebSocket => {
-                // Every refusal is an HTTP answer, before anything is upgraded.
-                let accept = proto::ws::handshake::check(head)?;
-                let cookie_ok = websocket_origin(ctx, head)?;
-                let mut req = api::subscribe::event_stream(head, topics)?;
-                let identity = api::subscribe::authorize_from(&ctx.config, head, &req.topics, cookie_ok)?;
-                req.expires = identity.expires();
-                // Publish rights: the key (or loopback) at the handshake, else the token's
-                // `publish` claim, wherever the token came from (a browser cannot set
-                // `Authorization` on a WebSocket).
-                let publisher = api::publish::check_rights(ctx, head).ok().or_else(|| match &identity {
-                    auth::rights::Identity::Token(c) if !c.publish.is_empty() => {
-                        Some(api::publish::Publisher::Token(c.clone()))
-                    }
-                    _ => None,
-                });
-                return Ok(Next::WebSocket(ws::Mode::PubSub { req, publisher, identity }, accept));
-            }
-        },
-        Route::WsEcho if ctx.config.ws_echo => {
-            let accept = proto::ws::handshake::check(head)?;
-            return Ok(Next::WebSocket(ws::Mode::Echo, accept));
-        }
-        Route::WsEcho => Response::error(Status::NotFound, "no route for /ws/echo (start with --ws-echo)", "/path"),
-        Route::WaveEvents(_) if head.method == Method::Post => match decided {
-            Decided::One(prepared) => seeds::wave::send(ctx, prepared, body).await,
-            _ => Response::error(Status::Internal, "request not admitted", "/"),
-        },
-        Route::WaveEvents(token) => {
-            let remembered = ctx.resume.borrow().clone();
-            let req = seeds::wave::poll(head, token, remembered)?;
-            let style = longpoll::Style::Raw;
-            let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
-            return Ok(Next::Poll(req, framing));
-        }
-        Route::MemberEvents if head.method == Method::Post => match decided {
-            Decided::One(prepared) => seeds::member::send(ctx, prepared, body).await,
-            _ => Response::error(Status::Internal, "request not admitted", "/"),
-        },
-        Route::MemberEvents if api::subscribe::transport(head) == Transport::WebSocket => {
-            let accept = proto::ws::handshake::check(head)?;
-            let cookie_ok = websocket_origin(ctx, head)?;
-            return Ok(Next::WebSocket(ws::Mode::Chat(seeds_chat_identity(ctx, head, cookie_ok)), accept));
-        }
-        Route::MemberEvents => {
-            let req = seeds::member::subscribe(ctx, head)?;
-            return Ok(Next::Stream(req, head.minor_version == 1, cors));
-        }
-        Route::EventSource(types) => {
-            let req = seeds::push::subscribe(ctx, head, types)?;
-            return Ok(Next::Stream(req, head.minor_version == 1, cors));
-        }
-        Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
-        Route::MethodNotAllowed(allow) => {
-            Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")
-                .with_header("Allow", allow)
-        }
-    })
-}
-
-/// A WebSocket upgrade's `Origin` (see `auth::cors::websocket`): refused with 403, or
-/// whether the `token` cookie may identify it.
-fn websocket_origin(ctx: &Ctx, head: &RequestHead) -> Result<bool, Response> {
-    match auth::cors::websocket(&ctx.config.cors_origins, head) {
-        auth::cors::WsOrigin::Trusted => Ok(true),
-        auth::cors::WsOrigin::WithoutCookie => Ok(false),
-        auth::cors::WsOrigin::Refused => Err(Response::error(
-            Status::Forbidden,
-            "a WebSocket from this origin is not allowed (cors_origins lists the origins that may)",
-            "/headers/origin",
-        )),
-    }
-}
-
-/// The chat events API needs a session: the user topic of a valid token and when the token
-/// expires, or why not.
-fn seeds_chat_identity(
-    ctx: &Ctx,
-    head: &RequestHead,
-    cookie_ok: bool,
-) -> Result<(std::sync::Arc<str>, Option<u64>), String> {
-    use auth::rights::{Identity, Refused};
-    let now = crate::clock::now_micros() as f64 / 1e6;
-    let who = auth::rights::identify(head, &ctx.config, now, cookie_ok).map_err(|Refused(e)| e.to_string())?;
-    let Identity::Token(c) = &who else {
-        return Err("no token (Authorization: Bearer, cookie token, or ?token=)".into());
-    };
-    match c.sub.as_deref().map(|sub| format!("user:{sub}")) {
-        Some(topic) if crate::pubsub::topic::valid_topic(&topic) => Ok((topic.into(), who.expires())),
-        _ => Err("the token names no user (sub)".into()),
-    }
-}
-
-/// Whether the connection may name new topics now (see `shard::state::Naming`).
-pub fn may_name_topics(ctx: &Ctx) -> Result<(), NamingTooFast> {
-    let mut s = ctx.shard.borrow_mut();
-    let Some(c) = s.conn(ctx.key) else { return Ok(()) };
-    c.naming.allows(crate::clock::Stamp::now()).map_err(NamingTooFast)
-}
-
-/// A connection named new topics faster than it may; it may again after this long.
-pub struct NamingTooFast(Duration);
-
-impl NamingTooFast {
-    pub fn message(&self) -> String {
-        use crate::shard::state::{NAMING_BURST, NAMING_RATE};
-        format!(
-            "this connection names new topics too fast (at most {NAMING_BURST} at once, then {NAMING_RATE} a second)"
-        )
-    }
-
-    /// The refusal: 429, and when to come back.
-    pub fn response(&self) -> Response {
-        Response::error(Status::TooManyRequests, &self.message(), "/topics")
-            .with_header("Retry-After", (self.0.as_secs() + 1).to_string())
-    }
-}
-
-/// The answer to a subscription an owner refused: the node keeps `max_topics`.
-pub fn too_many_topics() -> Response {
-    Response::error(Status::Unavailable, "a topic would be new and the server keeps max_topics already", "/topics")
-        .with_header("Retry-After", "5")
-}
-
-/// Answers a stream or WebSocket whose subscription an owner refused (`flags::REFUSED`):
-/// nothing of it has gone out (its head waits for the owners), so it gets the 503 instead,
-/// and the connection closes.
-async fn answer_refused(ctx: &Ctx, stream: &TcpStream, minor_version: u8, cors: Vec<(&'static str, String)>) {
-    if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
-        c.outbox.clear();
-    }
-    ctx.mesh.metrics.workers[ctx.worker].response(503);
-    request::refuse(stream, too_many_topics().with_headers(cors), minor_version).await;
 }
 
 /// Answers `resp` on a connection that will not be served, then closes it cleanly.

@@ -11,7 +11,8 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
-use super::BodyRoom;
+use super::limits::{BodyRoom, too_many_topics};
+use crate::api::ctx::Ctx;
 use crate::proto::http1::{
     BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, head::MAX_HEAD_BYTES, parse_head,
     response::CONTINUE,
@@ -260,4 +261,15 @@ pub async fn refuse(stream: &TcpStream, resp: Response, minor_version: u8) {
         return;
     }
     crate::shard::closing::linger(stream).await;
+}
+
+/// Answers a stream or WebSocket whose subscription an owner refused (`flags::REFUSED`):
+/// nothing of it has gone out (its head waits for the owners), so it gets the 503 instead,
+/// and the connection closes.
+pub async fn answer_refused(ctx: &Ctx, stream: &TcpStream, minor_version: u8, cors: Vec<(&'static str, String)>) {
+    if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
+        c.outbox.clear();
+    }
+    ctx.mesh.metrics.workers[ctx.worker].response(503);
+    refuse(stream, too_many_topics().with_headers(cors), minor_version).await;
 }

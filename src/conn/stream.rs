@@ -13,8 +13,8 @@ use monoio::net::TcpStream;
 use crate::api::ctx::Ctx;
 use crate::api::subscribe::StreamRequest;
 use crate::proto::sse;
-use crate::shard::local::{Delivery, Rare, Subscription};
-use crate::shard::state::flags;
+use crate::shard::conn::flags;
+use crate::shard::subscription::{Delivery, Rare, Subscription};
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
 /// has registered the subscription: it is live before its head goes out (API.md §7). An
@@ -51,7 +51,7 @@ pub async fn open(
     let wanted = flags::READY | flags::CLOSED | flags::CLOSING | flags::REFUSED;
     let f = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, wanted, cx)).await;
     if f & flags::REFUSED != 0 {
-        super::answer_refused(ctx, stream, u8::from(chunked), refusal_headers).await;
+        super::request::answer_refused(ctx, stream, u8::from(chunked), refusal_headers).await;
         return false;
     }
     if f & flags::CLOSED != 0 {

@@ -11,7 +11,7 @@ use std::task::Poll;
 use monoio::net::TcpStream;
 
 use crate::api::ctx::Ctx;
-use crate::shard::state::flags;
+use crate::shard::conn::flags;
 
 /// A writability wait, boxed: it exists only while the socket is full.
 pub type Writable<'a> = Option<Pin<Box<dyn Future<Output = io::Result<()>> + 'a>>>;

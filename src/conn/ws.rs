@@ -30,8 +30,8 @@ use crate::proto::ws::frame::close_frame;
 use crate::proto::ws::reader::Violation;
 use crate::proto::ws::{CloseCode, Opcode, WsEvent, WsReader, encode_frame, handshake};
 use crate::seeds::chat;
-use crate::shard::local::{Delivery, Subscription};
-use crate::shard::state::flags;
+use crate::shard::conn::flags;
+use crate::shard::subscription::{Delivery, Subscription};
 use crate::sys;
 
 /// The close code of a WebSocket whose `subscribe` an owner refused for `max_topics`.
@@ -284,7 +284,7 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
     })
     .await;
     if f & flags::REFUSED != 0 {
-        super::answer_refused(ctx, stream, 1, Vec::new()).await;
+        super::request::answer_refused(ctx, stream, 1, Vec::new()).await;
         return false;
     }
     if f & flags::CLOSED != 0 {
@@ -365,7 +365,7 @@ async fn subscribe(
     if held.len() + topics.len() > MAX_TOPICS {
         errors.push((format!("at most {MAX_TOPICS} topics per connection"), "/topics".into()));
     }
-    if let Err(e) = super::may_name_topics(ctx) {
+    if let Err(e) = super::limits::may_name_topics(ctx) {
         errors.push((e.message(), "/topics".into()));
     }
     if !errors.is_empty() {

@@ -23,10 +23,12 @@ use crate::proto::http1::{Response, Status};
 use crate::proto::{sse, ws};
 use crate::pubsub::msg::ToOwner;
 use crate::pubsub::owner;
-use crate::shard::local::Delivery;
-use crate::shard::parked::{self, Parked};
-use crate::shard::state::{ConnKey, Shard, ShardRef, flags};
-use crate::shard::{local, owning, turns};
+use crate::shard::conn::flags;
+use crate::shard::parked;
+use crate::shard::state::{Shard, ShardRef, Then};
+use crate::shard::subscription::Delivery;
+use crate::shard::waitset::WaitSet;
+use crate::shard::{delivery, owning, turns};
 use crate::sys;
 
 /// io_uring submission queue size: every idle stream keeps one readiness wait in flight.
@@ -136,7 +138,7 @@ async fn as_task(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, 
 /// Sets the worker up, reports to `ready`, and runs it until the stop.
 async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, driver: &'static str) {
     let Args { id, config, mesh, listeners, cap, run_key } = args;
-    let parked = match Parked::new().and_then(|p| p.handle().map(|h| (p, h))) {
+    let parked = match WaitSet::new().and_then(|p| p.handle().map(|h| (p, h))) {
         Ok(p) => p,
         Err(e) => {
             let _ = ready.send(Err(format!("worker {id}: cannot set up the parked-stream watcher: {e}")));
@@ -149,7 +151,7 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     monoio::spawn(turns::relay());
     let owner = owner::Owner::new(id, run_key, &config).counting_in(mesh.topics.clone());
     monoio::spawn(owning::run(owner, id, mesh.clone()));
-    monoio::spawn(local::run(shard.clone()));
+    monoio::spawn(delivery::run(shard.clone()));
     monoio::spawn(parked::run(shard.clone(), set));
     monoio::spawn(ticker(shard.clone()));
     let stop = Rc::new(Stop::default());
@@ -253,13 +255,10 @@ async fn ticker(shard: ShardRef) {
         let unix_ms = crate::clock::now_micros() / 1000;
         {
             let mut s = shard.borrow_mut();
-            let mut quiet = Vec::new();
-            let Shard { conns, parked, .. } = &mut *s;
-            for (i, c) in conns.iter_mut() {
-                let key = ConnKey { index: i as u32, generation: c.generation() };
-                let Some(sub) = c.sub.as_ref() else { continue };
+            s.each_conn(|c| {
+                let Some(sub) = c.sub.as_ref() else { return Then::Nothing };
                 if !c.has(flags::READY) || c.has(flags::CLOSED | flags::CLOSING) {
-                    continue;
+                    return Then::Nothing;
                 }
                 if sub.expires().is_some_and(|at| unix_ms >= at) {
                     // Its token expired: the stream ends, and its client comes back with a
@@ -271,42 +270,36 @@ async fn ticker(shard: ShardRef) {
                         Delivery::Held(_) => {}
                     }
                     c.flags |= if matches!(sub.delivery, Delivery::Held(_)) { flags::EXPIRED } else { flags::CLOSING };
-                    c.notify(key, parked);
-                    quiet.push(key);
-                    continue;
+                    return Then::NotifyAndFlush;
                 }
                 match &sub.delivery {
-                    Delivery::Sse { chunked } => {
-                        if c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat {
-                            c.outbox.push(beat.for_version(*chunked));
-                            quiet.push(key);
-                        }
+                    Delivery::Sse { chunked } if c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat => {
+                        c.outbox.push(beat.for_version(*chunked));
+                        Then::Flush
                     }
-                    Delivery::Held(held) => {
-                        if stamp.reached(held.deadline) && !c.has(flags::EXPIRED) {
-                            c.flags |= flags::EXPIRED;
-                            c.notify(key, parked);
-                        }
+                    Delivery::Sse { .. } => Then::Nothing,
+                    Delivery::Held(held) if stamp.reached(held.deadline) && !c.has(flags::EXPIRED) => {
+                        c.flags |= flags::EXPIRED;
+                        Then::Notify
                     }
-                    Delivery::Ws | Delivery::WsRaw => {
-                        // A peer that answered no ping for two intervals is gone. A peer silent
-                        // for one is pinged even while events flow to it (they say nothing
-                        // about whether it is still there); a quiet connection is pinged too.
-                        if stamp.since(c.last_read) >= heartbeat * 2 {
-                            c.flags |= flags::CLOSED;
-                            c.notify(key, parked);
-                        } else if stamp.since(c.last_read) >= heartbeat
-                            || (c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat)
-                        {
-                            c.outbox.push(ping.clone());
-                            quiet.push(key);
-                        }
+                    Delivery::Held(_) => Then::Nothing,
+                    // A peer that answered no ping for two intervals is gone. A peer silent
+                    // for one is pinged even while events flow to it (they say nothing about
+                    // whether it is still there); a quiet connection is pinged too.
+                    Delivery::Ws | Delivery::WsRaw if stamp.since(c.last_read) >= heartbeat * 2 => {
+                        c.flags |= flags::CLOSED;
+                        Then::Notify
                     }
+                    Delivery::Ws | Delivery::WsRaw
+                        if stamp.since(c.last_read) >= heartbeat
+                            || (c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat) =>
+                    {
+                        c.outbox.push(ping.clone());
+                        Then::Flush
+                    }
+                    Delivery::Ws | Delivery::WsRaw => Then::Nothing,
                 }
-            }
-            for key in quiet {
-                s.flush(key);
-            }
+            });
             s.send_deferred();
         }
         if now.saturating_duration_since(last_housekeeping) >= Duration::from_secs(1) {
@@ -320,17 +313,14 @@ async fn ticker(shard: ShardRef) {
 /// Ends every stream: the terminating chunk goes last, then the connection closes. Held
 /// polls are answered now with what they have.
 fn end_streams(shard: &ShardRef) {
-    let mut s = shard.borrow_mut();
-    let mut keys = Vec::new();
-    let Shard { conns, parked, .. } = &mut *s;
-    for (i, c) in conns.iter_mut() {
+    shard.borrow_mut().each_conn(|c| {
         if c.has(flags::CLOSED | flags::CLOSING) {
             // Already ending, its last word queued.
-            continue;
+            return Then::Nothing;
         }
         let websocket = c.has(flags::WEBSOCKET);
         let Some(delivery) = c.sub.as_ref().map(|s| &s.delivery).or(websocket.then_some(&Delivery::Ws)) else {
-            continue;
+            return Then::Nothing;
         };
         // A WebSocket without a subscription (the echo endpoint) is ready once upgraded.
         let ready = c.has(flags::READY) || (websocket && c.sub.is_none());
@@ -342,13 +332,8 @@ fn end_streams(shard: &ShardRef) {
             }
         }
         c.flags |= if ready { flags::CLOSING | flags::EXPIRED } else { flags::CLOSED };
-        let key = ConnKey { index: i as u32, generation: c.generation() };
-        c.notify(key, parked);
-        keys.push(key);
-    }
-    for key in keys {
-        s.flush(key);
-    }
+        Then::NotifyAndFlush
+    });
 }
 
 fn streams_open(shard: &ShardRef) -> usize {

@@ -4,7 +4,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -13,9 +13,12 @@ use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
 use crate::metrics::Transport;
-use crate::shard::parked::peer_still_there;
-use crate::shard::state::{ConnKey, ShardRef, flags};
+use crate::shard::conn::{ConnKey, flags};
+use crate::shard::state::ShardRef;
 use crate::sys;
+
+/// Most bytes read and dropped from one parked socket per event (streams take no input).
+const DRAIN_PER_EVENT: usize = 64 * 1024;
 
 /// How long a closing stream may take to flush what is queued.
 const CLOSE_FLUSH: Duration = Duration::from_secs(3);
@@ -98,4 +101,19 @@ pub async fn linger(stream: &TcpStream) {
             Err(_) => return,
         }
     }
+}
+
+/// Streams take no input: reads only tell whether the peer left; anything sent is dropped.
+pub fn peer_still_there(fd: RawFd) -> bool {
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < DRAIN_PER_EVENT {
+        match sys::recv_nonblocking(fd, &mut scratch) {
+            Ok(0) => return false,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+    true
 }

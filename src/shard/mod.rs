@@ -1,15 +1,23 @@
-//! One worker's state and the tasks that act on it without a connection of their own: the
-//! slab of connections with their outboxes and subscriptions (`state`, `local`), where bytes
-//! hit a socket (`outbox`), the parked set of waiting connections and its watcher (`parked`),
-//! the owner task that drains the worker's sequencer inbox (`owning`), and the yield relay
-//! (`turns`).
+//! One worker's state and the tasks that act on it without a connection of their own:
+//! - `state`: the `Shard` — the slab of connections (`conn`), the local topic index with each
+//!   connection's subscription (`subscription`), and every operation on them, delivery
+//!   included;
+//! - `outbox`: where bytes hit a socket;
+//! - `delivery`: the task that drains the worker's delivery inbox into the shard and flushes;
+//! - `owning`: the task that drains the worker's owner inbox through its sequencer;
+//! - `parked` (with `waitset`): connections waiting without a task, and their watcher;
+//! - `closing`: ending a connection cleanly;
+//! - `turns`: the yield relay that lets the other tasks of a worker run.
 
 pub mod closing;
-pub mod local;
+pub mod conn;
+pub mod delivery;
 pub mod outbox;
 pub mod owning;
 pub mod parked;
 pub mod state;
+pub mod subscription;
 pub mod turns;
+pub mod waitset;
 
 pub use turns::yield_now;

@@ -19,87 +19,21 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
-use foldhash::HashMap;
 use monoio::net::TcpStream;
 
-use super::state::{ConnKey, Shard, ShardRef, flags};
+use super::conn::{ConnKey, flags};
+use super::state::{Kept, Shard, ShardRef};
 use crate::metrics::Transport;
 use crate::sys;
 
-/// Interest of a parked socket: the peer sent something or left.
-const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-/// …and the socket takes bytes again.
-const READ_WRITE: u32 = READ | libc::EPOLLOUT as u32;
 /// Events taken from the set per system call.
 const EVENTS_PER_CALL: usize = 256;
 /// Events handled before the watcher gives the rest of the worker a turn.
 const EVENTS_PER_YIELD: usize = 4096;
-/// Most bytes read and dropped from one parked socket per event (streams take no input).
-const DRAIN_PER_EVENT: usize = 64 * 1024;
-
-/// One worker's parked streams: the epoll set and the notices waiting for the watcher.
-pub struct Parked {
-    epoll: OwnedFd,
-    /// Parked connections whose flags changed since the watcher last looked.
-    notified: Vec<ConnKey>,
-    waker: Option<Waker>,
-    /// Parked long-polls and WebSockets, with what their next task will need.
-    kept: HashMap<ConnKey, Box<dyn Resume>>,
-}
-
-/// What a parked connection's next task needs, kept while it waits without one (a held
-/// poll's framing, a WebSocket's session). The connection layer implements it; the watcher
-/// only calls it, when the connection has something to do.
-pub trait Resume {
-    /// Starts the task that takes the connection back, with its socket.
-    fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: TcpStream);
-}
-
-impl Parked {
-    pub fn new() -> io::Result<Parked> {
-        Ok(Parked { epoll: sys::epoll_create()?, notified: Vec::new(), waker: None, kept: HashMap::default() })
-    }
-
-    /// A handle on the epoll set that the runtime can wait on; made on the worker's thread,
-    /// inside its runtime.
-    pub fn handle(&self) -> io::Result<TcpStream> {
-        sys::readiness_handle(self.epoll.as_fd()).and_then(TcpStream::from_std)
-    }
-
-    /// Starts watching `fd` for the connection `key`.
-    pub fn watch(&self, fd: RawFd, key: ConnKey) -> io::Result<()> {
-        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd, READ, key.to_token())
-    }
-
-    /// Watches `fd` for writability too, or no longer.
-    fn want_write(&self, fd: RawFd, key: ConnKey, write: bool) -> io::Result<()> {
-        let interest = if write { READ_WRITE } else { READ };
-        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_MOD, fd, interest, key.to_token())
-    }
-
-    fn unwatch(&self, fd: RawFd) {
-        let _ = sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
-    }
-
-    /// The connection is gone: forget what was kept for its next task.
-    pub fn forget(&mut self, key: ConnKey) {
-        if !self.kept.is_empty() {
-            self.kept.remove(&key);
-        }
-    }
-
-    /// The flags of parked connection `key` changed: the watcher looks at it next.
-    pub fn notify(&mut self, key: ConnKey) {
-        self.notified.push(key);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
 
 /// Hands the stream's socket over to the worker's parked set; the task that served it can
 /// end. When it cannot (the connection is cut, or no descriptor is left) the connection is
@@ -110,15 +44,15 @@ pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
 
 /// Parks a held long-poll's connection (see `park`), keeping `waiting` for the task that will
 /// answer it.
-pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Box<dyn Resume>) -> bool {
-    shard.borrow_mut().parked.kept.insert(key, waiting);
+pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Box<dyn Kept>) -> bool {
+    shard.borrow_mut().kept.insert(key, waiting);
     park_keeping(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED)
 }
 
 /// Parks a WebSocket between messages (see `park`), keeping `session` for the task that will
 /// serve the next one.
-pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Box<dyn Resume>) -> bool {
-    shard.borrow_mut().parked.kept.insert(key, session);
+pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Box<dyn Kept>) -> bool {
+    shard.borrow_mut().kept.insert(key, session);
     park_keeping(shard, key, stream, flags::WANT_WRITE | flags::CLOSING)
 }
 
@@ -127,7 +61,7 @@ pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Box<d
 fn park_keeping(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) -> bool {
     let parked = park_with(shard, key, stream, wake_on);
     if !parked {
-        shard.borrow_mut().parked.forget(key);
+        shard.borrow_mut().kept.remove(&key);
     }
     parked
 }
@@ -152,7 +86,7 @@ fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) ->
     let notice = c.has(wake_on);
     drop(stream);
     if notice {
-        s.parked.notify(key);
+        s.notices.push(key);
     }
     true
 }
@@ -169,7 +103,7 @@ fn unpark(s: &mut Shard, key: ConnKey, fd: RawFd) -> Option<TcpStream> {
 /// connection is dropped.
 fn resume(shard: &ShardRef, s: &mut Shard, key: ConnKey, fd: RawFd) {
     let transport = s.conn(key).map_or(Transport::Sse, |c| c.transport());
-    let kept = s.parked.kept.remove(&key);
+    let kept = s.kept.remove(&key);
     match (unpark(s, key, fd), kept) {
         (Some(stream), Some(kept)) => kept.resume(shard.clone(), key, stream),
         _ => s.drop_conn(key, transport),
@@ -185,11 +119,11 @@ pub async fn run(shard: ShardRef, set: TcpStream) {
     loop {
         let ready = poll_fn(|cx| {
             let mut s = shard.borrow_mut();
-            if !s.parked.notified.is_empty() {
+            if !s.notices.keys.is_empty() {
                 return Poll::Ready(false);
             }
-            if !s.parked.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                s.parked.waker = Some(cx.waker().clone());
+            if !s.notices.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.notices.waker = Some(cx.waker().clone());
             }
             readable.as_mut().poll(cx).map(|_| true)
         })
@@ -198,14 +132,14 @@ pub async fn run(shard: ShardRef, set: TcpStream) {
             readable.set(set.readable(false));
         }
         // Swapped, not taken: both lists keep their capacity from round to round.
-        std::mem::swap(&mut shard.borrow_mut().parked.notified, &mut notices);
+        std::mem::swap(&mut shard.borrow_mut().notices.keys, &mut notices);
         for key in notices.drain(..) {
             on_notice(&shard, key);
         }
         let mut handled = 0;
         loop {
             events.clear();
-            if sys::epoll_ready(shard.borrow().parked.epoll.as_fd(), &mut events, EVENTS_PER_CALL).is_err() {
+            if shard.borrow().parked.ready(&mut events, EVENTS_PER_CALL).is_err() {
                 break;
             }
             for &(ev, token) in &events {
@@ -267,7 +201,7 @@ fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
         }
         return;
     }
-    if readable && t == Transport::Sse && !peer_still_there(fd) {
+    if readable && t == Transport::Sse && !super::closing::peer_still_there(fd) {
         s.drop_conn(key, t);
         return;
     }
@@ -287,19 +221,4 @@ fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
         // Messages (or the peer leaving) are the task's to read.
         resume(shard, &mut s, key, fd);
     }
-}
-
-/// Streams take no input: reads only tell whether the peer left; anything sent is dropped.
-pub fn peer_still_there(fd: RawFd) -> bool {
-    let mut scratch = [0u8; 4096];
-    let mut drained = 0;
-    while drained < DRAIN_PER_EVENT {
-        match sys::recv_nonblocking(fd, &mut scratch) {
-            Ok(0) => return false,
-            Ok(n) => drained += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
-        }
-    }
-    true
 }

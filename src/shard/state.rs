@@ -1,11 +1,20 @@
-//! What one worker owns: its connections (a slab with generations), its index of local
-//! subscribers per topic, and the publishes waiting for their owner's reply.
+//! What one worker owns, and every operation on it in one `impl`: its connections (a slab
+//! with generations), its index of local subscribers per topic (joining, leaving, fanning an
+//! event out to each subscriber's outbox, flushing), and the publishes waiting for their
+//! owner's reply.
+//!
+//! A worker is *registered* for a topic once the topic's owner has acknowledged it; from then
+//! on the owner forwards every event of the topic to this worker, in order, so the index's
+//! `head` is the topic's newest cursor as seen here. A subscriber joining a registered topic
+//! live joins at once; anyone else (first subscriber, or a resume) asks the owner, and joins
+//! when the acknowledgement — carrying the replay — comes back through the same ordered queue
+//! as the events, so nothing is missed or delivered twice.
 //!
 //! A `Shard` lives on its worker's thread only, behind `Rc<RefCell<_>>`; no borrow of it is
 //! ever held across an `.await`.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,188 +27,23 @@ use slab::Slab;
 use crate::clock::Stamp;
 use crate::config::Config;
 use crate::cursor::Cursor;
+use crate::cursor::Resume;
+use crate::frames::Frame;
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
-use crate::pubsub::msg::{Refusal, ToOwner};
-use crate::shard::local::{Delivery, LocalTopic, Subscription};
-use crate::shard::outbox::{Flushed, Outbox};
-use crate::shard::parked::Parked;
+use crate::proto::sse;
+use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::topic::owner_of;
+use crate::pubsub::workers::WorkerSet;
+use crate::shard::conn::{Conn, ConnKey, Notices, flags};
+use crate::shard::outbox::Flushed;
+use crate::shard::subscription::{Delivery, IdMemo, Item, LocalTopic, MAX_PRELUDE, Prelude, Subscription, Taken};
+use crate::shard::waitset::WaitSet;
 
 pub type ShardRef = Rc<RefCell<Shard>>;
 
-/// The close code a WebSocket cut as a slow consumer is sent.
-pub const SLOW_CLOSE: crate::proto::ws::CloseCode = crate::proto::ws::CloseCode::Policy;
-
 /// Most connection slots reserved per worker at startup (the slab grows past it if needed).
 const CONN_SLOTS_RESERVED: usize = 1 << 17;
-
-/// A connection's slab index plus the generation it was given, so a key held by a message
-/// in flight can never reach a later connection that reuses the slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub index: u32,
-    pub generation: u32,
-}
-
-impl ConnKey {
-    pub fn to_token(self) -> u64 {
-        u64::from(self.index) << 32 | u64::from(self.generation)
-    }
-    pub fn from_token(t: u64) -> ConnKey {
-        ConnKey { index: (t >> 32) as u32, generation: t as u32 }
-    }
-}
-
-/// Connection state bits.
-pub mod flags {
-    /// Queued in the shard's dirty list for the next flush.
-    pub const DIRTY: u16 = 1;
-    /// A stream whose head may go out: every topic is registered with its owner.
-    pub const READY: u16 = 2;
-    /// The socket buffer is full; the connection's task (or the parked-stream watcher)
-    /// waits for writability.
-    pub const WANT_WRITE: u16 = 4;
-    /// Must close now: slow consumer, write error.
-    pub const CLOSED: u16 = 8;
-    /// Ending cleanly: flush what is queued (the stream's end included), then close.
-    pub const CLOSING: u16 = 16;
-    /// A held long-poll has collected something to answer with.
-    pub const DATA: u16 = 32;
-    /// A held long-poll reached its timeout.
-    pub const EXPIRED: u16 = 64;
-    /// The connection speaks WebSocket (with or without a subscription).
-    pub const WEBSOCKET: u16 = 128;
-    /// A topic owner refused the subscription (the node keeps `max_topics`): it is answered
-    /// with 503, not opened.
-    pub const REFUSED: u16 = 256;
-    /// The subscription's prelude still has something to render once the outbox drains (a
-    /// replay being pulled): a flag, so that flushing everyone else never looks.
-    pub const RENDERING: u16 = 512;
-}
-
-pub struct Conn {
-    generation: u32,
-    /// The socket, for writes from the fanout. While a task serves the connection the
-    /// task's stream owns it; while it is parked, `parked` does.
-    pub fd: RawFd,
-    /// Set while the connection has no task (see `shard::parked`): its socket, owned here
-    /// and closed with the connection.
-    parked: Option<OwnedFd>,
-    pub outbox: Outbox,
-    pub flags: u16,
-    waker: Option<Waker>,
-    pub last_write: Stamp,
-    /// When the peer last sent something (WebSocket liveness).
-    pub last_read: Stamp,
-    /// How fast it may name topics that did not exist.
-    pub naming: Naming,
-    /// Set once the connection has become a stream. Inline, not boxed: streams are most
-    /// connections, and their long-lived state belongs in the slab, not scattered through
-    /// the heap between the request-phase allocations that come and go.
-    pub sub: Option<Subscription>,
-}
-
-impl Conn {
-    pub fn has(&self, f: u16) -> bool {
-        self.flags & f != 0
-    }
-
-    /// What the connection counts as in the connections gauge once it is a stream, a
-    /// WebSocket or a held poll (parked connections are one of those).
-    pub fn transport(&self) -> Transport {
-        match self.sub.as_ref().map(|s| &s.delivery) {
-            _ if self.has(flags::WEBSOCKET) => Transport::Ws,
-            Some(Delivery::Held(_)) => Transport::LongPoll,
-            _ => Transport::Sse,
-        }
-    }
-
-    pub fn generation(&self) -> u32 {
-        self.generation
-    }
-
-    /// The connection's task hands it to the parked-stream watcher, with the descriptor it
-    /// now owns. The task's waker goes: a waker keeps its (finished) task's memory alive.
-    pub fn park(&mut self, fd: OwnedFd) {
-        self.fd = fd.as_raw_fd();
-        self.parked = Some(fd);
-        self.waker = None;
-    }
-
-    /// Whether the connection has no task (the watcher looks after it).
-    pub fn is_parked(&self) -> bool {
-        self.parked.is_some()
-    }
-
-    /// Takes the socket back for a task to own.
-    pub fn unpark(&mut self) -> Option<OwnedFd> {
-        self.parked.take()
-    }
-
-    /// Cuts a connection that fell behind (its queue passed `max_pending_bytes`) rather than
-    /// let its queue grow; its client can resume from its last id. A WebSocket gets a last
-    /// word — close 1008 "slow consumer", after the frame it has begun to receive, if any —
-    /// and the close deadline to take it; anything else is closed at once.
-    pub fn cut_slow(&mut self, key: ConnKey, parked: &mut Parked) {
-        if self.has(flags::WEBSOCKET) {
-            self.outbox.replace_with(crate::proto::ws::frame::close_frame(SLOW_CLOSE.code(), "slow consumer"));
-            self.flags |= flags::CLOSING;
-        } else {
-            self.flags |= flags::CLOSED;
-            self.outbox.clear();
-        }
-        self.notify(key, parked);
-    }
-
-    /// Tells whoever looks after the connection that its flags changed: its task, or the
-    /// parked-stream watcher.
-    pub fn notify(&mut self, key: ConnKey, parked: &mut Parked) {
-        if self.is_parked() {
-            parked.notify(key);
-        } else if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
-
-/// How fast a connection may name topics that did not exist — each costs a topic's memory
-/// until it is forgotten, and anyone may name topics by subscribing: a bucket of
-/// `NAMING_BURST` names, refilled at `NAMING_RATE` a second, charged for each topic an owner
-/// made for the connection. Past it, the connection's next subscriptions are refused (429)
-/// until the bucket has refilled.
-#[derive(Debug, Clone, Copy)]
-pub struct Naming {
-    tokens: f32,
-    at: Stamp,
-}
-
-/// New topic names a connection may make at once…
-pub const NAMING_BURST: f32 = 256.0;
-/// …and a second after that.
-pub const NAMING_RATE: f32 = 64.0;
-
-impl Naming {
-    fn new() -> Naming {
-        Naming { tokens: NAMING_BURST, at: Stamp::now() }
-    }
-
-    /// Whether the connection may name topics now; when not, how long until it may.
-    pub fn allows(&mut self, now: Stamp) -> Result<(), std::time::Duration> {
-        let refill = now.since(self.at).as_secs_f32() * NAMING_RATE;
-        self.tokens = (self.tokens + refill).min(NAMING_BURST);
-        self.at = now;
-        if self.tokens > 0.0 {
-            Ok(())
-        } else {
-            Err(std::time::Duration::from_secs_f32((1.0 - self.tokens) / NAMING_RATE))
-        }
-    }
-
-    /// An owner made a topic for this connection.
-    pub fn charge(&mut self) {
-        self.tokens -= 1.0;
-    }
-}
 
 /// A publish (or batch) waiting for its owners' cursors.
 pub struct PendingPublish {
@@ -227,11 +71,34 @@ pub struct Shard {
     /// worker's share of `max_body_memory`.
     bodies: usize,
     body_budget: usize,
-    pub parked: Parked,
+    /// The epoll set of parked connections, the notices for its watcher, and what each
+    /// parked long-poll or WebSocket's next task will need (see `shard::parked`).
+    pub parked: WaitSet,
+    pub notices: Notices,
+    pub kept: HashMap<ConnKey, Box<dyn Kept>>,
+}
+
+/// What follows for a connection `Shard::each_conn` acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Nothing,
+    /// Its outbox is flushed.
+    Flush,
+    /// Whoever looks after it is told its flags changed.
+    Notify,
+    NotifyAndFlush,
+}
+
+/// What a parked connection's next task needs, kept while it waits without one (a held
+/// poll's framing, a WebSocket's session). The connection layer implements it; the watcher
+/// only calls it, when the connection has something to do.
+pub trait Kept {
+    /// Starts the task that takes the connection back, with its socket.
+    fn resume(self: Box<Self>, shard: ShardRef, key: ConnKey, stream: monoio::net::TcpStream);
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>, parked: Parked) -> Shard {
+    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>, parked: WaitSet) -> Shard {
         let slots = config.max_connections.div_ceil(config.workers).min(CONN_SLOTS_RESERVED);
         let body_budget = usize::try_from(config.max_body_memory / config.workers as u64).unwrap_or(usize::MAX);
         Shard {
@@ -250,6 +117,8 @@ impl Shard {
             bodies: 0,
             body_budget,
             parked,
+            notices: Notices::default(),
+            kept: HashMap::default(),
         }
     }
 
@@ -312,31 +181,20 @@ impl Shard {
     pub fn add_conn(&mut self, fd: RawFd) -> ConnKey {
         self.next_gen = self.next_gen.wrapping_add(1);
         let generation = self.next_gen;
-        let index = self.conns.insert(Conn {
-            generation,
-            fd,
-            parked: None,
-            outbox: Outbox::default(),
-            flags: 0,
-            waker: None,
-            last_write: Stamp::now(),
-            last_read: Stamp::now(),
-            naming: Naming::new(),
-            sub: None,
-        });
+        let index = self.conns.insert(Conn::new(generation, fd));
         ConnKey { index: index as u32, generation }
     }
 
     pub fn conn(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        self.conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation)
+        self.conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation)
     }
 
     /// The connection, the parked set (to notify whoever looks after it) and this worker's
     /// counters, borrowed together.
-    fn conn_parts(&mut self, key: ConnKey) -> Option<(&mut Conn, &mut Parked, &crate::metrics::WorkerMetrics)> {
-        let Shard { conns, parked, mesh, id, .. } = self;
-        let c = conns.get_mut(key.index as usize).filter(|c| c.generation == key.generation)?;
-        Some((c, parked, &mesh.metrics.workers[*id]))
+    fn conn_parts(&mut self, key: ConnKey) -> Option<(&mut Conn, &mut Notices, &crate::metrics::WorkerMetrics)> {
+        let Shard { conns, notices, mesh, id, .. } = self;
+        let c = conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation)?;
+        Some((c, notices, &mesh.metrics.workers[*id]))
     }
 
     /// The connection is gone: out of its topics, out of the slab (a parked one's descriptor
@@ -347,8 +205,8 @@ impl Shard {
         let parked = c.is_parked();
         // A parked connection's socket closes with it.
         self.conns.remove(key.index as usize);
-        if parked {
-            self.parked.forget(key);
+        if parked && !self.kept.is_empty() {
+            self.kept.remove(&key);
         }
         self.metrics().connection(doing, -1);
         self.mesh.connections.fetch_sub(1, Ordering::Relaxed);
@@ -356,8 +214,8 @@ impl Shard {
 
     /// Tells whoever looks after the connection that its flags changed.
     pub fn notify(&mut self, key: ConnKey) {
-        if let Some((c, parked, _)) = self.conn_parts(key) {
-            c.notify(key, parked);
+        if let Some((c, notices, _)) = self.conn_parts(key) {
+            c.notify(key, notices);
         }
     }
 
@@ -369,13 +227,12 @@ impl Shard {
     /// nothing more: its last word is queued.
     pub fn send(&mut self, key: ConnKey, bytes: Bytes) {
         let cap = self.config.max_pending_bytes;
-        let Some((c, parked, metrics)) = self.conn_parts(key) else { return };
+        let Some((c, notices, metrics)) = self.conn_parts(key) else { return };
         if c.has(flags::CLOSED | flags::CLOSING) {
             return;
         }
         if c.outbox.over(cap) {
-            c.cut_slow(key, parked);
-            metrics.slow_consumers.inc();
+            c.cut_slow(key, notices, metrics, false);
             return;
         }
         c.outbox.push(bytes);
@@ -394,7 +251,7 @@ impl Shard {
 
     /// Flushes one connection now, unless its task is already waiting to.
     pub fn flush(&mut self, key: ConnKey) {
-        let Some((c, parked, metrics)) = self.conn_parts(key) else { return };
+        let Some((c, notices, metrics)) = self.conn_parts(key) else { return };
         c.flags &= !flags::DIRTY;
         if c.has(flags::WANT_WRITE | flags::CLOSED) || (c.sub.is_some() && !c.has(flags::READY)) {
             return;
@@ -408,7 +265,7 @@ impl Shard {
                     }
                     if done == Flushed::Blocked {
                         c.flags |= flags::WANT_WRITE;
-                        c.notify(key, parked);
+                        c.notify(key, notices);
                         return;
                     }
                     // The socket took everything: a replay still to send is pulled now.
@@ -423,14 +280,14 @@ impl Shard {
                         }
                     }
                     if c.has(flags::CLOSING) {
-                        c.notify(key, parked);
+                        c.notify(key, notices);
                     }
                     return;
                 }
                 Err(_) => {
                     c.flags |= flags::CLOSED;
                     c.outbox.clear();
-                    c.notify(key, parked);
+                    c.notify(key, notices);
                     return;
                 }
             }
@@ -441,40 +298,341 @@ impl Shard {
     pub fn poll_flags(&mut self, key: ConnKey, wanted: u16, cx: &mut Context<'_>) -> Poll<u16> {
         match self.conn(key) {
             None => Poll::Ready(flags::CLOSED),
-            Some(c) if c.flags & wanted != 0 => Poll::Ready(c.flags),
-            Some(c) => {
-                if !c.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    c.waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
+            Some(c) => c.poll_flags(wanted, cx),
+        }
+    }
+
+    /// Puts the connection's subscription into the index. Topics this worker is registered
+    /// for (and not resumed) are joined at once; for the others the returned requests must be
+    /// sent to their owners. The subscription becomes `READY` when the last one is answered.
+    pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Resume]) -> Vec<(usize, ToOwner)> {
+        let n = sub.topics.len();
+        let Some(c) = self.conn(key) else { return Vec::new() };
+        c.sub = Some(sub);
+        let requests = self.attach(key, 0..n, from);
+        if let Some(c) = self.conn(key)
+            && c.sub.as_ref().is_some_and(|s| s.pending_acks == 0)
+        {
+            c.flags |= flags::READY;
+        }
+        requests
+    }
+
+    /// Adds topics to a WebSocket's subscription. `reply` reaches the client before any
+    /// event of the new topics. Returns the requests for the owners (none when every topic
+    /// could be joined here at once, in which case the reply is already queued).
+    pub fn join_more(
+        &mut self,
+        key: ConnKey,
+        topics: Vec<Arc<str>>,
+        from: &[Resume],
+        reply: Bytes,
+    ) -> Vec<(usize, ToOwner)> {
+        let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return Vec::new() };
+        let start = sub.topics.len();
+        sub.positions.extend(std::iter::repeat_n(Cursor::default(), topics.len()));
+        sub.topics.extend(topics);
+        let end = sub.topics.len();
+        sub.prelude.push_front(Prelude::Reply(reply));
+        let requests = self.attach(key, start..end, from);
+        if let Some(c) = self.conn(key)
+            && let Some(sub) = c.sub.as_mut()
+            && sub.pending_acks == 0
+        {
+            sub.render_prelude(&mut c.outbox);
+            if sub.rendering() {
+                c.flags |= flags::RENDERING;
             }
         }
+        requests
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Whether the connection's subscription has every acknowledgement it waits for.
+    pub fn acked(&mut self, key: ConnKey) -> bool {
+        self.conn(key).and_then(|c| c.sub.as_ref()).is_none_or(|s| s.pending_acks == 0)
+    }
 
-    #[test]
-    fn naming_new_topics_is_limited_per_connection() {
-        let mut n = Naming::new();
-        let t0 = Stamp::now();
-        for _ in 0..NAMING_BURST as usize {
-            assert!(n.allows(t0).is_ok());
-            n.charge();
+    /// Removes topics from a WebSocket's subscription; returns those it was not in.
+    pub fn leave_some(&mut self, key: ConnKey, names: &[Arc<str>]) -> Vec<Arc<str>> {
+        let token = key.to_token();
+        let mut missing = Vec::new();
+        for name in names {
+            let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return missing };
+            let Some(idx) = sub.topics.iter().position(|t| t == name) else {
+                missing.push(name.clone());
+                continue;
+            };
+            sub.topics.swap_remove(idx);
+            sub.positions.swap_remove(idx);
+            let moved = sub.topics.get(idx).cloned();
+            if let Some(t) = self.topics.get_mut(name) {
+                t.subs.swap_remove(&token);
+            }
+            // The topic that took the freed place must be found there from now on.
+            if let Some(moved) = moved
+                && let Some(t) = self.topics.get_mut(&moved)
+                && let Some(slot) = t.subs.get_mut(&token)
+            {
+                *slot = idx;
+            }
+            self.release(name);
         }
-        let wait = n.allows(t0).expect_err("the burst is spent");
-        assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
-        let later = Stamp::at(std::time::Instant::now() + std::time::Duration::from_secs(1));
-        assert!(n.allows(later).is_ok(), "refilled");
+        self.send_deferred();
+        missing
     }
 
-    #[test]
-    fn sizes_that_every_connection_pays() {
-        // `cargo test sizes -- --nocapture` shows what an idle stream's slab entry costs; a
-        // parked SSE stream costs this plus its place in its topics' indexes (README, M1).
-        println!("Conn: {} bytes, Subscription: {} bytes", size_of::<Conn>(), size_of::<Subscription>());
-        assert!(size_of::<Conn>() <= 288, "the slab entry every connection pays grew");
+    /// Joins `range` of the connection's topics (see `join`).
+    fn attach(&mut self, key: ConnKey, range: std::ops::Range<usize>, from: &[Resume]) -> Vec<(usize, ToOwner)> {
+        let mut requests = Vec::new();
+        let (workers, id) = (self.mesh.workers, self.id);
+        let Shard { conns, topics, deferred, .. } = self;
+        let Some(sub) =
+            conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation).and_then(|c| c.sub.as_mut())
+        else {
+            return requests;
+        };
+        for (i, resume) in range.zip(from.iter()) {
+            let entry = topics.entry(sub.topics[i].clone());
+            // Every subscriber of a topic shares the index's copy of its name.
+            sub.topics[i] = entry.key().clone();
+            let t = entry.or_default();
+            let topic = &sub.topics[i];
+            // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
+            deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
+            // Live, or resuming from exactly the newest event seen here: nothing to replay,
+            // so no need to ask the owner.
+            if t.registered && (*resume == Resume::Live || resume.is_at(t.head)) {
+                sub.positions[i] = t.head;
+                t.subs.insert(key.to_token(), i);
+                continue;
+            }
+            // Its starting position comes with the acknowledgement.
+            t.pending += 1;
+            sub.pending_acks += 1;
+            let reply = ReplyTo { worker: id as u16, token: key.to_token(), index: i as u32 };
+            let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply };
+            requests.push((owner_of(topic, workers), msg));
+        }
+        requests
+    }
+
+    /// Takes the connection out of every topic it was in, and hands back its subscription.
+    pub fn leave(&mut self, key: ConnKey) -> Option<Subscription> {
+        let sub = self.conn(key).and_then(|c| c.sub.take())?;
+        for topic in sub.topics.iter() {
+            if let Some(t) = self.topics.get_mut(topic) {
+                t.subs.swap_remove(&key.to_token());
+            }
+            self.release(topic);
+        }
+        self.send_deferred();
+        Some(sub)
+    }
+
+    /// Forgets a topic nobody here listens to or waits for, telling its owner to stop.
+    fn release(&mut self, topic: &Arc<str>) {
+        let Some(t) = self.topics.get(topic) else { return };
+        if !t.subs.is_empty() || t.pending > 0 {
+            return;
+        }
+        let registered = t.registered;
+        self.topics.remove(topic);
+        if registered {
+            self.deferred.push(ToOwner::Unsubscribe { topic: topic.clone(), worker: self.id as u16 });
+        }
+    }
+
+    /// Sends queued unsubscribes that fit in their owners' inboxes; the rest wait for the ticker.
+    pub fn send_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut woken = WorkerSet::default();
+        let mut keep = Vec::new();
+        for msg in self.deferred.drain(..) {
+            let owner = match &msg {
+                ToOwner::Unsubscribe { topic, .. } => owner_of(topic, self.mesh.workers),
+                _ => self.id,
+            };
+            match self.mesh.to_owner[owner].try_send(msg) {
+                Ok(()) => woken.insert(owner),
+                Err(msg) => keep.push(msg),
+            }
+        }
+        self.deferred = keep;
+        for w in woken.iter() {
+            self.mesh.to_owner[w].wake();
+        }
+    }
+
+    /// One message from an owner.
+    pub fn handle(&mut self, msg: ToWorker) {
+        match msg {
+            ToWorker::Event(frame) => {
+                self.deliver(&frame);
+            }
+            ToWorker::Published { reply, cursor } => {
+                self.on_published(reply.token as usize, reply.index as usize, cursor)
+            }
+            ToWorker::Subscribed(ack) => self.on_subscribed(*ack),
+            ToWorker::Pause { delay_ms, except } => self.pause(delay_ms, &except),
+        }
+    }
+
+    /// Sends `retry: delay_ms` to every pausable stream not spared by `except`, ends it and
+    /// closes it; its client comes back after the delay and resumes from its last id.
+    fn pause(&mut self, delay_ms: u64, except: &[String]) {
+        let retry = sse::preamble(delay_ms, false);
+        self.each_conn(|c| {
+            let Some(sub) = c.sub.as_ref() else { return Then::Nothing };
+            let Some(groups) = sub.rare.as_ref().and_then(|r| r.pausable.as_ref()) else { return Then::Nothing };
+            if groups.iter().any(|g| except.contains(g))
+                || !c.has(flags::READY)
+                || c.has(flags::CLOSED | flags::CLOSING)
+            {
+                return Then::Nothing;
+            }
+            if let Delivery::Sse { chunked } = sub.delivery {
+                c.outbox.push(retry.for_version(chunked));
+                if chunked {
+                    c.outbox.push(Bytes::from_static(sse::TERMINATOR));
+                }
+            }
+            c.flags |= flags::CLOSING;
+            Then::NotifyAndFlush
+        });
+    }
+
+    /// Acts on every connection: `act` changes it (queues bytes, sets flags) and says what
+    /// follows — whoever looks after it told, its outbox flushed — which happens here, for
+    /// each, once the walk is over.
+    pub fn each_conn(&mut self, mut act: impl FnMut(&mut Conn) -> Then) {
+        let mut flush = Vec::new();
+        let Shard { conns, notices, .. } = self;
+        for (i, c) in conns.iter_mut() {
+            let then = act(c);
+            let key = ConnKey { index: i as u32, generation: c.generation() };
+            if matches!(then, Then::Notify | Then::NotifyAndFlush) {
+                c.notify(key, notices);
+            }
+            if matches!(then, Then::Flush | Then::NotifyAndFlush) {
+                flush.push(key);
+            }
+        }
+        for key in flush {
+            self.flush(key);
+        }
+    }
+
+    /// Appends `frame` to the outbox of every local subscriber of its topic; whether it has
+    /// any here.
+    pub fn deliver(&mut self, frame: &Arc<Frame>) -> bool {
+        let metrics = &self.mesh.metrics.workers[self.id];
+        let Shard { topics, conns, dirty, config, notices, .. } = self;
+        let Some(t) = topics.get_mut(&frame.topic) else { return false };
+        t.head = frame.cursor;
+        let cap = config.max_pending_bytes;
+        let mut ids = IdMemo::default();
+        for (&token, &idx) in t.subs.iter() {
+            let key = ConnKey::from_token(token);
+            let Some(c) = conns.get_mut(key.index as usize) else { continue };
+            if c.generation() != key.generation || c.has(flags::CLOSED | flags::CLOSING) {
+                continue;
+            }
+            let Some(sub) = c.sub.as_mut() else { continue };
+            // Behind what is still to be rendered: acknowledgements awaited, a replay.
+            if sub.pending_acks > 0 || !sub.prelude.is_empty() {
+                if sub.prelude.len() >= MAX_PRELUDE {
+                    c.cut_slow(key, notices, metrics, true);
+                } else {
+                    sub.prelude.push_back(Prelude::Event { idx, frame: frame.clone() });
+                }
+                continue;
+            }
+            match sub.take(Item::Event { idx, frame, replay: false }, &mut c.outbox, &mut ids) {
+                Taken::Nothing => continue,
+                Taken::Held => {
+                    metrics.deliveries.inc();
+                    // One notice per poll, not per event: a parked poll's notices are queued.
+                    if !c.has(flags::DATA) {
+                        c.flags |= flags::DATA;
+                        c.notify(key, notices);
+                    }
+                    continue;
+                }
+                Taken::Outbox => metrics.deliveries.inc(),
+            }
+            if c.outbox.over(cap) {
+                c.cut_slow(key, notices, metrics, true);
+            } else if !c.has(flags::DIRTY) {
+                c.flags |= flags::DIRTY;
+                dirty.push(key);
+            }
+        }
+        !t.subs.is_empty()
+    }
+
+    /// The owner registered us for a topic: replay, then join live.
+    fn on_subscribed(&mut self, ack: SubscribeAck) {
+        let key = ConnKey::from_token(ack.reply.token);
+        let idx = ack.reply.index as usize;
+        let t = self.topics.entry(ack.topic.clone()).or_default();
+        t.pending = t.pending.saturating_sub(1);
+        if !ack.refused {
+            t.registered = true;
+            if t.head.epoch != ack.head.epoch || t.head.seq < ack.head.seq {
+                t.head = ack.head;
+            }
+        }
+        let Some(c) = self.conn(key) else {
+            self.release(&ack.topic);
+            self.send_deferred();
+            return;
+        };
+        if ack.created {
+            c.naming.charge();
+        }
+        let (closed, refused) = (c.has(flags::CLOSED), c.has(flags::REFUSED));
+        let Some(sub) = c.sub.as_mut().filter(|_| !closed) else {
+            self.release(&ack.topic);
+            self.send_deferred();
+            return;
+        };
+        if ack.refused {
+            // The node keeps `max_topics`: the subscription is refused whole, with 503 (or,
+            // on a WebSocket already open, a close).
+            sub.pending_acks -= 1;
+            sub.prelude.clear();
+            c.flags |= flags::REFUSED;
+            self.release(&ack.topic);
+            self.send_deferred();
+            self.notify(key);
+            return;
+        }
+        sub.positions[idx] = ack.start;
+        if let Some(gap) = ack.gap {
+            sub.prelude.push_back(Prelude::Gap { idx, missed: gap.missed, resume_at: gap.resume_at });
+        }
+        if !ack.replay.is_empty() {
+            sub.prelude.push_back(Prelude::Replay { idx, frames: ack.replay, next: 0 });
+        }
+        sub.pending_acks -= 1;
+        let ready = sub.pending_acks == 0 && !refused;
+        if ready {
+            if sub.render_prelude(&mut c.outbox) == Taken::Held {
+                c.flags |= flags::DATA;
+            }
+            if sub.rendering() {
+                c.flags |= flags::RENDERING;
+            }
+            c.flags |= flags::READY;
+        }
+        if let Some(t) = self.topics.get_mut(&ack.topic) {
+            t.subs.insert(key.to_token(), idx);
+        }
+        if ready {
+            self.notify(key);
+            self.mark_dirty(key);
+        }
     }
 }
