@@ -4,6 +4,7 @@
 # round by round so both see the same machine. One worker (io_uring) on CPU 0, the harness
 # on CPU 1, as loadtest/herald-scenarios.sh.
 # Usage: loadtest/ab.sh OLD_BIN [NEW_BIN] [ROUNDS]   (JSON lines in loadtest/results/ab-<date>.jsonl)
+# ONLY=M4 (a regex over the labels) runs a subset; OUT=file writes elsewhere.
 set -u
 cd "$(dirname "$0")/.."
 old_bin=$1
@@ -11,10 +12,12 @@ new_bin=${2:-./target/release/herald}
 rounds=${3:-2}
 n=10000
 port=19181
-out=loadtest/results/ab-$(date +%F).jsonl
+out=${OUT:-loadtest/results/ab-$(date +%F).jsonl}
+only=${ONLY:-.}
 : > $out
 run() { # bin label args...
   local bin=$1 label=$2; shift 2
+  [[ $label =~ $only ]] || return 0
   port=$((port+1))
   $bin --listen 127.0.0.1:$port --workers 1 --driver uring --log-level warn 2>/dev/null & local pid=$!
   for _ in $(seq 1 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done

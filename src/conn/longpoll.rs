@@ -24,7 +24,7 @@ use crate::api::subscribe::PollRequest;
 use crate::clock::Stamp;
 use crate::proto::http1::{Head, Status};
 use crate::proto::longpoll;
-use crate::shard::conn::flags;
+use crate::shard::conn::{Conn, Phase};
 use crate::shard::outbox::Outbox;
 use crate::shard::subscription::{Delivery, Held, HeldItem, Subscription};
 use crate::sys;
@@ -51,7 +51,8 @@ pub enum Style {
 
 enum Event {
     Readable(io::Result<()>),
-    Flags(u16),
+    /// The connection changed: it has something to answer with, is due, ending or cut.
+    Changed(Phase),
 }
 
 /// What became of a poll once it was registered.
@@ -102,9 +103,10 @@ impl Waiting {
 pub async fn hold(ctx: &Ctx, stream: &TcpStream, req: PollRequest, framing: Framing, parkable: bool) -> Outcome {
     Box::pin(register(ctx, req)).await;
     if parkable {
-        let any = flags::READY | flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED;
-        let f = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, any, cx)).await;
-        if f & (flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED) == 0 {
+        let until = |c: &Conn| c.phase() != Phase::Open || c.poll_answerable();
+        let phase = poll_fn(|cx| ctx.shard.borrow_mut().poll_until(ctx.key, until, cx)).await;
+        let answerable = ctx.shard.borrow_mut().conn(ctx.key).is_some_and(|c| c.poll_answerable());
+        if phase == Phase::Live && !answerable {
             return Outcome::Waiting(framing);
         }
     }
@@ -128,7 +130,9 @@ async fn register(ctx: &Ctx, req: PollRequest) {
         Some(exp) => req.timeout.min(Duration::from_millis(exp.saturating_sub(now_ms))),
         None => req.timeout,
     };
-    let held = Held::new(req.max, ctx.config.max_pending_bytes, Stamp::after(timeout));
+    let mut held = Held::new(req.max, ctx.config.max_pending_bytes, Stamp::after(timeout));
+    // Nothing to wait for: answered as soon as the owners have replied.
+    held.due = req.timeout.is_zero();
     let requests = {
         let mut s = ctx.shard.borrow_mut();
         let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));
@@ -136,12 +140,6 @@ async fn register(ctx: &Ctx, req: PollRequest) {
     };
     for (owner, msg) in requests {
         ctx.mesh.to_owner[owner].send(msg).await;
-    }
-    if req.timeout.is_zero() {
-        // Nothing to wait for: answer as soon as the owners have replied.
-        if let Some(c) = ctx.shard.borrow_mut().conn(key) {
-            c.flags |= flags::EXPIRED;
-        }
     }
 }
 
@@ -154,12 +152,12 @@ async fn wait(ctx: &Ctx, stream: &TcpStream, watch: bool) -> bool {
     // Watch for the peer leaving until it sends its next request (then just answer).
     let mut watching = watch;
     loop {
-        let wanted = flags::CLOSED | flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED;
+        let until = |c: &Conn| !matches!(c.phase(), Phase::Open | Phase::Live) || c.poll_answerable();
         let event = poll_fn(|cx| {
             if watching && let Poll::Ready(r) = readable.as_mut().poll(cx) {
                 return Poll::Ready(Event::Readable(r));
             }
-            ctx.shard.borrow_mut().poll_flags(key, wanted, cx).map(Event::Flags)
+            ctx.shard.borrow_mut().poll_until(key, until, cx).map(Event::Changed)
         })
         .await;
         match event {
@@ -172,18 +170,17 @@ async fn wait(ctx: &Ctx, stream: &TcpStream, watch: bool) -> bool {
                 }
                 Err(_) => return false,
             },
-            Event::Flags(f) if f & flags::CLOSED != 0 => return false,
-            Event::Flags(f) if f & (flags::READY | flags::REFUSED) != 0 => return true,
-            // Expired or closing before the owners answered: wait for them (briefly).
-            Event::Flags(_) => return Box::pin(owners_answer(ctx)).await,
+            Event::Changed(Phase::Closed) => return false,
+            Event::Changed(Phase::Live | Phase::Refused | Phase::Ending) => return true,
+            // Due before the owners answered: wait for them (briefly).
+            Event::Changed(Phase::Open) => return Box::pin(owners_answer(ctx)).await,
         }
     }
 }
 
 async fn owners_answer(ctx: &Ctx) -> bool {
-    let wanted = flags::READY | flags::CLOSED | flags::REFUSED;
-    let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(ctx.key, wanted, cx));
-    matches!(monoio::time::timeout(Duration::from_secs(5), ready).await, Ok(f) if f & flags::CLOSED == 0)
+    let ready = poll_fn(|cx| ctx.shard.borrow_mut().poll_until(ctx.key, |c| c.phase() != Phase::Open, cx));
+    matches!(monoio::time::timeout(Duration::from_secs(5), ready).await, Ok(p) if p != Phase::Closed)
 }
 
 /// Leaves the topics and sends the answer.
@@ -191,9 +188,10 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     let key = ctx.key;
     let (sub, closing, refused) = {
         let mut s = ctx.shard.borrow_mut();
-        let (closing, refused) = s.conn(key).map_or((false, false), |c| (c.has(flags::CLOSING), c.has(flags::REFUSED)));
+        let phase = s.conn(key).map_or(Phase::Closed, |c| c.phase());
+        let (closing, refused) = (phase == Phase::Ending, phase == Phase::Refused);
         if let Some(c) = s.conn(key) {
-            c.flags &= !(flags::READY | flags::DATA | flags::EXPIRED | flags::REFUSED);
+            c.answered();
         }
         (s.leave(key), closing, refused)
     };

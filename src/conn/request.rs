@@ -263,7 +263,7 @@ pub async fn refuse(stream: &TcpStream, resp: Response, minor_version: u8) {
     crate::shard::closing::linger(stream).await;
 }
 
-/// Answers a stream or WebSocket whose subscription an owner refused (`flags::REFUSED`):
+/// Answers a stream or WebSocket whose subscription an owner refused (`Phase::Refused`):
 /// nothing of it has gone out (its head waits for the owners), so it gets the 503 instead,
 /// and the connection closes.
 pub async fn answer_refused(ctx: &Ctx, stream: &TcpStream, minor_version: u8, cors: Vec<(&'static str, String)>) {

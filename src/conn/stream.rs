@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 use crate::api::ctx::Ctx;
 use crate::api::subscribe::StreamRequest;
 use crate::proto::sse;
-use crate::shard::conn::flags;
+use crate::shard::conn::Phase;
 use crate::shard::subscription::{Delivery, Rare, Subscription};
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
@@ -48,14 +48,13 @@ pub async fn open(
     for (owner, msg) in requests {
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    let wanted = flags::READY | flags::CLOSED | flags::CLOSING | flags::REFUSED;
-    let f = poll_fn(|cx| ctx.shard.borrow_mut().poll_flags(key, wanted, cx)).await;
-    if f & flags::REFUSED != 0 {
-        super::request::answer_refused(ctx, stream, u8::from(chunked), refusal_headers).await;
-        return false;
-    }
-    if f & flags::CLOSED != 0 {
-        return false;
+    match poll_fn(|cx| ctx.shard.borrow_mut().poll_until(key, |c| c.phase() != Phase::Open, cx)).await {
+        Phase::Refused => {
+            super::request::answer_refused(ctx, stream, u8::from(chunked), refusal_headers).await;
+            return false;
+        }
+        Phase::Closed => return false,
+        Phase::Open | Phase::Live | Phase::Ending => {}
     }
     ctx.shard.borrow_mut().flush(key);
     true

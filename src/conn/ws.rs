@@ -30,12 +30,9 @@ use crate::proto::ws::frame::close_frame;
 use crate::proto::ws::reader::Violation;
 use crate::proto::ws::{CloseCode, Opcode, WsEvent, WsReader, encode_frame, handshake};
 use crate::seeds::chat;
-use crate::shard::conn::flags;
+use crate::shard::conn::{Conn, Phase};
 use crate::shard::subscription::{Delivery, Subscription};
 use crate::sys;
-
-/// The close code of a WebSocket whose `subscribe` an owner refused for `max_topics`.
-const TOO_MANY_TOPICS: CloseCode = CloseCode::TryAgainLater;
 
 /// Most topics one WebSocket may hold at once.
 const MAX_TOPICS: usize = 256;
@@ -123,7 +120,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
             Wake::Readable(Ok(()))
         } else if inbuf.is_empty()
             && session.reader.is_idle()
-            && ctx.shard.borrow_mut().conn(key).is_some_and(|c| !c.has(flags::CLOSED | flags::CLOSING))
+            && ctx.shard.borrow_mut().conn(key).is_some_and(|c| !c.is_ending())
         {
             // Between messages: the parked-stream watcher can wait for the next one.
             return Ending::Idle(session);
@@ -164,7 +161,7 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
                         (WsEvent::Close { code, .. }, _) => {
                             // Echo the close (its code, or none for an empty close), then end —
                             // unless this is the answer to our own close (the server stopping).
-                            let ours = ctx.shard.borrow_mut().conn(key).is_some_and(|c| c.has(flags::CLOSING));
+                            let ours = ctx.shard.borrow_mut().conn(key).is_some_and(|c| c.phase() == Phase::Ending);
                             if !ours {
                                 let echo = match code {
                                     Some(code) => close_frame(code, ""),
@@ -188,21 +185,20 @@ pub async fn serve(ctx: &Ctx, stream: &TcpStream, mut session: Session, mut must
                 }
             }
             Wake::Writable(Ok(())) => wake::writable_again(ctx, &mut writable),
-            Wake::Flags(f) if f & flags::CLOSED != 0 => return Ending::Closed,
-            Wake::Flags(f) if f & flags::CLOSING != 0 => {
+            Wake::Changed(Phase::Closed) => return Ending::Closed,
+            Wake::Changed(Phase::Ending) => {
                 finish(ctx, stream).await;
                 return Ending::Closed;
             }
-            Wake::Flags(_) => wake::arm(stream, &mut writable),
+            // The socket filled up.
+            Wake::Changed(_) => wake::arm(stream, &mut writable),
         }
     }
 }
 
 /// Sends what is queued (a close frame last), then closes cleanly.
 async fn finish(ctx: &Ctx, stream: &TcpStream) {
-    if let Some(c) = ctx.shard.borrow_mut().conn(ctx.key) {
-        c.flags |= flags::CLOSING;
-    }
+    ctx.shard.borrow_mut().end_conn(ctx.key);
     Box::pin(crate::shard::closing::close(&ctx.shard, ctx.key, stream)).await
 }
 
@@ -251,13 +247,18 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
         let mut s = ctx.shard.borrow_mut();
         let Some(c) = s.conn(key) else { return false };
         c.outbox.push(handshake::switching(&accept, &[("Herald-Worker", &ctx.worker.to_string())]));
-        c.flags |= flags::WEBSOCKET;
+        c.websocket = true;
         // Liveness counts from the upgrade, not from when the connection was accepted.
         c.last_read = Stamp::now();
+        // Without a subscription it is live at once.
         match mode {
-            Mode::Echo => Vec::new(),
+            Mode::Echo => {
+                s.go_live(key);
+                Vec::new()
+            }
             Mode::Chat(Err(why)) => {
                 c.outbox.push(chat::no_session(&why));
+                s.go_live(key);
                 Vec::new()
             }
             Mode::Chat(Ok((user, expires))) => {
@@ -275,20 +276,13 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
     for (owner, msg) in requests {
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    let f = poll_fn(|cx| {
-        let mut s = ctx.shard.borrow_mut();
-        if s.conn(key).is_some_and(|c| c.sub.is_none()) {
-            return Poll::Ready(flags::READY);
+    match poll_fn(|cx| ctx.shard.borrow_mut().poll_until(key, |c| c.phase() != Phase::Open, cx)).await {
+        Phase::Refused => {
+            super::request::answer_refused(ctx, stream, 1, Vec::new()).await;
+            return false;
         }
-        s.poll_flags(key, flags::READY | flags::CLOSED | flags::CLOSING | flags::REFUSED, cx)
-    })
-    .await;
-    if f & flags::REFUSED != 0 {
-        super::request::answer_refused(ctx, stream, 1, Vec::new()).await;
-        return false;
-    }
-    if f & flags::CLOSED != 0 {
-        return false;
+        Phase::Closed => return false,
+        Phase::Open | Phase::Live | Phase::Ending => {}
     }
     ctx.shard.borrow_mut().flush(key);
     true
@@ -379,25 +373,19 @@ async fn subscribe(
     for (owner, msg) in requests {
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    // The reply (then any replay) is queued when the last owner has answered.
+    // The reply (then any replay) is queued when the last owner has answered. An owner that
+    // refuses a new topic (the node keeps `max_topics`) has the shard close the WebSocket.
+    let mut acked = false;
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
-        if s.acked(key) {
-            return Poll::Ready(());
+        acked = s.acked(key);
+        if acked {
+            return Poll::Ready(Phase::Live);
         }
-        s.poll_flags(key, flags::CLOSED | flags::CLOSING, cx).map(|_| ())
+        s.poll_until(key, Conn::is_ending, cx)
     })
     .await;
-    let mut s = ctx.shard.borrow_mut();
-    if let Some(c) = s.conn(key)
-        && c.has(flags::REFUSED)
-    {
-        // An owner refused a new topic (the node keeps `max_topics`): the subscription cannot
-        // stand as asked, and an open socket has no status to answer with. Try again later.
-        c.outbox.push(close_frame(TOO_MANY_TOPICS.code(), "max_topics reached; try again later"));
-        c.flags |= flags::CLOSING;
-        drop(s);
-        return;
+    if acked {
+        ctx.shard.borrow_mut().flush(key);
     }
-    s.flush(key);
 }

@@ -23,7 +23,7 @@ use crate::proto::http1::{Response, Status};
 use crate::proto::{sse, ws};
 use crate::pubsub::msg::ToOwner;
 use crate::pubsub::owner;
-use crate::shard::conn::flags;
+use crate::shard::conn::Phase;
 use crate::shard::parked;
 use crate::shard::state::{Shard, ShardRef, Then};
 use crate::shard::subscription::Delivery;
@@ -255,9 +255,9 @@ async fn ticker(shard: ShardRef) {
         let unix_ms = crate::clock::now_micros() / 1000;
         {
             let mut s = shard.borrow_mut();
-            s.each_conn(|c| {
+            s.each_conn(|key, c, notices| {
                 let Some(sub) = c.sub.as_ref() else { return Then::Nothing };
-                if !c.has(flags::READY) || c.has(flags::CLOSED | flags::CLOSING) {
+                if c.phase() != Phase::Live {
                     return Then::Nothing;
                 }
                 if sub.expires().is_some_and(|at| unix_ms >= at) {
@@ -267,10 +267,13 @@ async fn ticker(shard: ShardRef) {
                         Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
                         Delivery::Sse { chunked: false } => {}
                         Delivery::Ws | Delivery::WsRaw => c.outbox.push(expired_close.clone()),
-                        Delivery::Held(_) => {}
+                        Delivery::Held(_) => {
+                            c.poll_due(key, notices);
+                            return Then::Nothing;
+                        }
                     }
-                    c.flags |= if matches!(sub.delivery, Delivery::Held(_)) { flags::EXPIRED } else { flags::CLOSING };
-                    return Then::NotifyAndFlush;
+                    c.end(key, notices);
+                    return Then::Flush;
                 }
                 match &sub.delivery {
                     Delivery::Sse { chunked } if c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat => {
@@ -278,17 +281,17 @@ async fn ticker(shard: ShardRef) {
                         Then::Flush
                     }
                     Delivery::Sse { .. } => Then::Nothing,
-                    Delivery::Held(held) if stamp.reached(held.deadline) && !c.has(flags::EXPIRED) => {
-                        c.flags |= flags::EXPIRED;
-                        Then::Notify
+                    Delivery::Held(held) if stamp.reached(held.deadline) && !held.due => {
+                        c.poll_due(key, notices);
+                        Then::Nothing
                     }
                     Delivery::Held(_) => Then::Nothing,
                     // A peer that answered no ping for two intervals is gone. A peer silent
                     // for one is pinged even while events flow to it (they say nothing about
                     // whether it is still there); a quiet connection is pinged too.
                     Delivery::Ws | Delivery::WsRaw if stamp.since(c.last_read) >= heartbeat * 2 => {
-                        c.flags |= flags::CLOSED;
-                        Then::Notify
+                        c.close(key, notices);
+                        Then::Nothing
                     }
                     Delivery::Ws | Delivery::WsRaw
                         if stamp.since(c.last_read) >= heartbeat
@@ -313,31 +316,30 @@ async fn ticker(shard: ShardRef) {
 /// Ends every stream: the terminating chunk goes last, then the connection closes. Held
 /// polls are answered now with what they have.
 fn end_streams(shard: &ShardRef) {
-    shard.borrow_mut().each_conn(|c| {
-        if c.has(flags::CLOSED | flags::CLOSING) {
+    shard.borrow_mut().each_conn(|key, c, notices| {
+        if c.is_ending() {
             // Already ending, its last word queued.
             return Then::Nothing;
         }
-        let websocket = c.has(flags::WEBSOCKET);
-        let Some(delivery) = c.sub.as_ref().map(|s| &s.delivery).or(websocket.then_some(&Delivery::Ws)) else {
+        let Some(delivery) = c.sub.as_ref().map(|s| &s.delivery).or(c.websocket.then_some(&Delivery::Ws)) else {
             return Then::Nothing;
         };
-        // A WebSocket without a subscription (the echo endpoint) is ready once upgraded.
-        let ready = c.has(flags::READY) || (websocket && c.sub.is_none());
-        if ready {
+        // A WebSocket without a subscription (the echo endpoint) is live once upgraded; a
+        // connection that never went live just closes.
+        if c.phase() == Phase::Live {
             match delivery {
                 Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
                 Delivery::Ws | Delivery::WsRaw => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
                 _ => {}
             }
         }
-        c.flags |= if ready { flags::CLOSING | flags::EXPIRED } else { flags::CLOSED };
-        Then::NotifyAndFlush
+        c.end(key, notices);
+        Then::Flush
     });
 }
 
 fn streams_open(shard: &ShardRef) -> usize {
-    shard.borrow().conns.iter().filter(|(_, c)| c.sub.is_some() || c.has(flags::WEBSOCKET)).count()
+    shard.borrow().conns.iter().filter(|(_, c)| c.sub.is_some() || c.websocket).count()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout_at};
 
 use crate::metrics::Transport;
-use crate::shard::conn::{ConnKey, flags};
+use crate::shard::conn::{ConnKey, Phase};
 use crate::shard::state::ShardRef;
 use crate::sys;
 
@@ -41,16 +41,16 @@ pub async fn close(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
         let blocked = {
             let mut s = shard.borrow_mut();
             let Some(c) = s.conn(key) else { return };
-            c.flags &= !flags::WANT_WRITE;
+            c.unblock_writes();
             s.flush(key);
             let Some(c) = s.conn(key) else { return };
-            if c.has(flags::CLOSED) {
+            if c.phase() == Phase::Closed {
                 return;
             }
             if c.outbox.is_empty() {
                 break;
             }
-            c.has(flags::WANT_WRITE)
+            c.write_blocked()
         };
         if Instant::now() >= deadline {
             return;

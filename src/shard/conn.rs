@@ -1,6 +1,7 @@
-//! One connection's entry in its worker's slab: its socket, its outbox, its flags, its
-//! subscription once it is a stream, and how whoever looks after it (its task, or the
-//! parked-connection watcher) is told that something changed.
+//! One connection's entry in its worker's slab: who owns its socket, its phase and the
+//! transitions between phases, its outbox, its subscription once it is a stream, and how
+//! whoever looks after it (its task, or the parked-connection watcher) is told that something
+//! changed.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::task::{Context, Poll, Waker};
@@ -12,6 +13,9 @@ use crate::shard::subscription::{Delivery, Subscription};
 
 /// The close code a WebSocket cut as a slow consumer is sent.
 pub const SLOW_CLOSE: crate::proto::ws::CloseCode = crate::proto::ws::CloseCode::Policy;
+/// The close code a WebSocket gets when an owner refuses a topic it asked to add (the node
+/// keeps `max_topics`): an open socket has no status to answer with.
+pub const TOO_MANY_TOPICS: crate::proto::ws::CloseCode = crate::proto::ws::CloseCode::TryAgainLater;
 
 /// A connection's slab index plus the generation it was given, so a key held by a message
 /// in flight can never reach a later connection that reuses the slot.
@@ -30,43 +34,52 @@ impl ConnKey {
     }
 }
 
-/// Connection state bits.
-pub mod flags {
-    /// Queued in the shard's dirty list for the next flush.
-    pub const DIRTY: u16 = 1;
-    /// A stream whose head may go out: every topic is registered with its owner.
-    pub const READY: u16 = 2;
-    /// The socket buffer is full; the connection's task (or the parked-stream watcher)
-    /// waits for writability.
-    pub const WANT_WRITE: u16 = 4;
-    /// Must close now: slow consumer, write error.
-    pub const CLOSED: u16 = 8;
-    /// Ending cleanly: flush what is queued (the stream's end included), then close.
-    pub const CLOSING: u16 = 16;
-    /// A held long-poll has collected something to answer with.
-    pub const DATA: u16 = 32;
-    /// A held long-poll reached its timeout.
-    pub const EXPIRED: u16 = 64;
-    /// The connection speaks WebSocket (with or without a subscription).
-    pub const WEBSOCKET: u16 = 128;
+/// Where a connection is in its life. A connection starts `Open` (serving requests, or
+/// waiting for its subscription's owners), becomes `Live` once every owner has registered its
+/// subscription (or, a WebSocket without one, once upgraded), and ends `Ending` (what is queued
+/// goes out, then it closes) or `Closed` (at once). `Refused` stands for a subscription an
+/// owner would not take; a held poll answered goes back to `Open` for the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading or answering requests; or a subscription waiting for its owners, whose head
+    /// may not go out yet.
+    Open,
+    /// A stream, WebSocket or held poll registered everywhere: its head may go out, events
+    /// flow to it.
+    Live,
     /// A topic owner refused the subscription (the node keeps `max_topics`): it is answered
     /// with 503, not opened.
-    pub const REFUSED: u16 = 256;
-    /// The subscription's prelude still has something to render once the outbox drains (a
-    /// replay being pulled): a flag, so that flushing everyone else never looks.
-    pub const RENDERING: u16 = 512;
+    Refused,
+    /// Ending cleanly, having been live: flush what is queued (its last word included), then
+    /// close. A held poll in this phase is answered now, and the connection closes after.
+    Ending,
+    /// Must close now: slow consumer, write error, peer gone, or the stop of a connection
+    /// that never went live.
+    Closed,
+}
+
+/// Who owns the connection's socket. While a task serves the connection, the task's stream
+/// owns it and the slab only borrows its number for the fanout's writes; while the
+/// connection is parked (no task, see `shard::parked`), the slab owns it and closes it with
+/// the connection.
+#[derive(Debug)]
+enum Socket {
+    Served(RawFd),
+    Parked(OwnedFd),
 }
 
 pub struct Conn {
     generation: u32,
-    /// The socket, for writes from the fanout. While a task serves the connection the
-    /// task's stream owns it; while it is parked, `parked` does.
-    pub fd: RawFd,
-    /// Set while the connection has no task (see `shard::parked`): its socket, owned here
-    /// and closed with the connection.
-    parked: Option<OwnedFd>,
+    socket: Socket,
+    phase: Phase,
+    /// The socket buffer is full: its task (or the parked-connection watcher) waits for
+    /// writability, and nothing is written until then.
+    write_blocked: bool,
+    /// In the shard's dirty list for the next flush.
+    pub queued: bool,
+    /// It speaks WebSocket (with or without a subscription).
+    pub websocket: bool,
     pub outbox: Outbox,
-    pub flags: u16,
     waker: Option<Waker>,
     pub last_write: Stamp,
     /// When the peer last sent something (WebSocket liveness).
@@ -84,10 +97,12 @@ impl Conn {
     pub fn new(generation: u32, fd: RawFd) -> Conn {
         Conn {
             generation,
-            fd,
-            parked: None,
+            socket: Socket::Served(fd),
+            phase: Phase::Open,
+            write_blocked: false,
+            queued: false,
+            websocket: false,
             outbox: Outbox::default(),
-            flags: 0,
             waker: None,
             last_write: Stamp::now(),
             last_read: Stamp::now(),
@@ -96,15 +111,41 @@ impl Conn {
         }
     }
 
-    pub fn has(&self, f: u16) -> bool {
-        self.flags & f != 0
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether it is ending or closed: it takes nothing more.
+    pub fn is_ending(&self) -> bool {
+        matches!(self.phase, Phase::Ending | Phase::Closed)
+    }
+
+    /// Whether the socket buffer filled up and writes wait for writability.
+    pub fn write_blocked(&self) -> bool {
+        self.write_blocked
+    }
+
+    /// Whether its outbox may be written now: not blocked, not closed, and not a subscription
+    /// whose head must wait for its owners.
+    pub fn may_write(&self) -> bool {
+        !self.write_blocked
+            && self.phase != Phase::Closed
+            && !(self.sub.is_some() && matches!(self.phase, Phase::Open | Phase::Refused))
+    }
+
+    /// The socket's number, for writes and for the parked set.
+    pub fn fd(&self) -> RawFd {
+        match &self.socket {
+            Socket::Served(fd) => *fd,
+            Socket::Parked(fd) => fd.as_raw_fd(),
+        }
     }
 
     /// What the connection counts as in the connections gauge once it is a stream, a
     /// WebSocket or a held poll (parked connections are one of those).
     pub fn transport(&self) -> Transport {
         match self.sub.as_ref().map(|s| &s.delivery) {
-            _ if self.has(flags::WEBSOCKET) => Transport::Ws,
+            _ if self.websocket => Transport::Ws,
             Some(Delivery::Held(_)) => Transport::LongPoll,
             _ => Transport::Sse,
         }
@@ -117,41 +158,119 @@ impl Conn {
     /// The connection's task hands it to the parked-stream watcher, with the descriptor it
     /// now owns. The task's waker goes: a waker keeps its (finished) task's memory alive.
     pub fn park(&mut self, fd: OwnedFd) {
-        self.fd = fd.as_raw_fd();
-        self.parked = Some(fd);
+        self.socket = Socket::Parked(fd);
         self.waker = None;
     }
 
     /// Whether the connection has no task (the watcher looks after it).
     pub fn is_parked(&self) -> bool {
-        self.parked.is_some()
+        matches!(self.socket, Socket::Parked(_))
     }
 
     /// Takes the socket back for a task to own.
     pub fn unpark(&mut self) -> Option<OwnedFd> {
-        self.parked.take()
+        let raw = self.fd();
+        match std::mem::replace(&mut self.socket, Socket::Served(raw)) {
+            Socket::Parked(fd) => Some(fd),
+            Socket::Served(_) => None,
+        }
+    }
+
+    // Transitions. Each tells whoever looks after the connection (its task, or the parked
+    // watcher) that it changed; flushing is the caller's, who may have more to queue first.
+
+    /// Every owner has registered its subscription (or it needs none): its head may go out.
+    /// For a live WebSocket that asked for more topics, the addition is complete: its task is
+    /// told all the same.
+    pub fn go_live(&mut self, key: ConnKey, notices: &mut Notices) {
+        if matches!(self.phase, Phase::Open | Phase::Live) {
+            self.phase = Phase::Live;
+            self.notify(key, notices);
+        }
+    }
+
+    /// An owner refused its subscription.
+    pub fn refuse(&mut self, key: ConnKey, notices: &mut Notices) {
+        if self.phase == Phase::Open {
+            self.phase = Phase::Refused;
+            self.notify(key, notices);
+        }
+    }
+
+    /// Ends it cleanly after what is queued, if it went live; a connection that never did has
+    /// nothing to finish and closes now.
+    pub fn end(&mut self, key: ConnKey, notices: &mut Notices) {
+        match self.phase {
+            Phase::Live => self.phase = Phase::Ending,
+            Phase::Ending | Phase::Closed => return,
+            Phase::Open | Phase::Refused => {
+                self.phase = Phase::Closed;
+                self.outbox.clear();
+            }
+        }
+        self.notify(key, notices);
+    }
+
+    /// Closes it now; what is queued is dropped.
+    pub fn close(&mut self, key: ConnKey, notices: &mut Notices) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.outbox.clear();
+            self.notify(key, notices);
+        }
+    }
+
+    /// A held poll answered: the connection reads its next request (or, ending, closes).
+    pub fn answered(&mut self) {
+        if matches!(self.phase, Phase::Live | Phase::Refused) {
+            self.phase = Phase::Open;
+        }
+    }
+
+    /// The socket took less than was queued: writes wait for writability.
+    pub fn block_writes(&mut self, key: ConnKey, notices: &mut Notices) {
+        self.write_blocked = true;
+        self.notify(key, notices);
+    }
+
+    /// The socket takes bytes again (the caller flushes).
+    pub fn unblock_writes(&mut self) {
+        self.write_blocked = false;
+    }
+
+    /// A held poll is due: answered now with what it has (its timeout, its token's expiry).
+    pub fn poll_due(&mut self, key: ConnKey, notices: &mut Notices) {
+        if let Some(Delivery::Held(held)) = self.sub.as_mut().map(|s| &mut s.delivery)
+            && !held.due
+        {
+            held.due = true;
+            self.notify(key, notices);
+        }
+    }
+
+    /// Whether a held poll has something to answer with, or is due.
+    pub fn poll_answerable(&self) -> bool {
+        matches!(self.sub.as_ref().map(|s| &s.delivery), Some(Delivery::Held(h)) if h.due || !h.items.is_empty())
     }
 
     /// Cuts a connection that fell behind (its queue passed `max_pending_bytes`) rather than
-    /// let its queue grow; its client can resume from its last id. A WebSocket gets a last
-    /// word — close 1008 "slow consumer", after the frame it has begun to receive, if any —
-    /// and the close deadline to take it; anything else is closed at once.
+    /// let its queue grow; its client can resume from its last id. A live WebSocket gets a
+    /// last word — close 1008 "slow consumer", after the frame it has begun to receive, if
+    /// any — and the close deadline to take it; anything else is closed at once.
     pub fn cut_slow(&mut self, key: ConnKey, notices: &mut Notices, metrics: &WorkerMetrics, dropped: bool) {
         metrics.slow_consumers.inc();
         if dropped {
             metrics.drops.inc();
         }
-        if self.has(flags::WEBSOCKET) {
+        if self.websocket && self.phase == Phase::Live {
             self.outbox.replace_with(crate::proto::ws::frame::close_frame(SLOW_CLOSE.code(), "slow consumer"));
-            self.flags |= flags::CLOSING;
+            self.end(key, notices);
         } else {
-            self.flags |= flags::CLOSED;
-            self.outbox.clear();
+            self.close(key, notices);
         }
-        self.notify(key, notices);
     }
 
-    /// Tells whoever looks after the connection that its flags changed: its task, or the
+    /// Tells whoever looks after the connection that it changed: its task, or the
     /// parked-stream watcher.
     pub fn notify(&mut self, key: ConnKey, notices: &mut Notices) {
         if self.is_parked() {
@@ -161,10 +280,11 @@ impl Conn {
         }
     }
 
-    /// Polls for any of `wanted` flags, registering the task's waker.
-    pub fn poll_flags(&mut self, wanted: u16, cx: &mut Context<'_>) -> Poll<u16> {
-        if self.flags & wanted != 0 {
-            return Poll::Ready(self.flags);
+    /// Polls until `until` holds for the connection, registering the task's waker; answers
+    /// its phase then.
+    pub fn poll_until(&mut self, until: impl Fn(&Conn) -> bool, cx: &mut Context<'_>) -> Poll<Phase> {
+        if until(self) {
+            return Poll::Ready(self.phase);
         }
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.waker = Some(cx.waker().clone());
@@ -212,8 +332,7 @@ impl Naming {
     }
 }
 
-/// Parked connections whose flags changed since the watcher last looked, and the watcher's
-/// waker.
+/// Parked connections that changed since the watcher last looked, and the watcher's waker.
 #[derive(Default)]
 pub struct Notices {
     pub keys: Vec<ConnKey>,
@@ -221,7 +340,7 @@ pub struct Notices {
 }
 
 impl Notices {
-    /// The flags of parked connection `key` changed: the watcher looks at it next.
+    /// Parked connection `key` changed: the watcher looks at it next.
     pub fn push(&mut self, key: ConnKey) {
         self.keys.push(key);
         if let Some(w) = self.waker.take() {
@@ -246,6 +365,62 @@ mod tests {
         assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
         let later = Stamp::at(std::time::Instant::now() + std::time::Duration::from_secs(1));
         assert!(n.allows(later).is_ok(), "refilled");
+    }
+
+    #[test]
+    fn phases_move_only_forward_and_tell_whoever_looks_after_the_connection() {
+        let key = ConnKey { index: 0, generation: 1 };
+        let mut n = Notices::default();
+        // A connection that never went live has nothing to finish: ending it closes it.
+        let mut c = Conn::new(1, -1);
+        c.outbox.push(bytes::Bytes::from_static(b"head"));
+        c.end(key, &mut n);
+        assert_eq!(c.phase(), Phase::Closed);
+        assert!(c.outbox.is_empty(), "nothing queued goes out of a connection that never went live");
+        c.go_live(key, &mut n);
+        assert_eq!(c.phase(), Phase::Closed, "closed is final");
+
+        // A live one ends after what is queued; ending twice changes nothing.
+        let mut c = Conn::new(1, -1);
+        c.go_live(key, &mut n);
+        c.outbox.push(bytes::Bytes::from_static(b"last word"));
+        c.end(key, &mut n);
+        assert_eq!(c.phase(), Phase::Ending);
+        assert!(!c.outbox.is_empty());
+        c.answered();
+        assert_eq!(c.phase(), Phase::Ending, "an ending connection stays ending after its answer");
+        c.close(key, &mut n);
+        assert_eq!(c.phase(), Phase::Closed);
+
+        // A refused subscription never goes live; an answered poll reads its next request.
+        let mut c = Conn::new(1, -1);
+        c.refuse(key, &mut n);
+        c.go_live(key, &mut n);
+        assert_eq!(c.phase(), Phase::Refused);
+        c.answered();
+        assert_eq!(c.phase(), Phase::Open);
+        // Transitions of a connection with a task wake the task, not the parked watcher.
+        assert!(n.keys.is_empty());
+    }
+
+    #[test]
+    fn a_parked_connection_owns_its_socket_until_a_task_takes_it_back() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let fd = OwnedFd::from(a);
+        let raw = fd.as_raw_fd();
+        let key = ConnKey { index: 3, generation: 7 };
+        let mut c = Conn::new(7, raw);
+        assert!(!c.is_parked() && c.unpark().is_none(), "a served connection owns nothing");
+        c.park(fd);
+        assert!(c.is_parked());
+        assert_eq!(c.fd(), raw);
+        let mut n = Notices::default();
+        c.block_writes(key, &mut n);
+        assert_eq!(n.keys, vec![key], "a parked connection's change is a notice for the watcher");
+        let back = c.unpark().expect("the parked socket");
+        assert_eq!(back.as_raw_fd(), raw);
+        assert!(!c.is_parked());
+        assert_eq!(c.fd(), raw, "the task's stream owns it now; the slab still writes to it");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Once an SSE stream is open, nothing about it needs a task: deliveries and heartbeats are
 //! written to its socket by the delivery task and the ticker. What is left to watch — the
-//! peer leaving, the socket taking bytes again after it filled up, and the flags others set
+//! peer leaving, the socket taking bytes again after it filled up, and the transitions others make
 //! on the connection (cut, ending) — is watched for every parked stream of the worker at
 //! once: their sockets sit in one epoll set of the worker's own, and one task waits for that
 //! set and for notices. An idle stream then costs its slab entry and its subscription: no
@@ -25,7 +25,7 @@ use std::task::Poll;
 
 use monoio::net::TcpStream;
 
-use super::conn::{ConnKey, flags};
+use super::conn::{Conn, ConnKey, Phase};
 use super::state::{Kept, Shard, ShardRef};
 use crate::metrics::Transport;
 use crate::sys;
@@ -39,26 +39,37 @@ const EVENTS_PER_YIELD: usize = 4096;
 /// end. When it cannot (the connection is cut, or no descriptor is left) the connection is
 /// left unparked and the caller closes it.
 pub fn park(shard: &ShardRef, key: ConnKey, stream: TcpStream) -> bool {
-    park_with(shard, key, stream, flags::WANT_WRITE | flags::CLOSING)
+    park_with(shard, key, stream, writes_or_ending)
+}
+
+/// What a parked stream or WebSocket needs the watcher for: its socket full, or its end.
+fn writes_or_ending(c: &Conn) -> bool {
+    c.write_blocked() || c.phase() == Phase::Ending
+}
+
+/// What a parked poll needs the watcher for: something to answer with (events, its
+/// timeout, its end, a refusal).
+fn poll_to_answer(c: &Conn) -> bool {
+    matches!(c.phase(), Phase::Ending | Phase::Refused) || c.poll_answerable()
 }
 
 /// Parks a held long-poll's connection (see `park`), keeping `waiting` for the task that will
 /// answer it.
 pub fn park_poll(shard: &ShardRef, key: ConnKey, stream: TcpStream, waiting: Box<dyn Kept>) -> bool {
     shard.borrow_mut().kept.insert(key, waiting);
-    park_keeping(shard, key, stream, flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED)
+    park_keeping(shard, key, stream, poll_to_answer)
 }
 
 /// Parks a WebSocket between messages (see `park`), keeping `session` for the task that will
 /// serve the next one.
 pub fn park_ws(shard: &ShardRef, key: ConnKey, stream: TcpStream, session: Box<dyn Kept>) -> bool {
     shard.borrow_mut().kept.insert(key, session);
-    park_keeping(shard, key, stream, flags::WANT_WRITE | flags::CLOSING)
+    park_keeping(shard, key, stream, writes_or_ending)
 }
 
 /// `park_with` for a connection whose next task's needs were just kept: forgotten again if
 /// it cannot be parked.
-fn park_keeping(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) -> bool {
+fn park_keeping(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: fn(&Conn) -> bool) -> bool {
     let parked = park_with(shard, key, stream, wake_on);
     if !parked {
         shard.borrow_mut().kept.remove(&key);
@@ -66,16 +77,16 @@ fn park_keeping(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16)
     parked
 }
 
-/// Parks the connection; `wake_on` are the flags that, already set, need the watcher now.
-fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) -> bool {
+/// Parks the connection; `wake_on` says whether, as it is, it needs the watcher now.
+fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: fn(&Conn) -> bool) -> bool {
     let mut s = shard.borrow_mut();
     let Some(c) = s.conn(key) else { return false };
-    if c.has(flags::CLOSED) {
+    if c.phase() == Phase::Closed {
         return false;
     }
     // A duplicate, because monoio hands out its descriptor only when no operation of the
     // stream is left in flight; dropping the stream closes the original.
-    let Ok(fd) = sys::duplicate(c.fd) else { return false };
+    let Ok(fd) = sys::duplicate(c.fd()) else { return false };
     if s.parked.watch(fd.as_raw_fd(), key).is_err() {
         return false;
     }
@@ -83,7 +94,7 @@ fn park_with(shard: &ShardRef, key: ConnKey, stream: TcpStream, wake_on: u16) ->
     c.park(fd);
     // Something may have happened before it was parked (the socket filled up, the stream
     // began to end, the poll got an event).
-    let notice = c.has(wake_on);
+    let notice = wake_on(c);
     drop(stream);
     if notice {
         s.notices.push(key);
@@ -161,17 +172,17 @@ pub async fn run(shard: ShardRef, set: TcpStream) {
 fn on_notice(shard: &ShardRef, key: ConnKey) {
     let mut s = shard.borrow_mut();
     let Some(c) = s.conn(key).filter(|c| c.is_parked()) else { return };
-    let (fd, f, t) = (c.fd, c.flags, c.transport());
-    if f & flags::CLOSED != 0 {
+    let (fd, phase, t) = (c.fd(), c.phase(), c.transport());
+    if phase == Phase::Closed {
         s.drop_conn(key, t);
     } else if t == Transport::LongPoll {
-        if f & (flags::CLOSING | flags::DATA | flags::EXPIRED | flags::REFUSED) != 0 {
+        if poll_to_answer(c) {
             resume(shard, &mut s, key, fd);
         }
-    } else if f & flags::CLOSING != 0 && t == Transport::Ws {
+    } else if phase == Phase::Ending && t == Transport::Ws {
         // The close handshake needs the task.
         resume(shard, &mut s, key, fd);
-    } else if f & flags::CLOSING != 0 {
+    } else if phase == Phase::Ending {
         // Ending cleanly takes a flush under a deadline and a lingering close: a task again,
         // for the few moments it lasts.
         match unpark(&mut s, key, fd) {
@@ -180,7 +191,7 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
             }
             None => s.drop_conn(key, Transport::Sse),
         }
-    } else if f & flags::WANT_WRITE != 0 && s.parked.want_write(fd, key, true).is_err() {
+    } else if c.write_blocked() && s.parked.want_write(fd, key, true).is_err() {
         s.drop_conn(key, t);
     }
 }
@@ -188,7 +199,7 @@ fn on_notice(shard: &ShardRef, key: ConnKey) {
 /// Acts on what the epoll set reported for a parked connection.
 fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     let mut s = shard.borrow_mut();
-    let Some((fd, t)) = s.conn(key).filter(|c| c.is_parked()).map(|c| (c.fd, c.transport())) else { return };
+    let Some((fd, t)) = s.conn(key).filter(|c| c.is_parked()).map(|c| (c.fd(), c.transport())) else { return };
     let readable = ev & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
     if readable && t == Transport::LongPoll {
         // A poll's peer may send its next request before the answer (pipelining): that is
@@ -207,11 +218,11 @@ fn on_event(shard: &ShardRef, key: ConnKey, ev: u32) {
     }
     if ev & libc::EPOLLOUT as u32 != 0 {
         if let Some(c) = s.conn(key) {
-            c.flags &= !flags::WANT_WRITE;
+            c.unblock_writes();
         }
         s.flush(key);
         let Some(c) = s.conn(key) else { return };
-        let (closed, drained) = (c.has(flags::CLOSED), !c.has(flags::WANT_WRITE));
+        let (closed, drained) = (c.phase() == Phase::Closed, !c.write_blocked());
         if closed || (drained && s.parked.want_write(fd, key, false).is_err()) {
             s.drop_conn(key, t);
             return;

@@ -32,10 +32,11 @@ use crate::frames::Frame;
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::proto::sse;
+use crate::proto::ws::frame::close_frame;
 use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::owner_of;
 use crate::pubsub::workers::WorkerSet;
-use crate::shard::conn::{Conn, ConnKey, Notices, flags};
+use crate::shard::conn::{Conn, ConnKey, Notices, Phase, TOO_MANY_TOPICS};
 use crate::shard::outbox::Flushed;
 use crate::shard::subscription::{Delivery, IdMemo, Item, LocalTopic, MAX_PRELUDE, Prelude, Subscription, Taken};
 use crate::shard::waitset::WaitSet;
@@ -78,15 +79,13 @@ pub struct Shard {
     pub kept: HashMap<ConnKey, Box<dyn Kept>>,
 }
 
-/// What follows for a connection `Shard::each_conn` acted on.
+/// What follows for a connection `Shard::each_conn` acted on (whoever looks after it was
+/// told of any transition by the transition itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Then {
     Nothing,
     /// Its outbox is flushed.
     Flush,
-    /// Whoever looks after it is told its flags changed.
-    Notify,
-    NotifyAndFlush,
 }
 
 /// What a parked connection's next task needs, kept while it waits without one (a held
@@ -212,7 +211,21 @@ impl Shard {
         self.mesh.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Tells whoever looks after the connection that its flags changed.
+    /// The connection needs no owner's word (a WebSocket without a subscription): it is live.
+    pub fn go_live(&mut self, key: ConnKey) {
+        if let Some((c, notices, _)) = self.conn_parts(key) {
+            c.go_live(key, notices);
+        }
+    }
+
+    /// Ends the connection cleanly after what is queued (see `Conn::end`).
+    pub fn end_conn(&mut self, key: ConnKey) {
+        if let Some((c, notices, _)) = self.conn_parts(key) {
+            c.end(key, notices);
+        }
+    }
+
+    /// Tells whoever looks after the connection that it changed.
     pub fn notify(&mut self, key: ConnKey) {
         if let Some((c, notices, _)) = self.conn_parts(key) {
             c.notify(key, notices);
@@ -228,7 +241,7 @@ impl Shard {
     pub fn send(&mut self, key: ConnKey, bytes: Bytes) {
         let cap = self.config.max_pending_bytes;
         let Some((c, notices, metrics)) = self.conn_parts(key) else { return };
-        if c.has(flags::CLOSED | flags::CLOSING) {
+        if c.is_ending() {
             return;
         }
         if c.outbox.over(cap) {
@@ -242,9 +255,9 @@ impl Shard {
     /// Queues `key` for the end-of-batch flush.
     pub fn mark_dirty(&mut self, key: ConnKey) {
         if let Some(c) = self.conn(key)
-            && !c.has(flags::DIRTY)
+            && !c.queued
         {
-            c.flags |= flags::DIRTY;
+            c.queued = true;
             self.dirty.push(key);
         }
     }
@@ -252,68 +265,63 @@ impl Shard {
     /// Flushes one connection now, unless its task is already waiting to.
     pub fn flush(&mut self, key: ConnKey) {
         let Some((c, notices, metrics)) = self.conn_parts(key) else { return };
-        c.flags &= !flags::DIRTY;
-        if c.has(flags::WANT_WRITE | flags::CLOSED) || (c.sub.is_some() && !c.has(flags::READY)) {
+        c.queued = false;
+        if !c.may_write() {
             return;
         }
         loop {
-            match c.outbox.flush(c.fd) {
+            match c.outbox.flush(c.fd()) {
                 Ok((n, done)) => {
                     if n > 0 {
                         c.last_write = Stamp::now();
                         metrics.bytes_written.add(n as u64);
                     }
                     if done == Flushed::Blocked {
-                        c.flags |= flags::WANT_WRITE;
-                        c.notify(key, notices);
+                        c.block_writes(key, notices);
                         return;
                     }
                     // The socket took everything: a replay still to send is pulled now.
-                    if c.has(flags::RENDERING) && !c.has(flags::CLOSING) {
-                        let more =
-                            c.sub.as_mut().filter(|s| s.rendering()).is_some_and(|s| s.render_more(&mut c.outbox));
-                        if !c.sub.as_ref().is_some_and(|s| s.rendering()) {
-                            c.flags &= !flags::RENDERING;
-                        }
-                        if more {
-                            continue;
-                        }
+                    if c.phase() != Phase::Ending
+                        && let Some(sub) = c.sub.as_mut().filter(|s| s.rendering())
+                        && sub.render_more(&mut c.outbox)
+                    {
+                        continue;
                     }
-                    if c.has(flags::CLOSING) {
+                    if c.phase() == Phase::Ending {
+                        // Its task (or the watcher) finishes the close once all is out.
                         c.notify(key, notices);
                     }
                     return;
                 }
                 Err(_) => {
-                    c.flags |= flags::CLOSED;
-                    c.outbox.clear();
-                    c.notify(key, notices);
+                    c.close(key, notices);
                     return;
                 }
             }
         }
     }
 
-    /// Polls for any of `wanted` flags on the connection, registering the task's waker.
-    pub fn poll_flags(&mut self, key: ConnKey, wanted: u16, cx: &mut Context<'_>) -> Poll<u16> {
+    /// Polls until `until` holds for the connection, registering the task's waker; answers
+    /// its phase then (`Closed` once it is gone).
+    pub fn poll_until(&mut self, key: ConnKey, until: impl Fn(&Conn) -> bool, cx: &mut Context<'_>) -> Poll<Phase> {
         match self.conn(key) {
-            None => Poll::Ready(flags::CLOSED),
-            Some(c) => c.poll_flags(wanted, cx),
+            None => Poll::Ready(Phase::Closed),
+            Some(c) => c.poll_until(until, cx),
         }
     }
 
     /// Puts the connection's subscription into the index. Topics this worker is registered
     /// for (and not resumed) are joined at once; for the others the returned requests must be
-    /// sent to their owners. The subscription becomes `READY` when the last one is answered.
+    /// sent to their owners. The connection goes live when the last one is answered.
     pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Resume]) -> Vec<(usize, ToOwner)> {
         let n = sub.topics.len();
         let Some(c) = self.conn(key) else { return Vec::new() };
         c.sub = Some(sub);
         let requests = self.attach(key, 0..n, from);
-        if let Some(c) = self.conn(key)
+        if let Some((c, notices, _)) = self.conn_parts(key)
             && c.sub.as_ref().is_some_and(|s| s.pending_acks == 0)
         {
-            c.flags |= flags::READY;
+            c.go_live(key, notices);
         }
         requests
     }
@@ -340,9 +348,6 @@ impl Shard {
             && sub.pending_acks == 0
         {
             sub.render_prelude(&mut c.outbox);
-            if sub.rendering() {
-                c.flags |= flags::RENDERING;
-            }
         }
         requests
     }
@@ -483,13 +488,10 @@ impl Shard {
     /// closes it; its client comes back after the delay and resumes from its last id.
     fn pause(&mut self, delay_ms: u64, except: &[String]) {
         let retry = sse::preamble(delay_ms, false);
-        self.each_conn(|c| {
+        self.each_conn(|key, c, notices| {
             let Some(sub) = c.sub.as_ref() else { return Then::Nothing };
             let Some(groups) = sub.rare.as_ref().and_then(|r| r.pausable.as_ref()) else { return Then::Nothing };
-            if groups.iter().any(|g| except.contains(g))
-                || !c.has(flags::READY)
-                || c.has(flags::CLOSED | flags::CLOSING)
-            {
+            if groups.iter().any(|g| except.contains(g)) || c.phase() != Phase::Live {
                 return Then::Nothing;
             }
             if let Delivery::Sse { chunked } = sub.delivery {
@@ -498,24 +500,20 @@ impl Shard {
                     c.outbox.push(Bytes::from_static(sse::TERMINATOR));
                 }
             }
-            c.flags |= flags::CLOSING;
-            Then::NotifyAndFlush
+            c.end(key, notices);
+            Then::Flush
         });
     }
 
-    /// Acts on every connection: `act` changes it (queues bytes, sets flags) and says what
-    /// follows — whoever looks after it told, its outbox flushed — which happens here, for
-    /// each, once the walk is over.
-    pub fn each_conn(&mut self, mut act: impl FnMut(&mut Conn) -> Then) {
+    /// Acts on every connection: `act` changes it (queues bytes, makes transitions, which
+    /// tell whoever looks after it) and says whether its outbox is to be flushed, which
+    /// happens here, for each, once the walk is over.
+    pub fn each_conn(&mut self, mut act: impl FnMut(ConnKey, &mut Conn, &mut Notices) -> Then) {
         let mut flush = Vec::new();
         let Shard { conns, notices, .. } = self;
         for (i, c) in conns.iter_mut() {
-            let then = act(c);
             let key = ConnKey { index: i as u32, generation: c.generation() };
-            if matches!(then, Then::Notify | Then::NotifyAndFlush) {
-                c.notify(key, notices);
-            }
-            if matches!(then, Then::Flush | Then::NotifyAndFlush) {
+            if act(key, c, notices) == Then::Flush {
                 flush.push(key);
             }
         }
@@ -536,7 +534,7 @@ impl Shard {
         for (&token, &idx) in t.subs.iter() {
             let key = ConnKey::from_token(token);
             let Some(c) = conns.get_mut(key.index as usize) else { continue };
-            if c.generation() != key.generation || c.has(flags::CLOSED | flags::CLOSING) {
+            if c.generation() != key.generation || c.is_ending() {
                 continue;
             }
             let Some(sub) = c.sub.as_mut() else { continue };
@@ -549,13 +547,13 @@ impl Shard {
                 }
                 continue;
             }
+            // One notice per poll, not per event: a parked poll's notices are queued.
+            let first_held = matches!(&sub.delivery, Delivery::Held(h) if h.items.is_empty());
             match sub.take(Item::Event { idx, frame, replay: false }, &mut c.outbox, &mut ids) {
                 Taken::Nothing => continue,
                 Taken::Held => {
                     metrics.deliveries.inc();
-                    // One notice per poll, not per event: a parked poll's notices are queued.
-                    if !c.has(flags::DATA) {
-                        c.flags |= flags::DATA;
+                    if first_held {
                         c.notify(key, notices);
                     }
                     continue;
@@ -564,8 +562,8 @@ impl Shard {
             }
             if c.outbox.over(cap) {
                 c.cut_slow(key, notices, metrics, true);
-            } else if !c.has(flags::DIRTY) {
-                c.flags |= flags::DIRTY;
+            } else if !c.queued {
+                c.queued = true;
                 dirty.push(key);
             }
         }
@@ -584,7 +582,7 @@ impl Shard {
                 t.head = ack.head;
             }
         }
-        let Some(c) = self.conn(key) else {
+        let Some((c, notices, _)) = self.conn_parts(key) else {
             self.release(&ack.topic);
             self.send_deferred();
             return;
@@ -592,21 +590,27 @@ impl Shard {
         if ack.created {
             c.naming.charge();
         }
-        let (closed, refused) = (c.has(flags::CLOSED), c.has(flags::REFUSED));
-        let Some(sub) = c.sub.as_mut().filter(|_| !closed) else {
+        let phase = c.phase();
+        let Some(sub) = c.sub.as_mut().filter(|_| phase != Phase::Closed) else {
             self.release(&ack.topic);
             self.send_deferred();
             return;
         };
         if ack.refused {
-            // The node keeps `max_topics`: the subscription is refused whole, with 503 (or,
-            // on a WebSocket already open, a close).
+            // The node keeps `max_topics`: the subscription is refused whole, with 503; a
+            // WebSocket already open that asked for more topics is closed instead, as it
+            // cannot stand as asked and an open socket has no status to answer with.
             sub.pending_acks -= 1;
             sub.prelude.clear();
-            c.flags |= flags::REFUSED;
+            if phase == Phase::Live && c.websocket {
+                c.outbox.push(close_frame(TOO_MANY_TOPICS.code(), "max_topics reached; try again later"));
+                c.end(key, notices);
+            } else {
+                c.refuse(key, notices);
+            }
             self.release(&ack.topic);
             self.send_deferred();
-            self.notify(key);
+            self.flush(key);
             return;
         }
         sub.positions[idx] = ack.start;
@@ -617,21 +621,15 @@ impl Shard {
             sub.prelude.push_back(Prelude::Replay { idx, frames: ack.replay, next: 0 });
         }
         sub.pending_acks -= 1;
-        let ready = sub.pending_acks == 0 && !refused;
+        let ready = sub.pending_acks == 0 && phase != Phase::Refused;
         if ready {
-            if sub.render_prelude(&mut c.outbox) == Taken::Held {
-                c.flags |= flags::DATA;
-            }
-            if sub.rendering() {
-                c.flags |= flags::RENDERING;
-            }
-            c.flags |= flags::READY;
+            sub.render_prelude(&mut c.outbox);
+            c.go_live(key, notices);
         }
         if let Some(t) = self.topics.get_mut(&ack.topic) {
             t.subs.insert(key.to_token(), idx);
         }
         if ready {
-            self.notify(key);
             self.mark_dirty(key);
         }
     }

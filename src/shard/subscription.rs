@@ -38,6 +38,9 @@ pub struct Held {
     pub items: Vec<HeldItem>,
     /// When to answer `204` if nothing came.
     pub deadline: Stamp,
+    /// Answer now with what there is: its deadline passed, its token expired, or it asked
+    /// not to wait (`timeout=0`).
+    pub due: bool,
     max: u32,
     /// The answer stops growing past this many bytes of event data (`max_pending_bytes`):
     /// the same cap a stream's queue has. What is left comes with the next poll.
@@ -56,7 +59,15 @@ pub enum HeldItem {
 impl Held {
     pub fn new(max: usize, max_bytes: usize, deadline: Stamp) -> Held {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Held { items: Vec::new(), deadline, max: clamp(max), max_bytes: clamp(max_bytes), events: 0, bytes: 0 }
+        Held {
+            items: Vec::new(),
+            deadline,
+            due: false,
+            max: clamp(max),
+            max_bytes: clamp(max_bytes),
+            events: 0,
+            bytes: 0,
+        }
     }
 
     fn full(&self) -> bool {
