@@ -8,7 +8,8 @@
 //! of its own layer — and no modules import each other in a circle, down to files
 //! (`tests/layers.rs` checks both, reading this list).
 //!
-//! 1. `sys`, `clock`, `cursor` — system calls; time; event ids and resume positions.
+//! 1. `sys`, `clock`, `cursor`, `keys` — system calls; time; event ids and resume positions;
+//!    slab keys with generations.
 //! 2. `proto` — pure codecs: HTTP/1.1 heads and bodies, SSE, WebSocket frames, long-poll JSON.
 //! 3. `config`, `metrics`, `route` — every setting; the counters; method and path → route.
 //! 4. `auth` — tokens, rights, CORS.
@@ -57,6 +58,7 @@ pub mod config;
 pub mod conn;
 pub mod cursor;
 pub mod frames;
+pub mod keys;
 pub mod mesh;
 pub mod metrics;
 pub mod proto;

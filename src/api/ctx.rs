@@ -14,9 +14,9 @@ pub type Stopped = (Arc<str>, Cursor);
 
 /// What a handler needs to know about the connection it serves.
 pub struct Ctx {
-    /// Where this connection's last session-events answer stopped, and for which session's
-    /// topic (seed 000 continues there, for that session only).
-    pub resume: RefCell<Option<Stopped>>,
+    /// Where this connection's last data-only poll answer stopped, and in which topic: a
+    /// route whose clients keep no cursor continues there, for that topic only.
+    pub stopped_at: RefCell<Option<Stopped>>,
     pub shard: ShardRef,
     pub key: ConnKey,
     /// The peer is on this host (loopback may publish without a key).
@@ -27,11 +27,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(shard: ShardRef, key: ConnKey, loopback: bool, resume: Option<Stopped>) -> Ctx {
+    pub fn new(shard: ShardRef, key: ConnKey, loopback: bool, stopped_at: Option<Stopped>) -> Ctx {
         let (config, mesh, worker) = {
             let s = shard.borrow();
             (s.config.clone(), s.mesh.clone(), s.id)
         };
-        Ctx { resume: RefCell::new(resume), shard, key, loopback, config, mesh, worker }
+        Ctx { stopped_at: RefCell::new(stopped_at), shard, key, loopback, config, mesh, worker }
     }
 }

@@ -18,8 +18,9 @@ use crate::auth::jwt::{self, Claims};
 use crate::auth::rights;
 use crate::clock::now_micros;
 use crate::cursor::Cursor;
+use crate::keys::PublishKey;
 use crate::proto::http1::response::Head;
-use crate::proto::http1::{RequestHead, Response, Status};
+use crate::proto::http1::{RequestHead, Response, Status, Wire};
 use crate::proto::query::{param, percent_decode};
 pub use crate::pubsub::msg::Refusal;
 use crate::pubsub::msg::{ReplyTo, ToOwner};
@@ -76,7 +77,7 @@ pub async fn publish(ctx: &Ctx, who: &Publisher, events: Events) -> Result<Curso
 /// cursors arrive.
 #[must_use]
 pub struct Submitted {
-    slot: Option<usize>,
+    slot: Option<PublishKey>,
     shard: ShardRef,
     /// The events' topics, to name the one an owner refused.
     topics: SmallVec<[Arc<str>; 1]>,
@@ -106,7 +107,7 @@ pub async fn submit(ctx: &Ctx, who: &Publisher, events: Events) -> Result<Submit
     let ts_micros = now_micros();
     for (i, ev) in events.into_iter().enumerate() {
         let owner = owner_of(&ev.topic, ctx.mesh.workers);
-        let reply = ReplyTo { worker: ctx.worker as u16, token: slot as u64, index: i as u32 };
+        let reply = ReplyTo { worker: ctx.worker as u16, key: slot, index: i as u32 };
         let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
         ctx.mesh.to_owner[owner].send(msg).await;
     }
@@ -119,7 +120,7 @@ pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Result<Cursors, Ref
     let Some(slot) = submitted.slot else { return Ok(Cursors::new()) };
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
-        let Some(p) = s.publishes.get_mut(slot) else { return Poll::Ready(()) };
+        let Some(p) = s.publish(slot) else { return Poll::Ready(()) };
         if p.missing == 0 {
             Poll::Ready(())
         } else {
@@ -130,7 +131,7 @@ pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Result<Cursors, Ref
     .await;
     submitted.slot = None;
     // Every cursor is in: the slot is only freed here, or abandoned by a drop.
-    let done = ctx.shard.borrow_mut().publishes.try_remove(slot);
+    let done = ctx.shard.borrow_mut().close_publish(slot);
     let mut out = Cursors::new();
     for (index, c) in done.into_iter().flat_map(|d| d.cursors).enumerate() {
         match c {
@@ -321,7 +322,7 @@ pub fn write_published(
     if !json_safe(topic) {
         let mut r = published(cursor, topic);
         r.headers.extend_from_slice(headers);
-        r.encode_into(out, minor_version, true, false);
+        r.encode_into(out, Wire::kept(minor_version));
         return out.len() - start;
     }
     let id = cursor.text();
@@ -457,7 +458,7 @@ mod tests {
             assert_eq!(n, out.len());
             let mut expected = r.clone();
             expected.headers.extend_from_slice(&cors);
-            assert_eq!(out.freeze(), expected.encode(1, true, false));
+            assert_eq!(out.freeze(), expected.encode(Wire::kept(1)));
         }
     }
 

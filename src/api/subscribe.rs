@@ -38,8 +38,8 @@ pub struct StreamRequest {
     pub from: Vec<Resume>,
     pub types: Option<Box<[Box<str>]>>,
     pub padding: bool,
-    /// For streams an admin pause may close: the groups that spare them (seed 003).
-    pub pausable: Option<Box<[String]>>,
+    /// For streams that may be shed (see `ToWorker::Shed`): the groups that spare them.
+    pub sheddable: Option<Box<[String]>>,
     /// When the token it was opened with expires (Unix milliseconds): the stream ends then.
     pub expires: Option<u64>,
 }
@@ -167,7 +167,7 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
 fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
     let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest { topics, from, types, padding, pausable: None, expires: None })
+    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None })
 }
 
 /// Most events one long-poll answer may carry.

@@ -16,7 +16,7 @@ use monoio::time::Instant;
 use super::request;
 use crate::api::ctx::Ctx;
 use crate::api::publish::{self, NewEvent, Publisher, Submitted};
-use crate::proto::http1::{Response, Status};
+use crate::proto::http1::{Response, Status, Wire};
 use crate::shard::outbox::Outbox;
 
 /// Most answer bytes held back for pipelined requests before they are written anyway.
@@ -75,7 +75,7 @@ impl Answers {
             Ok(submitted) => self.publishes.push(Deferred { submitted, topic, minor_version, cors }),
             Err(refused) => {
                 let r = refused.response("/topic").with_headers(cors);
-                self.add(ctx, r, minor_version, keep_alive, false).await;
+                self.add(ctx, r, Wire { minor_version, keep_alive, head_only: false }).await;
             }
         }
     }
@@ -93,7 +93,7 @@ impl Answers {
                 }
                 Err(refused) => {
                     let r = refused.response("/topic").with_headers(d.cors);
-                    r.encode_into(&mut self.ready, d.minor_version, true, false);
+                    r.encode_into(&mut self.ready, Wire::kept(d.minor_version));
                     metrics.response(r.status.code());
                 }
             }
@@ -102,10 +102,10 @@ impl Answers {
     }
 
     /// Adds the answer to the request just read, behind every answer owed before it.
-    pub async fn add(&mut self, ctx: &Ctx, response: Response, minor_version: u8, keep_alive: bool, head_only: bool) {
+    pub async fn add(&mut self, ctx: &Ctx, response: Response, wire: Wire) {
         self.settle(ctx).await;
         let start = self.ready.len();
-        response.encode_into(&mut self.ready, minor_version, keep_alive, head_only);
+        response.encode_into(&mut self.ready, wire);
         let metrics = &ctx.mesh.metrics.workers[ctx.worker];
         metrics.response(response.status.code());
         metrics.bytes_written.add((self.ready.len() - start) as u64);

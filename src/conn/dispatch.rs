@@ -192,9 +192,9 @@ pub async fn dispatch(
             _ => Response::error(Status::Internal, "request not admitted", "/"),
         },
         Route::WaveEvents(token) => {
-            let remembered = ctx.resume.borrow().clone();
+            let remembered = ctx.stopped_at.borrow().clone();
             let req = seeds::wave::poll(head, token, remembered)?;
-            let style = longpoll::Style::Raw;
+            let style = longpoll::Style::DataOnly;
             let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
             return poll(req, framing);
         }

@@ -22,7 +22,7 @@ use monoio::net::TcpStream;
 use crate::api::ctx::Ctx;
 use crate::api::subscribe::PollRequest;
 use crate::clock::Stamp;
-use crate::proto::http1::{Head, Status};
+use crate::proto::http1::{Head, Status, Wire};
 use crate::proto::longpoll;
 use crate::shard::conn::{Conn, Phase};
 use crate::shard::outbox::Outbox;
@@ -44,9 +44,10 @@ pub struct Framing {
 pub enum Style {
     /// herald's long-poll: `{"events":[…],"last_event_id"}`, 204 on timeout.
     Events,
-    /// The session-events seed: the one event's data as the body, an empty 200 on timeout;
-    /// the connection remembers where the answer stopped for its next poll.
-    Raw,
+    /// One event's data, verbatim, as the body; an empty 200 on timeout. For clients that
+    /// keep no cursor: the connection remembers where the answer stopped, and its next poll
+    /// of the same topic continues there.
+    DataOnly,
 }
 
 enum Event {
@@ -77,23 +78,24 @@ pub struct Waiting {
 /// What few parked polls have.
 struct Rare {
     cors: Vec<(&'static str, String)>,
-    /// Where the last session-events answer stopped (`Ctx::resume`).
-    resume: Option<crate::api::ctx::Stopped>,
+    /// Where the connection's last data-only answer stopped (`Ctx::stopped_at`).
+    stopped_at: Option<crate::api::ctx::Stopped>,
 }
 
 impl Waiting {
-    pub fn new(framing: Framing, resume: Option<crate::api::ctx::Stopped>, loopback: bool) -> Waiting {
+    pub fn new(framing: Framing, stopped_at: Option<crate::api::ctx::Stopped>, loopback: bool) -> Waiting {
         let Framing { minor_version, keep_alive, cors, style } = framing;
-        let rare = (!cors.is_empty() || resume.is_some()).then(|| Box::new(Rare { cors, resume }));
+        let rare = (!cors.is_empty() || stopped_at.is_some()).then(|| Box::new(Rare { cors, stopped_at }));
         Waiting { minor_version, keep_alive, style, loopback, rare }
     }
 
-    /// The framing, the resume point and whether the peer is on loopback.
+    /// The framing, where the last data-only answer stopped, and whether the peer is on
+    /// loopback.
     pub fn into_parts(self) -> (Framing, Option<crate::api::ctx::Stopped>, bool) {
-        let (cors, resume) = self.rare.map_or((Vec::new(), None), |r| (r.cors, r.resume));
+        let (cors, stopped_at) = self.rare.map_or((Vec::new(), None), |r| (r.cors, r.stopped_at));
         let framing =
             Framing { minor_version: self.minor_version, keep_alive: self.keep_alive, cors, style: self.style };
-        (framing, resume, self.loopback)
+        (framing, stopped_at, self.loopback)
     }
 }
 
@@ -202,11 +204,11 @@ async fn respond(ctx: &Ctx, stream: &TcpStream, framing: Framing) -> bool {
     let status = if refused {
         // An owner refused a new topic (the node keeps `max_topics`).
         let r = super::limits::too_many_topics().with_headers(framing.cors.clone());
-        out.push(r.encode(framing.minor_version, keep_alive, false));
+        out.push(r.encode(Wire { minor_version: framing.minor_version, keep_alive, head_only: false }));
         r.status
     } else {
-        if framing.style == Style::Raw {
-            *ctx.resume.borrow_mut() = Some((sub.topics[0].clone(), sub.positions[0]));
+        if framing.style == Style::DataOnly {
+            *ctx.stopped_at.borrow_mut() = Some((sub.topics[0].clone(), sub.positions[0]));
         }
         let (status, pieces) = answer(sub, &framing);
         for piece in pieces {
@@ -244,7 +246,7 @@ fn answer(sub: Subscription, framing: &Framing) -> (Status, Vec<Bytes>) {
         }
         .encode()
     };
-    if framing.style == Style::Raw {
+    if framing.style == Style::DataOnly {
         // One event's data, verbatim; nothing (an empty 200) when none came. A gap cannot be
         // expressed in this API: the answer is simply the next event history still has.
         let data = held.items.iter().find_map(|i| match i {

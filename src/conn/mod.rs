@@ -26,7 +26,7 @@ use crate::api::ctx::Ctx;
 use crate::api::{self};
 use crate::auth;
 use crate::metrics::Transport as Doing;
-use crate::proto::http1::{BodyKind, Method, Response};
+use crate::proto::http1::{BodyKind, Method, Response, Wire};
 use crate::route::{Route, route};
 use crate::shard::conn::ConnKey;
 use crate::shard::parked;
@@ -61,8 +61,8 @@ impl Kept for ws::Session {
 /// Takes a parked long-poll back into a task (the watcher saw it get something to answer,
 /// or its peer send something): answers it, then serves the connection's next requests.
 async fn resume_poll(shard: ShardRef, key: ConnKey, stream: TcpStream, waiting: longpoll::Waiting) {
-    let (framing, resume, loopback) = waiting.into_parts();
-    let ctx = Ctx::new(shard, key, loopback, resume);
+    let (framing, stopped_at, loopback) = waiting.into_parts();
+    let ctx = Ctx::new(shard, key, loopback, stopped_at);
     serve_from(ctx, stream, Some(framing)).await;
 }
 
@@ -141,7 +141,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                     longpoll::Outcome::Answered { stays: true } => now_doing(Doing::Http),
                     longpoll::Outcome::Answered { stays: false } => break,
                     longpoll::Outcome::Waiting(framing) => {
-                        let waiting = longpoll::Waiting::new(framing, ctx.resume.take(), ctx.loopback);
+                        let waiting = longpoll::Waiting::new(framing, ctx.stopped_at.take(), ctx.loopback);
                         if parked::park_poll(&ctx.shard, key, stream, Box::new(waiting)) {
                             return;
                         }
@@ -281,7 +281,7 @@ async fn answer_requests(
             }
         };
         response.headers.extend(cors);
-        answers.add(ctx, response, head.minor_version, keep_alive, head_only).await;
+        answers.add(ctx, response, Wire { minor_version: head.minor_version, keep_alive, head_only }).await;
         if !keep_alive {
             return Next::Close;
         }

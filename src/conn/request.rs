@@ -14,7 +14,7 @@ use monoio::time::{Instant, timeout_at};
 use super::limits::{BodyRoom, too_many_topics};
 use crate::api::ctx::Ctx;
 use crate::proto::http1::{
-    BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, head::MAX_HEAD_BYTES, parse_head,
+    BodyDecoder, BodyError, BodyKind, HeadError, RequestHead, Response, Status, Wire, head::MAX_HEAD_BYTES, parse_head,
     response::CONTINUE,
 };
 use crate::shard::outbox::{Flushed, Outbox};
@@ -256,7 +256,7 @@ pub async fn write_out(stream: &TcpStream, out: &mut Outbox, deadline: Instant) 
 /// Answers with `resp` and closes: half-close first, then read and discard a bounded amount
 /// for a short while, so the client sees the response rather than a reset.
 pub async fn refuse(stream: &TcpStream, resp: Response, minor_version: u8) {
-    let bytes = resp.encode(minor_version, false, false);
+    let bytes = resp.encode(Wire::closing(minor_version));
     if write_all(stream, bytes, Instant::now() + Duration::from_secs(5)).await.is_err() {
         return;
     }

@@ -39,8 +39,8 @@ pub async fn open(
         c.outbox.push(head);
         c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
         let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
-        if req.pausable.is_some() {
-            sub.rare = Some(Box::new(Rare { pausable: req.pausable, expires: None }));
+        if req.sheddable.is_some() {
+            sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, expires: None }));
         }
         sub.expires_at(req.expires);
         s.join(key, sub, &req.from)

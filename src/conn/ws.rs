@@ -262,7 +262,7 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
                 Vec::new()
             }
             Mode::Chat(Ok((user, expires))) => {
-                let mut sub = Subscription::new(vec![user], None, Delivery::WsRaw);
+                let mut sub = Subscription::new(vec![user], None, Delivery::WsData);
                 sub.expires_at(expires);
                 s.join(key, sub, &[crate::cursor::Resume::Live])
             }

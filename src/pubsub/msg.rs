@@ -6,13 +6,15 @@ use bytes::Bytes;
 
 use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
+use crate::keys::{ConnKey, PublishKey};
 
-/// Where a reply goes: a worker, a token that worker chose (a pending-publish slot or a
-/// connection key) and an index within it (a batch line or a topic of a subscription).
+/// Where a reply goes: a worker, the key of the slot there that waits for it (`PublishKey`
+/// for a publish, `ConnKey` for a subscription), and an index within it (a batch line, a
+/// topic of the subscription). The owner only hands it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTo {
+pub struct ReplyTo<K> {
     pub worker: u16,
-    pub token: u64,
+    pub key: K,
     pub index: u32,
 }
 
@@ -29,11 +31,11 @@ pub enum Refusal {
 #[derive(Debug)]
 pub enum ToOwner {
     /// Assign a cursor, keep it in history, forward it, reply with the cursor.
-    Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo },
+    Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo<PublishKey> },
     /// Register `reply.worker` as hosting subscribers of `topic` and reply with the head
     /// and, when resuming, the events after the resume point — in one step, so nothing
     /// falls between.
-    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo },
+    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<ConnKey> },
     /// `worker` no longer hosts subscribers of `topic`.
     Unsubscribe { topic: Arc<str>, worker: u16 },
     /// Periodic housekeeping: expire history by TTL, forget idle topics.
@@ -46,12 +48,12 @@ pub enum ToWorker {
     /// An event to fan out to the local subscribers of its topic.
     Event(Arc<Frame>),
     /// The cursor a publish got, or why it got none.
-    Published { reply: ReplyTo, cursor: Result<Cursor, Refusal> },
+    Published { reply: ReplyTo<PublishKey>, cursor: Result<Cursor, Refusal> },
     /// The owner registered this worker for a topic (see `ToOwner::Subscribe`).
     Subscribed(Box<SubscribeAck>),
-    /// Ask every pausable stream (the EventSource push route) whose groups are not in
-    /// `except` to come back in `delay_ms`, and close it.
-    Pause { delay_ms: u64, except: Arc<[String]> },
+    /// Shed every stream that may be shed and whose groups are not in `except`: tell it to
+    /// come back in `delay_ms`, and close it (load shedding, maintenance).
+    Shed { delay_ms: u64, except: Arc<[String]> },
 }
 
 /// A resume history could not cover.
@@ -65,7 +67,7 @@ pub struct Gap {
 
 #[derive(Debug)]
 pub struct SubscribeAck {
-    pub reply: ReplyTo,
+    pub reply: ReplyTo<ConnKey>,
     pub topic: Arc<str>,
     /// Where the subscriber stands until something is sent for this topic: its resume
     /// cursor, or the head when it starts live. With a gap, a cursor that reports the gap

@@ -381,6 +381,7 @@ fn water_level(sorted: &[usize], excess: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Key;
     use crate::pubsub::msg::ReplyTo;
     use bytes::Bytes;
 
@@ -393,8 +394,8 @@ mod tests {
         ack.gap.as_ref().map(|g| &*g.missed)
     }
 
-    fn reply(worker: u16) -> ReplyTo {
-        ReplyTo { worker, token: 1, index: 0 }
+    fn reply<K>(worker: u16) -> ReplyTo<Key<K>> {
+        ReplyTo { worker, key: Key::new(1, 1), index: 0 }
     }
 
     fn publish_msg(topic: &str) -> ToOwner {

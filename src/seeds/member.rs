@@ -52,7 +52,7 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead) -> Result<StreamRequest, Respons
         expires = who.expires();
     }
     let from = parse_resume(head, 1)?;
-    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, pausable: None, expires })
+    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, sheddable: None, expires })
 }
 
 /// A refusal about the stream's one topic, pointed at where this request named it.

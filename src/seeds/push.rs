@@ -65,7 +65,7 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         Identity::Anonymous => Vec::new(),
     };
     let expires = who.expires();
-    Ok(StreamRequest { topics, from, types, padding: false, pausable: Some(groups.into()), expires })
+    Ok(StreamRequest { topics, from, types, padding: false, sheddable: Some(groups.into()), expires })
 }
 
 /// Who may `POST /admin/pause` (API.md §7): the publish key (or loopback when none is
@@ -102,7 +102,7 @@ pub async fn pause(ctx: &Ctx, head: &RequestHead) -> Response {
         None => Arc::from([]),
     };
     for inbox in ctx.mesh.to_worker.iter() {
-        inbox.send(ToWorker::Pause { delay_ms, except: except.clone() }).await;
+        inbox.send(ToWorker::Shed { delay_ms, except: except.clone() }).await;
     }
     Response::json(Status::Ok, &json!({"paused": true, "delay_ms": delay_ms, "except_groups": &*except}))
 }

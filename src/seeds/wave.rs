@@ -38,7 +38,14 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<Stopped>) -> Res
     }
     let timeout = parse_timeout(head)?;
     Ok(PollRequest {
-        stream: StreamRequest { topics: vec![topic], from, types: None, padding: false, pausable: None, expires: None },
+        stream: StreamRequest {
+            topics: vec![topic],
+            from,
+            types: None,
+            padding: false,
+            sheddable: None,
+            expires: None,
+        },
         max: 1,
         timeout,
     })

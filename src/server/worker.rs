@@ -266,7 +266,7 @@ async fn ticker(shard: ShardRef) {
                     match &sub.delivery {
                         Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
                         Delivery::Sse { chunked: false } => {}
-                        Delivery::Ws | Delivery::WsRaw => c.outbox.push(expired_close.clone()),
+                        Delivery::Ws | Delivery::WsData => c.outbox.push(expired_close.clone()),
                         Delivery::Held(_) => {
                             c.poll_due(key, notices);
                             return Then::Nothing;
@@ -289,18 +289,18 @@ async fn ticker(shard: ShardRef) {
                     // A peer that answered no ping for two intervals is gone. A peer silent
                     // for one is pinged even while events flow to it (they say nothing about
                     // whether it is still there); a quiet connection is pinged too.
-                    Delivery::Ws | Delivery::WsRaw if stamp.since(c.last_read) >= heartbeat * 2 => {
+                    Delivery::Ws | Delivery::WsData if stamp.since(c.last_read) >= heartbeat * 2 => {
                         c.close(key, notices);
                         Then::Nothing
                     }
-                    Delivery::Ws | Delivery::WsRaw
+                    Delivery::Ws | Delivery::WsData
                         if stamp.since(c.last_read) >= heartbeat
                             || (c.outbox.is_empty() && stamp.since(c.last_write) >= heartbeat) =>
                     {
                         c.outbox.push(ping.clone());
                         Then::Flush
                     }
-                    Delivery::Ws | Delivery::WsRaw => Then::Nothing,
+                    Delivery::Ws | Delivery::WsData => Then::Nothing,
                 }
             });
             s.send_deferred();
@@ -329,7 +329,7 @@ fn end_streams(shard: &ShardRef) {
         if c.phase() == Phase::Live {
             match delivery {
                 Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
-                Delivery::Ws | Delivery::WsRaw => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
+                Delivery::Ws | Delivery::WsData => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
                 _ => {}
             }
         }

@@ -17,22 +17,7 @@ pub const SLOW_CLOSE: crate::proto::ws::CloseCode = crate::proto::ws::CloseCode:
 /// keeps `max_topics`): an open socket has no status to answer with.
 pub const TOO_MANY_TOPICS: crate::proto::ws::CloseCode = crate::proto::ws::CloseCode::TryAgainLater;
 
-/// A connection's slab index plus the generation it was given, so a key held by a message
-/// in flight can never reach a later connection that reuses the slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub index: u32,
-    pub generation: u32,
-}
-
-impl ConnKey {
-    pub fn to_token(self) -> u64 {
-        u64::from(self.index) << 32 | u64::from(self.generation)
-    }
-    pub fn from_token(t: u64) -> ConnKey {
-        ConnKey { index: (t >> 32) as u32, generation: t as u32 }
-    }
-}
+pub use crate::keys::ConnKey;
 
 /// Where a connection is in its life. A connection starts `Open` (serving requests, or
 /// waiting for its subscription's owners), becomes `Live` once every owner has registered its
@@ -369,7 +354,7 @@ mod tests {
 
     #[test]
     fn phases_move_only_forward_and_tell_whoever_looks_after_the_connection() {
-        let key = ConnKey { index: 0, generation: 1 };
+        let key = ConnKey::new(0, 1);
         let mut n = Notices::default();
         // A connection that never went live has nothing to finish: ending it closes it.
         let mut c = Conn::new(1, -1);
@@ -408,7 +393,7 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         let fd = OwnedFd::from(a);
         let raw = fd.as_raw_fd();
-        let key = ConnKey { index: 3, generation: 7 };
+        let key = ConnKey::new(3, 7);
         let mut c = Conn::new(7, raw);
         assert!(!c.is_parked() && c.unpark().is_none(), "a served connection owns nothing");
         c.park(fd);

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::cursor::Cursor;
 use crate::cursor::Resume;
 use crate::frames::Frame;
+use crate::keys::{Generations, PublishKey};
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::proto::sse;
@@ -48,6 +49,7 @@ const CONN_SLOTS_RESERVED: usize = 1 << 17;
 
 /// A publish (or batch) waiting for its owners' cursors.
 pub struct PendingPublish {
+    generation: u32,
     pub cursors: smallvec::SmallVec<[Option<Result<Cursor, Refusal>>; 1]>,
     pub missing: usize,
     pub waker: Option<Waker>,
@@ -61,7 +63,7 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub mesh: Arc<Mesh>,
     pub conns: Slab<Conn>,
-    next_gen: u32,
+    generations: Generations,
     pub topics: HashMap<Arc<str>, LocalTopic>,
     pub publishes: Slab<PendingPublish>,
     /// Connections with queued output to flush at the end of the current batch.
@@ -108,7 +110,7 @@ impl Shard {
             // pages are touched only as connections arrive, and the slab never grows by
             // copying (which would leave the old copy's pages behind in the heap).
             conns: Slab::with_capacity(slots),
-            next_gen: 0,
+            generations: Generations::default(),
             topics: HashMap::default(),
             publishes: Slab::new(),
             dirty: Vec::new(),
@@ -136,14 +138,29 @@ impl Shard {
     }
 
     /// A slot for a publish of `n` events whose cursors are still to come.
-    pub fn open_publish(&mut self, n: usize) -> usize {
+    pub fn open_publish(&mut self, n: usize) -> PublishKey {
         let cursors = smallvec::smallvec![None; n];
-        self.publishes.insert(PendingPublish { cursors, missing: n, waker: None, abandoned: false })
+        let generation = self.generations.take();
+        let slot =
+            self.publishes.insert(PendingPublish { generation, cursors, missing: n, waker: None, abandoned: false });
+        PublishKey::new(slot, generation)
     }
 
-    /// A cursor for the publish in slot `slot`, event `index`, arrived from its owner.
-    pub fn on_published(&mut self, slot: usize, index: usize, cursor: Result<Cursor, Refusal>) {
-        let Some(p) = self.publishes.get_mut(slot) else { return };
+    /// The publish `key` names, if it is still waiting for cursors or for its publisher.
+    pub fn publish(&mut self, key: PublishKey) -> Option<&mut PendingPublish> {
+        self.publishes.get_mut(key.slot()).filter(|p| p.generation == key.generation)
+    }
+
+    /// Frees the publish `key` names, every cursor in; its cursors, in order.
+    pub fn close_publish(&mut self, key: PublishKey) -> Option<PendingPublish> {
+        self.publish(key)?;
+        Some(self.publishes.remove(key.slot()))
+    }
+
+    /// A cursor for the publish `key`, event `index`, arrived from its owner.
+    pub fn on_published(&mut self, key: PublishKey, index: usize, cursor: Result<Cursor, Refusal>) {
+        let slot = key.slot();
+        let Some(p) = self.publish(key) else { return };
         let Some(c) = p.cursors.get_mut(index).filter(|c| c.is_none()) else { return };
         *c = Some(cursor);
         p.missing -= 1;
@@ -157,16 +174,16 @@ impl Shard {
         }
     }
 
-    /// Nobody waits for the publish in `slot` any more: free it now if every cursor is in,
-    /// else when the last one arrives.
-    pub fn abandon_publish(&mut self, slot: usize) {
-        match self.publishes.get_mut(slot) {
+    /// Nobody waits for the publish `key` any more: free it now if every cursor is in, else
+    /// when the last one arrives.
+    pub fn abandon_publish(&mut self, key: PublishKey) {
+        match self.publish(key) {
             Some(p) if p.missing > 0 => {
                 p.abandoned = true;
                 p.waker = None;
             }
             Some(_) => {
-                self.publishes.remove(slot);
+                self.publishes.remove(key.slot());
             }
             None => {}
         }
@@ -178,10 +195,9 @@ impl Shard {
     }
 
     pub fn add_conn(&mut self, fd: RawFd) -> ConnKey {
-        self.next_gen = self.next_gen.wrapping_add(1);
-        let generation = self.next_gen;
+        let generation = self.generations.take();
         let index = self.conns.insert(Conn::new(generation, fd));
-        ConnKey { index: index as u32, generation }
+        ConnKey::new(index, generation)
     }
 
     pub fn conn(&mut self, key: ConnKey) -> Option<&mut Conn> {
@@ -414,7 +430,7 @@ impl Shard {
             // Its starting position comes with the acknowledgement.
             t.pending += 1;
             sub.pending_acks += 1;
-            let reply = ReplyTo { worker: id as u16, token: key.to_token(), index: i as u32 };
+            let reply = ReplyTo { worker: id as u16, key, index: i as u32 };
             let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply };
             requests.push((owner_of(topic, workers), msg));
         }
@@ -476,21 +492,20 @@ impl Shard {
             ToWorker::Event(frame) => {
                 self.deliver(&frame);
             }
-            ToWorker::Published { reply, cursor } => {
-                self.on_published(reply.token as usize, reply.index as usize, cursor)
-            }
+            ToWorker::Published { reply, cursor } => self.on_published(reply.key, reply.index as usize, cursor),
             ToWorker::Subscribed(ack) => self.on_subscribed(*ack),
-            ToWorker::Pause { delay_ms, except } => self.pause(delay_ms, &except),
+            ToWorker::Shed { delay_ms, except } => self.shed(delay_ms, &except),
         }
     }
 
-    /// Sends `retry: delay_ms` to every pausable stream not spared by `except`, ends it and
-    /// closes it; its client comes back after the delay and resumes from its last id.
-    fn pause(&mut self, delay_ms: u64, except: &[String]) {
+    /// Sends `retry: delay_ms` to every stream that may be shed and is not spared by `except`,
+    /// ends it and closes it; its client comes back after the delay and resumes from its last
+    /// id.
+    fn shed(&mut self, delay_ms: u64, except: &[String]) {
         let retry = sse::preamble(delay_ms, false);
         self.each_conn(|key, c, notices| {
             let Some(sub) = c.sub.as_ref() else { return Then::Nothing };
-            let Some(groups) = sub.rare.as_ref().and_then(|r| r.pausable.as_ref()) else { return Then::Nothing };
+            let Some(groups) = sub.rare.as_ref().and_then(|r| r.shed_groups.as_ref()) else { return Then::Nothing };
             if groups.iter().any(|g| except.contains(g)) || c.phase() != Phase::Live {
                 return Then::Nothing;
             }
@@ -512,7 +527,7 @@ impl Shard {
         let mut flush = Vec::new();
         let Shard { conns, notices, .. } = self;
         for (i, c) in conns.iter_mut() {
-            let key = ConnKey { index: i as u32, generation: c.generation() };
+            let key = ConnKey::new(i, c.generation());
             if act(key, c, notices) == Then::Flush {
                 flush.push(key);
             }
@@ -572,7 +587,7 @@ impl Shard {
 
     /// The owner registered us for a topic: replay, then join live.
     fn on_subscribed(&mut self, ack: SubscribeAck) {
-        let key = ConnKey::from_token(ack.reply.token);
+        let key = ack.reply.key;
         let idx = ack.reply.index as usize;
         let t = self.topics.entry(ack.topic.clone()).or_default();
         t.pending = t.pending.saturating_sub(1);

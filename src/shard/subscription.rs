@@ -26,8 +26,9 @@ pub enum Delivery {
     Held(Held),
     /// A WebSocket: each event goes to the outbox as a text frame; topics come and go.
     Ws,
-    /// A WebSocket that is sent each event's data as it is (the chat events API).
-    WsRaw,
+    /// A WebSocket that is sent each event's data alone, as it is: no JSON envelope, no id
+    /// (for clients that take the publisher's own message format).
+    WsData,
 }
 
 /// What a held long-poll has collected. Inline in the subscription, not boxed: a box made
@@ -108,8 +109,9 @@ pub struct Subscription {
 /// What few subscriptions have.
 #[derive(Debug, Default)]
 pub struct Rare {
-    /// Set on streams an admin pause may close: the groups that can spare them.
-    pub pausable: Option<Box<[String]>>,
+    /// Set on streams that may be shed (told to come back later, and closed): the groups
+    /// that can spare them.
+    pub shed_groups: Option<Box<[String]>>,
     /// When the token the subscription was opened with expires (Unix milliseconds): the stream
     /// ends then, and its client comes back with a fresh one.
     pub expires: Option<u64>,
@@ -242,17 +244,17 @@ impl Subscription {
                 held.push(frame);
                 Taken::Held
             }
-            (Delivery::Ws | Delivery::WsRaw, Item::Gap { idx, missed, .. }) => {
+            (Delivery::Ws | Delivery::WsData, Item::Gap { idx, missed, .. }) => {
                 let gap = serde_json::json!({"event": "gap", "topic": &*self.topics[idx], "missed_from": missed});
                 outbox.push_replay(ws::encode_frame(ws::Opcode::Text, gap.to_string().as_bytes()));
                 Taken::Outbox
             }
-            (Delivery::Ws | Delivery::WsRaw, Item::Event { idx, frame, replay }) => {
+            (Delivery::Ws | Delivery::WsData, Item::Event { idx, frame, replay }) => {
                 self.positions[idx] = frame.cursor;
                 if !frame.passes(self.types.as_deref()) {
                     return Taken::Nothing;
                 }
-                let raw = matches!(self.delivery, Delivery::WsRaw);
+                let raw = matches!(self.delivery, Delivery::WsData);
                 push(outbox, if raw { frame.ws_raw() } else { frame.ws() }, replay);
                 Taken::Outbox
             }

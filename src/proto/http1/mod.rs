@@ -6,4 +6,4 @@ pub mod response;
 
 pub use body::{BodyDecoder, BodyError};
 pub use head::{BodyKind, HeadError, Method, RequestHead, parse_head};
-pub use response::{Head, Response, Status};
+pub use response::{Head, Response, Status, Wire};

@@ -105,28 +105,50 @@ impl Response {
         self
     }
 
-    /// Encodes head and body. `keep_alive` decides the `Connection` header; `head_only`
-    /// (for HEAD requests) keeps the length but drops the body.
-    pub fn encode(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Bytes {
+    /// Encodes head and body as `wire` says.
+    pub fn encode(&self, wire: Wire) -> Bytes {
         let mut out = BytesMut::with_capacity(160 + self.body.len());
-        self.encode_into(&mut out, minor_version, keep_alive, head_only);
+        self.encode_into(&mut out, wire);
         out.freeze()
     }
 
     /// Appends the encoded response to `out` (see `encode`).
-    pub fn encode_into(&self, out: &mut BytesMut, minor_version: u8, keep_alive: bool, head_only: bool) {
+    pub fn encode_into(&self, out: &mut BytesMut, wire: Wire) {
         let head = Head {
             status: self.status,
             content_type: self.content_type,
             content_length: self.body.len(),
             headers: &self.headers,
-            minor_version,
-            keep_alive,
+            minor_version: wire.minor_version,
+            keep_alive: wire.keep_alive,
         };
         head.write(out);
-        if !head_only && self.status != Status::NoContent {
+        if !wire.head_only && self.status != Status::NoContent {
             out.put_slice(&self.body);
         }
+    }
+}
+
+/// How a response goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    /// The request's HTTP/1.x minor version, answered in kind.
+    pub minor_version: u8,
+    /// Whether the connection stays open (the `Connection` header says which).
+    pub keep_alive: bool,
+    /// A HEAD request's answer: the length stays, the body goes.
+    pub head_only: bool,
+}
+
+impl Wire {
+    /// A whole answer on a connection that stays open.
+    pub fn kept(minor_version: u8) -> Wire {
+        Wire { minor_version, keep_alive: true, head_only: false }
+    }
+
+    /// A whole answer, after which the connection closes.
+    pub fn closing(minor_version: u8) -> Wire {
+        Wire { minor_version, keep_alive: false, head_only: false }
     }
 }
 
@@ -182,7 +204,7 @@ mod tests {
     #[test]
     fn errors_are_json_with_message_and_path() {
         let r = Response::error(Status::BadRequest, "bad \"topic\"", "/topic");
-        let text = String::from_utf8(r.encode(1, true, false).to_vec()).unwrap();
+        let text = String::from_utf8(r.encode(Wire::kept(1)).to_vec()).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
@@ -194,12 +216,14 @@ mod tests {
     #[test]
     fn connection_header_follows_version_and_keep_alive() {
         let r = Response::new(Status::Ok, "text/plain", "ok");
-        let s = |v, k| String::from_utf8(r.encode(v, k, false).to_vec()).unwrap();
+        let s = |v, k| {
+            String::from_utf8(r.encode(Wire { minor_version: v, keep_alive: k, head_only: false }).to_vec()).unwrap()
+        };
         assert!(s(1, false).contains("Connection: close\r\n"));
         assert!(!s(1, true).contains("Connection"));
         assert!(s(0, true).contains("Connection: keep-alive\r\n"));
         assert!(s(0, true).starts_with("HTTP/1.0 200 OK"));
-        let head = String::from_utf8(r.encode(1, true, true).to_vec()).unwrap();
+        let head = String::from_utf8(r.encode(Wire { head_only: true, ..Wire::kept(1) }).to_vec()).unwrap();
         assert!(head.ends_with("\r\n\r\n") && head.contains("Content-Length: 2"));
     }
 }
