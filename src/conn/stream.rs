@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 use crate::api::ctx::Ctx;
 use crate::api::subscribe::StreamRequest;
 use crate::proto::sse;
+use crate::pubsub::msg::ToOwner;
 use crate::shard::conn::Phase;
 use crate::shard::subscription::{Delivery, Rare, Subscription};
 
@@ -45,17 +46,31 @@ pub async fn open(
         sub.expires_at(req.expires);
         s.join(key, sub, &req.from)
     };
+    wait_for_owners(ctx, stream, requests, u8::from(chunked), refusal_headers).await
+}
+
+/// Sends a new subscription's requests to their owners and waits until every owner has
+/// registered it; then the head queued before it goes out. When an owner refused it (the
+/// node keeps `max_topics`), the connection is answered 503 instead; `false` when it will
+/// not go on.
+pub(super) async fn wait_for_owners(
+    ctx: &Ctx,
+    stream: &TcpStream,
+    requests: Vec<(usize, ToOwner)>,
+    minor_version: u8,
+    refusal_headers: Vec<(&'static str, String)>,
+) -> bool {
     for (owner, msg) in requests {
         ctx.mesh.to_owner[owner].send(msg).await;
     }
-    match poll_fn(|cx| ctx.shard.borrow_mut().poll_until(key, |c| c.phase() != Phase::Open, cx)).await {
+    match poll_fn(|cx| ctx.shard.borrow_mut().poll_until(ctx.key, |c| c.phase() != Phase::Open, cx)).await {
         Phase::Refused => {
-            super::request::answer_refused(ctx, stream, u8::from(chunked), refusal_headers).await;
+            super::request::answer_refused(ctx, stream, minor_version, refusal_headers).await;
             return false;
         }
         Phase::Closed => return false,
         Phase::Open | Phase::Live | Phase::Ending => {}
     }
-    ctx.shard.borrow_mut().flush(key);
+    ctx.shard.borrow_mut().flush(ctx.key);
     true
 }

@@ -273,19 +273,7 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
             }
         }
     };
-    for (owner, msg) in requests {
-        ctx.mesh.to_owner[owner].send(msg).await;
-    }
-    match poll_fn(|cx| ctx.shard.borrow_mut().poll_until(key, |c| c.phase() != Phase::Open, cx)).await {
-        Phase::Refused => {
-            super::request::answer_refused(ctx, stream, 1, Vec::new()).await;
-            return false;
-        }
-        Phase::Closed => return false,
-        Phase::Open | Phase::Live | Phase::Ending => {}
-    }
-    ctx.shard.borrow_mut().flush(key);
-    true
+    super::stream::wait_for_owners(ctx, stream, requests, 1, Vec::new()).await
 }
 
 /// One message of the JSON protocol.
