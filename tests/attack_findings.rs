@@ -11,6 +11,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::net::TcpStream;
+use std::time::Duration;
 
 /// The `Last-Event-ID` a long-poll with `timeout=0` hands back: where the topics stand now.
 fn cursor_now(s: &Server, topics: &str) -> String {
@@ -228,5 +229,36 @@ fn a_browser_token_with_a_publish_claim_may_publish_on_its_websocket() {
             }
             assert!(reply.get("errors").is_none(), "{path} {extra}: {reply}");
         }
+    });
+}
+
+/// A review of the connection phases: a live WebSocket whose added topic an owner refused was
+/// closed (1013), but the replay of the other topics of the same `subscribe` went out after
+/// the close frame. Nothing may follow a close frame.
+#[test]
+fn nothing_follows_the_close_of_a_websocket_whose_added_topic_was_refused() {
+    // One worker: the refused topic's owner answers before the other's replay is rendered.
+    each_driver(1, &["--max-topics", "2"], |s| {
+        publish_ok(s, "a", "a0");
+        let first_b = publish_ok(s, "b", "b0");
+        for i in 1..4 {
+            publish_ok(s, "b", &format!("b{i}"));
+        }
+        let mut w = ws_with(s, "/sub/a", &[]);
+        w.json(
+            &json!({"method": "subscribe", "id": 1, "topics": ["zzz", "b"], "last_event_id": format!("0-0,{first_b}")}),
+        );
+        loop {
+            match w.next_msg() {
+                Msg::Close(payload) => {
+                    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1013, "{payload:?}");
+                    break;
+                }
+                Msg::Text(t) => assert!(!t.contains("\"topic\":\"b\""), "an event of the refused subscribe: {t}"),
+                Msg::Binary(_) => panic!("binary"),
+            }
+        }
+        let rest = wait_closed(&mut w.s, Duration::from_secs(10));
+        assert!(rest.is_empty(), "{} bytes after the close frame: {:?}", rest.len(), String::from_utf8_lossy(&rest));
     });
 }

@@ -42,6 +42,9 @@ pub struct StreamRequest {
     pub sheddable: Option<Box<[String]>>,
     /// When the token it was opened with expires (Unix milliseconds): the stream ends then.
     pub expires: Option<u64>,
+    /// Opened by someone known (a verified token, a gateway's word): may name new topics past
+    /// the half of `max_topics` that anonymous subscribers share.
+    pub identified: bool,
 }
 
 /// Parses the comma-separated topic list of a path.
@@ -167,7 +170,7 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
 fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
     let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None })
+    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None, identified: false })
 }
 
 /// Most events one long-poll answer may carry.

@@ -19,6 +19,11 @@ pub enum Identity {
 }
 
 impl Identity {
+    /// Whether a verified token says who this is (anyone can be anonymous).
+    pub fn is_identified(&self) -> bool {
+        matches!(self, Identity::Token(_))
+    }
+
     /// When the identity's token expires (Unix milliseconds), if it does.
     pub fn expires(&self) -> Option<u64> {
         match self {

@@ -153,12 +153,14 @@ pub async fn dispatch(
         Route::Subscribe(topics) => match api::subscribe::transport(head) {
             Transport::EventStream => {
                 let mut req = api::subscribe::event_stream(head, topics)?;
-                req.expires = api::subscribe::authorize(&ctx.config, head, &req.topics)?.expires();
+                let who = api::subscribe::authorize(&ctx.config, head, &req.topics)?;
+                (req.expires, req.identified) = (who.expires(), who.is_identified());
                 return stream(req, cors);
             }
             Transport::LongPoll => {
                 let mut req = api::subscribe::long_poll(head, topics)?;
-                req.stream.expires = api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?.expires();
+                let who = api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?;
+                (req.stream.expires, req.stream.identified) = (who.expires(), who.is_identified());
                 let style = longpoll::Style::Events;
                 let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
                 return poll(req, framing);
@@ -169,7 +171,7 @@ pub async fn dispatch(
                 let cookie_ok = websocket_origin(ctx, head)?;
                 let mut req = api::subscribe::event_stream(head, topics)?;
                 let identity = api::subscribe::authorize_from(&ctx.config, head, &req.topics, cookie_ok)?;
-                req.expires = identity.expires();
+                (req.expires, req.identified) = (identity.expires(), identity.is_identified());
                 // Publish rights: the key (or loopback) at the handshake, else the token's
                 // `publish` claim, wherever the token came from (a browser cannot set
                 // `Authorization` on a WebSocket).

@@ -137,7 +137,8 @@ async fn register(ctx: &Ctx, req: PollRequest) {
     held.due = req.timeout.is_zero();
     let requests = {
         let mut s = ctx.shard.borrow_mut();
-        let sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));
+        let mut sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));
+        sub.identified = req.stream.identified;
         s.join(key, sub, &req.stream.from)
     };
     for (owner, msg) in requests {

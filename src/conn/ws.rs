@@ -264,11 +264,14 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
             Mode::Chat(Ok((user, expires))) => {
                 let mut sub = Subscription::new(vec![user], None, Delivery::WsData);
                 sub.expires_at(expires);
+                // The chat session says who it is.
+                sub.identified = true;
                 s.join(key, sub, &[crate::cursor::Resume::Live])
             }
             Mode::PubSub { req, .. } => {
                 let mut sub = Subscription::new(req.topics, req.types, Delivery::Ws);
                 sub.expires_at(req.expires);
+                sub.identified = req.identified;
                 s.join(key, sub, &req.from)
             }
         }

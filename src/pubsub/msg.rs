@@ -34,8 +34,9 @@ pub enum ToOwner {
     Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo<PublishKey> },
     /// Register `reply.worker` as hosting subscribers of `topic` and reply with the head
     /// and, when resuming, the events after the resume point — in one step, so nothing
-    /// falls between.
-    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<ConnKey> },
+    /// falls between. A topic an `anonymous` subscriber would make counts against the half
+    /// of `max_topics` anonymous subscribers share.
+    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<ConnKey>, anonymous: bool },
     /// `worker` no longer hosts subscribers of `topic`.
     Unsubscribe { topic: Arc<str>, worker: u16 },
     /// Periodic housekeeping: expire history by TTL, forget idle topics.

@@ -119,7 +119,12 @@ pub struct TopicCount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Making {
     Publish,
-    Subscribe,
+    /// A subscriber names it; `anonymous` ones may make at most half of `max_topics` (topics
+    /// only named), so that made-up names lock out neither publishers nor subscribers who
+    /// say who they are.
+    Subscribe {
+        anonymous: bool,
+    },
 }
 
 impl Owner {
@@ -157,13 +162,13 @@ impl Owner {
                 // Two owners may both take the last place: the cap is exceeded by fewer than
                 // the number of workers.
                 let full = self.count.all.load(Ordering::Relaxed) >= self.max_topics
-                    || (making == Making::Subscribe
+                    || (making == (Making::Subscribe { anonymous: true })
                         && self.count.named.load(Ordering::Relaxed) >= self.max_topics.div_ceil(2));
                 if full {
                     return None;
                 }
                 self.count.all.fetch_add(1, Ordering::Relaxed);
-                if making == Making::Subscribe {
+                if matches!(making, Making::Subscribe { .. }) {
                     self.count.named.fetch_add(1, Ordering::Relaxed);
                 }
                 let t = OwnedTopic {
@@ -223,9 +228,9 @@ impl Owner {
                     self.evict();
                 }
             }
-            ToOwner::Subscribe { topic, resume, reply } => {
+            ToOwner::Subscribe { topic, resume, reply, anonymous } => {
                 let ttl = self.history_ttl;
-                let Some((t, created)) = self.topic(&topic, now, Making::Subscribe) else {
+                let Some((t, created)) = self.topic(&topic, now, Making::Subscribe { anonymous }) else {
                     let none = Cursor::default();
                     let ack = SubscribeAck {
                         reply,
@@ -314,6 +319,7 @@ impl Owner {
             !idle
         });
         self.forgot(before - self.topics.len(), named);
+        crate::pubsub::topic::shrink_if_sparse(&mut self.topics);
         self.held -= expired;
         self.held_bytes -= expired_bytes;
     }
@@ -419,7 +425,11 @@ mod tests {
     fn subscribe(o: &mut Owner, topic: &str, worker: u16, from: Option<Cursor>) -> SubscribeAck {
         let resume = from.map_or(Resume::Live, Resume::After);
         let mut out = Vec::new();
-        o.handle(ToOwner::Subscribe { topic: topic.into(), resume, reply: reply(worker) }, Instant::now(), &mut out);
+        o.handle(
+            ToOwner::Subscribe { topic: topic.into(), resume, reply: reply(worker), anonymous: true },
+            Instant::now(),
+            &mut out,
+        );
         match out.pop() {
             Some((_, ToWorker::Subscribed(ack))) => *ack,
             other => panic!("no ack: {other:?}"),
@@ -545,6 +555,30 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_names_lock_out_no_subscriber_who_says_who_it_is() {
+        // Before, made-up names from anonymous subscribers filled the named half, and then a
+        // user's own new private topic was refused (503).
+        let config = Config { max_topics: 4, ..Config::default() };
+        let mut o = Owner::new(0, 1, &config);
+        assert!(subscribe(&mut o, "junk1", 1, None).created);
+        assert!(subscribe(&mut o, "junk2", 1, None).created);
+        assert!(subscribe(&mut o, "junk3", 1, None).refused, "anonymous names: half the cap");
+        let mut out = Vec::new();
+        let identified = |o: &mut Owner, topic: &str, out: &mut Vec<(usize, ToWorker)>| {
+            let msg =
+                ToOwner::Subscribe { topic: topic.into(), resume: Resume::Live, reply: reply(1), anonymous: false };
+            o.handle(msg, Instant::now(), out);
+            match out.pop() {
+                Some((_, ToWorker::Subscribed(ack))) => *ack,
+                other => panic!("no ack: {other:?}"),
+            }
+        };
+        assert!(identified(&mut o, "user:42", &mut out).created, "a known subscriber's topic");
+        assert!(identified(&mut o, "user:43", &mut out).created);
+        assert!(identified(&mut o, "user:44", &mut out).refused, "the whole cap still holds");
+    }
+
+    #[test]
     fn no_two_topics_share_an_epoch() {
         // Before, the n-th topic of every owner had the same epoch: a cursor of one was read
         // as a position in the other.
@@ -572,7 +606,11 @@ mod tests {
         let list = |cursors: &[Cursor]| Resume::Unknown { cursors: cursors.into(), sent: "what was sent".into() };
         let mut ack = |resume| {
             let mut out = Vec::new();
-            o.handle(ToOwner::Subscribe { topic: "a".into(), resume, reply: reply(1) }, Instant::now(), &mut out);
+            o.handle(
+                ToOwner::Subscribe { topic: "a".into(), resume, reply: reply(1), anonymous: true },
+                Instant::now(),
+                &mut out,
+            );
             match out.pop() {
                 Some((_, ToWorker::Subscribed(ack))) => *ack,
                 other => panic!("no ack: {other:?}"),

@@ -15,6 +15,16 @@ pub fn valid_type(t: &str) -> bool {
         && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// Gives back the room of a map of topics that held far more than it does now (clients that
+/// named many topics and left): a map keeps its capacity otherwise, and its memory with it.
+pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 4096 && map.capacity() > map.len() * 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// The worker that owns `topic`: assigns its cursors, keeps its history, forwards its events.
 /// FNV-1a: stable across runs and threads, so every worker computes the same owner.
 pub fn owner_of(topic: &str, workers: usize) -> usize {

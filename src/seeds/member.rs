@@ -45,14 +45,19 @@ pub fn member_topic(head: &RequestHead) -> Result<Arc<str>, Response> {
 /// `Member-ID` itself. Without `jwt_secret` the header is trusted, as in the original service.
 pub fn subscribe(ctx: &Ctx, head: &RequestHead) -> Result<StreamRequest, Response> {
     let topic = member_topic(head)?;
-    let mut expires = None;
-    if ctx.config.jwt_secret.is_some() && !ctx.config.member_events_trust_header {
-        let who =
-            authorize(&ctx.config, head, std::slice::from_ref(&topic)).map_err(|r| repoint(r, "/headers/member-id"))?;
-        expires = who.expires();
+    let (mut expires, mut identified) = (None, false);
+    if ctx.config.jwt_secret.is_some() {
+        if ctx.config.member_events_trust_header {
+            // The gateway in front vouches for the member.
+            identified = true;
+        } else {
+            let who = authorize(&ctx.config, head, std::slice::from_ref(&topic))
+                .map_err(|r| repoint(r, "/headers/member-id"))?;
+            (expires, identified) = (who.expires(), who.is_identified());
+        }
     }
     let from = parse_resume(head, 1)?;
-    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, sheddable: None, expires })
+    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, sheddable: None, expires, identified })
 }
 
 /// A refusal about the stream's one topic, pointed at where this request named it.

@@ -64,8 +64,8 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         Identity::Token(c) => c.groups.clone(),
         Identity::Anonymous => Vec::new(),
     };
-    let expires = who.expires();
-    Ok(StreamRequest { topics, from, types, padding: false, sheddable: Some(groups.into()), expires })
+    let (expires, identified) = (who.expires(), who.is_identified());
+    Ok(StreamRequest { topics, from, types, padding: false, sheddable: Some(groups.into()), expires, identified })
 }
 
 /// Who may `POST /admin/pause` (API.md §7): the publish key (or loopback when none is

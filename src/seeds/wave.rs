@@ -45,6 +45,7 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<Stopped>) -> Res
             padding: false,
             sheddable: None,
             expires: None,
+            identified: false,
         },
         max: 1,
         timeout,

@@ -237,7 +237,7 @@ async fn refuse_over_cap(stream: TcpStream) {
     conn::refuse_now(&stream, r).await;
 }
 
-/// Periodic work: heartbeats on quiet streams, the owner's housekeeping, deferred messages.
+/// Periodic work: heartbeats on quiet streams, the owner's housekeeping, unsubscribes owed.
 async fn ticker(shard: ShardRef) {
     let (heartbeat, mesh, id) = {
         let s = shard.borrow();
@@ -303,10 +303,11 @@ async fn ticker(shard: ShardRef) {
                     Delivery::Ws | Delivery::WsData => Then::Nothing,
                 }
             });
-            s.send_deferred();
+            s.send_unsubscribes();
         }
         if now.saturating_duration_since(last_housekeeping) >= Duration::from_secs(1) {
             last_housekeeping = now;
+            shard.borrow_mut().trim();
             let _ = mesh.to_owner[id].try_send(ToOwner::Tick);
             mesh.to_owner[id].wake();
         }

@@ -105,6 +105,12 @@ impl Conn {
         matches!(self.phase, Phase::Ending | Phase::Closed)
     }
 
+    /// Whether events may still go to it: not ending, and not refused (its task answers 503
+    /// and closes it).
+    pub fn takes_events(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Live)
+    }
+
     /// Whether the socket buffer filled up and writes wait for writability.
     pub fn write_blocked(&self) -> bool {
         self.write_blocked
@@ -183,12 +189,12 @@ impl Conn {
     }
 
     /// Ends it cleanly after what is queued, if it went live; a connection that never did has
-    /// nothing to finish and closes now.
+    /// nothing to finish and closes now. A refused one keeps its answer (503) to give.
     pub fn end(&mut self, key: ConnKey, notices: &mut Notices) {
         match self.phase {
             Phase::Live => self.phase = Phase::Ending,
-            Phase::Ending | Phase::Closed => return,
-            Phase::Open | Phase::Refused => {
+            Phase::Ending | Phase::Closed | Phase::Refused => return,
+            Phase::Open => {
                 self.phase = Phase::Closed;
                 self.outbox.clear();
             }
@@ -196,9 +202,10 @@ impl Conn {
         self.notify(key, notices);
     }
 
-    /// Closes it now; what is queued is dropped.
+    /// Closes it now; what is queued is dropped. A refused one keeps its answer (503) to give:
+    /// its task answers it and closes the connection.
     pub fn close(&mut self, key: ConnKey, notices: &mut Notices) {
-        if self.phase != Phase::Closed {
+        if !matches!(self.phase, Phase::Closed | Phase::Refused) {
             self.phase = Phase::Closed;
             self.outbox.clear();
             self.notify(key, notices);
@@ -382,6 +389,12 @@ mod tests {
         c.refuse(key, &mut n);
         c.go_live(key, &mut n);
         assert_eq!(c.phase(), Phase::Refused);
+        // Cut or stopped meanwhile, it still has its 503 to give (a review found it dropped
+        // without an answer).
+        c.close(key, &mut n);
+        c.end(key, &mut n);
+        assert_eq!(c.phase(), Phase::Refused);
+        assert!(!c.takes_events());
         c.answered();
         assert_eq!(c.phase(), Phase::Open);
         // Transitions of a connection with a task wake the task, not the parked watcher.

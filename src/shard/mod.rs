@@ -7,6 +7,7 @@
 //! - `owning`: the task that drains the worker's owner inbox through its sequencer;
 //! - `parked` (with `waitset`): connections waiting without a task, and their watcher;
 //! - `closing`: ending a connection cleanly;
+//! - `unsubscribes`: what the worker owes topic owners when it leaves topics;
 //! - `turns`: the yield relay that lets the other tasks of a worker run.
 
 pub mod closing;
@@ -18,6 +19,7 @@ pub mod parked;
 pub mod state;
 pub mod subscription;
 pub mod turns;
+pub mod unsubscribes;
 pub mod waitset;
 
 pub use turns::yield_now;

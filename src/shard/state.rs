@@ -35,11 +35,11 @@ use crate::metrics::Transport;
 use crate::proto::sse;
 use crate::proto::ws::frame::close_frame;
 use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
-use crate::pubsub::topic::owner_of;
-use crate::pubsub::workers::WorkerSet;
+use crate::pubsub::topic::{owner_of, shrink_if_sparse};
 use crate::shard::conn::{Conn, ConnKey, Notices, Phase, TOO_MANY_TOPICS};
 use crate::shard::outbox::Flushed;
 use crate::shard::subscription::{Delivery, IdMemo, Item, LocalTopic, MAX_PRELUDE, Prelude, Subscription, Taken};
+use crate::shard::unsubscribes::Unsubscribes;
 use crate::shard::waitset::WaitSet;
 
 pub type ShardRef = Rc<RefCell<Shard>>;
@@ -68,8 +68,8 @@ pub struct Shard {
     pub publishes: Slab<PendingPublish>,
     /// Connections with queued output to flush at the end of the current batch.
     pub dirty: Vec<ConnKey>,
-    /// Unsubscribes that found the owner's inbox full; retried by the ticker.
-    pub deferred: Vec<ToOwner>,
+    /// Unsubscribes owed to owners, sent as their inboxes have room.
+    pub unsubscribes: Unsubscribes,
     /// Bytes of room held by request bodies being read, and the most there may be: this
     /// worker's share of `max_body_memory`.
     bodies: usize,
@@ -114,7 +114,7 @@ impl Shard {
             topics: HashMap::default(),
             publishes: Slab::new(),
             dirty: Vec::new(),
-            deferred: Vec::new(),
+            unsubscribes: Unsubscribes::default(),
             bodies: 0,
             body_budget,
             parked,
@@ -398,7 +398,7 @@ impl Shard {
             }
             self.release(name);
         }
-        self.send_deferred();
+        self.send_unsubscribes();
         missing
     }
 
@@ -406,7 +406,7 @@ impl Shard {
     fn attach(&mut self, key: ConnKey, range: std::ops::Range<usize>, from: &[Resume]) -> Vec<(usize, ToOwner)> {
         let mut requests = Vec::new();
         let (workers, id) = (self.mesh.workers, self.id);
-        let Shard { conns, topics, deferred, .. } = self;
+        let Shard { conns, topics, unsubscribes, .. } = self;
         let Some(sub) =
             conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation).and_then(|c| c.sub.as_mut())
         else {
@@ -419,7 +419,7 @@ impl Shard {
             let t = entry.or_default();
             let topic = &sub.topics[i];
             // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
-            deferred.retain(|m| !matches!(m, ToOwner::Unsubscribe { topic: t, .. } if t == topic));
+            unsubscribes.take_back(topic);
             // Live, or resuming from exactly the newest event seen here: nothing to replay,
             // so no need to ask the owner.
             if t.registered && (*resume == Resume::Live || resume.is_at(t.head)) {
@@ -431,7 +431,8 @@ impl Shard {
             t.pending += 1;
             sub.pending_acks += 1;
             let reply = ReplyTo { worker: id as u16, key, index: i as u32 };
-            let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply };
+            let anonymous = !sub.identified;
+            let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply, anonymous };
             requests.push((owner_of(topic, workers), msg));
         }
         requests
@@ -446,7 +447,7 @@ impl Shard {
             }
             self.release(topic);
         }
-        self.send_deferred();
+        self.send_unsubscribes();
         Some(sub)
     }
 
@@ -459,31 +460,20 @@ impl Shard {
         let registered = t.registered;
         self.topics.remove(topic);
         if registered {
-            self.deferred.push(ToOwner::Unsubscribe { topic: topic.clone(), worker: self.id as u16 });
+            self.unsubscribes.owe(owner_of(topic, self.mesh.workers), topic.clone());
         }
     }
 
-    /// Sends queued unsubscribes that fit in their owners' inboxes; the rest wait for the ticker.
-    pub fn send_deferred(&mut self) {
-        if self.deferred.is_empty() {
-            return;
-        }
-        let mut woken = WorkerSet::default();
-        let mut keep = Vec::new();
-        for msg in self.deferred.drain(..) {
-            let owner = match &msg {
-                ToOwner::Unsubscribe { topic, .. } => owner_of(topic, self.mesh.workers),
-                _ => self.id,
-            };
-            match self.mesh.to_owner[owner].try_send(msg) {
-                Ok(()) => woken.insert(owner),
-                Err(msg) => keep.push(msg),
-            }
-        }
-        self.deferred = keep;
-        for w in woken.iter() {
-            self.mesh.to_owner[w].wake();
-        }
+    /// Gives back the room of a topic index that held far more topics than it does now
+    /// (clients that named many topics and left): a map keeps its capacity otherwise.
+    pub fn trim(&mut self) {
+        shrink_if_sparse(&mut self.topics);
+    }
+
+    /// Sends the unsubscribes owed that fit in their owners' inboxes; the rest wait for the
+    /// ticker.
+    pub fn send_unsubscribes(&mut self) {
+        self.unsubscribes.send(&self.mesh, self.id);
     }
 
     /// One message from an owner.
@@ -549,7 +539,7 @@ impl Shard {
         for (&token, &idx) in t.subs.iter() {
             let key = ConnKey::from_token(token);
             let Some(c) = conns.get_mut(key.index as usize) else { continue };
-            if c.generation() != key.generation || c.is_ending() {
+            if c.generation() != key.generation || !c.takes_events() {
                 continue;
             }
             let Some(sub) = c.sub.as_mut() else { continue };
@@ -599,7 +589,7 @@ impl Shard {
         }
         let Some((c, notices, _)) = self.conn_parts(key) else {
             self.release(&ack.topic);
-            self.send_deferred();
+            self.send_unsubscribes();
             return;
         };
         if ack.created {
@@ -608,7 +598,7 @@ impl Shard {
         let phase = c.phase();
         let Some(sub) = c.sub.as_mut().filter(|_| phase != Phase::Closed) else {
             self.release(&ack.topic);
-            self.send_deferred();
+            self.send_unsubscribes();
             return;
         };
         if ack.refused {
@@ -624,7 +614,7 @@ impl Shard {
                 c.refuse(key, notices);
             }
             self.release(&ack.topic);
-            self.send_deferred();
+            self.send_unsubscribes();
             self.flush(key);
             return;
         }
@@ -636,7 +626,9 @@ impl Shard {
             sub.prelude.push_back(Prelude::Replay { idx, frames: ack.replay, next: 0 });
         }
         sub.pending_acks -= 1;
-        let ready = sub.pending_acks == 0 && phase != Phase::Refused;
+        // Nothing more is rendered for a connection that is ending (after its close frame) or
+        // refused.
+        let ready = sub.pending_acks == 0 && matches!(phase, Phase::Open | Phase::Live);
         if ready {
             sub.render_prelude(&mut c.outbox);
             c.go_live(key, notices);

@@ -94,7 +94,10 @@ pub struct Subscription {
     pub types: Option<Box<[Box<str>]>>,
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
-    pub pending_acks: usize,
+    pub pending_acks: u32,
+    /// Opened by someone known (see `StreamRequest::identified`): the topics it names are not
+    /// held to the anonymous half of `max_topics`.
+    pub identified: bool,
     /// What is still to be rendered, in order: what arrived while acknowledgements were
     /// outstanding (rendered once all are in, when every topic's starting position is known,
     /// so the ids of a multi-topic stream are right from its first event), and the replays
@@ -199,6 +202,7 @@ impl Subscription {
             types,
             delivery,
             pending_acks: 0,
+            identified: false,
             prelude: VecDeque::new(),
             rare: None,
         }
