@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 use super::bad_request;
 use crate::api::ctx::Ctx;
 use crate::auth::jwt::{self, Claims};
-use crate::auth::rights;
+use crate::auth::{cors, rights};
 use crate::clock::now_micros;
 use crate::cursor::Cursor;
 use crate::keys::PublishKey;
@@ -177,7 +177,7 @@ impl Publisher {
 /// carry `Authorization: Bearer <key>` (missing: 401, wrong: 403). A valid subscriber JWT may
 /// also publish to the topics its `publish` claim lists.
 pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response> {
-    let bearer = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let bearer = rights::bearer(head);
     let header = "/headers/authorization";
     if let (Some(key), Some(given)) = (&ctx.config.publish_key, bearer)
         && rights::constant_time_eq(given.as_bytes(), key.as_bytes())
@@ -197,6 +197,14 @@ pub fn check_rights(ctx: &Ctx, head: &RequestHead) -> Result<Publisher, Response
         (Some(_), None) => {
             Err(Response::error(Status::Unauthorized, "publishing needs Authorization: Bearer <key>", header))
         }
+        // Loopback is trusted for local programs, not for a page of an origin nobody listed
+        // that a browser on this host (or a proxy forwarding to herald) sends here.
+        (None, _) if ctx.loopback && cors::unlisted_origin(&ctx.config.cors_origins, head) => Err(Response::error(
+            Status::Forbidden,
+            "a request from a page of an origin cors_origins does not list is not trusted as \
+                 loopback; publish with the publish key or a token's publish claim",
+            "/headers/origin",
+        )),
         (None, _) if ctx.loopback => Ok(Publisher::Trusted),
         (None, _) => Err(Response::error(
             Status::Forbidden,

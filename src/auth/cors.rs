@@ -75,7 +75,17 @@ pub fn websocket(origins: &[String], head: &RequestHead) -> WsOrigin {
     }
 }
 
-/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
+/// Whether the request comes from a browser page of an origin that is neither this server's
+/// own (an `Origin` naming the host the request was sent to) nor listed by name in `origins`
+/// (`*` lists none by name).
+pub fn unlisted_origin(origins: &[String], head: &RequestHead) -> bool {
+    head.header_str("origin")
+        .is_some_and(|o| !same_origin(o, head.header_str("host")) && !origins.iter().any(|l| l == o))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to. The
+/// scheme is not compared: behind a proxy that terminates TLS, herald's own pages are
+/// `https://` while herald itself speaks plain HTTP.
 fn same_origin(origin: &str, host: Option<&str>) -> bool {
     let (Some((scheme, authority)), Some(host)) = (origin.split_once("://"), host) else { return false };
     let default_port = match scheme.to_ascii_lowercase().as_str() {

@@ -42,7 +42,7 @@ pub struct Refused(pub TokenError);
 /// `?token=`. A bearer that is the publish key is a publisher's credential, not a token: it is
 /// passed over (a publisher may open a WebSocket with it to publish).
 pub fn token_of(head: &RequestHead, publish_key: Option<&str>, cookie_ok: bool) -> Option<String> {
-    if let Some(b) = head.header_str("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+    if let Some(b) = bearer(head)
         && !publish_key.is_some_and(|k| constant_time_eq(k.as_bytes(), b.as_bytes()))
     {
         return Some(b.to_string());
@@ -54,6 +54,14 @@ pub fn token_of(head: &RequestHead, publish_key: Option<&str>, cookie_ok: bool) 
         Some(Ok(t)) if !t.is_empty() => Some(t),
         _ => None,
     }
+}
+
+/// The credential of `Authorization: Bearer <credential>`; the scheme's name is
+/// case-insensitive (RFC 9110 §11.1).
+pub fn bearer(head: &RequestHead) -> Option<&str> {
+    let v = head.header_str("authorization")?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 fn cookie(header: &[u8], name: &str) -> Option<String> {

@@ -147,6 +147,24 @@ pub fn gap_chunk(topic: &str, missed_from: &str, id: &str) -> Chunk {
     event_chunk(Some(id), Some("herald.gap"), data.as_bytes())
 }
 
+/// Where a stream the server ends stands: `id:` (and `retry:`, to ask for a delay) with no
+/// data, which sets the client's last event id without dispatching an event (WHATWG: a
+/// block with an empty data buffer only updates the id). A client that had no event yet then
+/// resumes from here, not from whenever it comes back.
+pub fn resume_point(id: &str, retry_ms: Option<u64>) -> Chunk {
+    chunk(id.len() + 32, |b| {
+        b.put_slice(b"id: ");
+        b.put_slice(id.as_bytes());
+        b.put_u8(b'\n');
+        if let Some(ms) = retry_ms {
+            b.put_slice(b"retry: ");
+            b.put_slice(itoa::Buffer::new().format(ms).as_bytes());
+            b.put_u8(b'\n');
+        }
+        b.put_u8(b'\n');
+    })
+}
+
 /// An `id:` line alone, sent in front of an id-less event on a multi-topic stream.
 pub fn id_chunk(id: &str) -> Chunk {
     chunk(id.len() + 5, |b| {
@@ -162,6 +180,12 @@ mod tests {
 
     fn text(c: &Chunk) -> String {
         String::from_utf8(c.payload().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_resume_point_is_an_id_without_data() {
+        assert_eq!(text(&resume_point("e-3", Some(500))), "id: e-3\nretry: 500\n\n");
+        assert_eq!(text(&resume_point("a-1,b-2", None)), "id: a-1,b-2\n\n");
     }
 
     #[test]

@@ -264,8 +264,7 @@ async fn ticker(shard: ShardRef) {
                     // Its token expired: the stream ends, and its client comes back with a
                     // fresh token (a held poll is answered with what it has).
                     match &sub.delivery {
-                        Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
-                        Delivery::Sse { chunked: false } => {}
+                        Delivery::Sse { .. } => sub.sse_last_word(None, &mut c.outbox),
                         Delivery::Ws | Delivery::WsData => c.outbox.push(expired_close.clone()),
                         Delivery::Held(_) => {
                             c.poll_due(key, notices);
@@ -328,9 +327,11 @@ fn end_streams(shard: &ShardRef) {
         // A WebSocket without a subscription (the echo endpoint) is live once upgraded; a
         // connection that never went live just closes.
         if c.phase() == Phase::Live {
-            match delivery {
-                Delivery::Sse { chunked: true } => c.outbox.push(bytes::Bytes::from_static(sse::TERMINATOR)),
-                Delivery::Ws | Delivery::WsData => c.outbox.push(ws::frame::close_frame(1001, "server shutting down")),
+            match (delivery, c.sub.as_ref()) {
+                (Delivery::Sse { .. }, Some(sub)) => sub.sse_last_word(None, &mut c.outbox),
+                (Delivery::Ws | Delivery::WsData, _) => {
+                    c.outbox.push(ws::frame::close_frame(1001, "server shutting down"))
+                }
                 _ => {}
             }
         }

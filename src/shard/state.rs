@@ -32,7 +32,6 @@ use crate::frames::Frame;
 use crate::keys::{Generations, PublishKey};
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
-use crate::proto::sse;
 use crate::proto::ws::frame::close_frame;
 use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::topic::{owner_of, shrink_if_sparse};
@@ -492,19 +491,13 @@ impl Shard {
     /// ends it and closes it; its client comes back after the delay and resumes from its last
     /// id.
     fn shed(&mut self, delay_ms: u64, except: &[String]) {
-        let retry = sse::preamble(delay_ms, false);
         self.each_conn(|key, c, notices| {
             let Some(sub) = c.sub.as_ref() else { return Then::Nothing };
             let Some(groups) = sub.rare.as_ref().and_then(|r| r.shed_groups.as_ref()) else { return Then::Nothing };
             if groups.iter().any(|g| except.contains(g)) || c.phase() != Phase::Live {
                 return Then::Nothing;
             }
-            if let Delivery::Sse { chunked } = sub.delivery {
-                c.outbox.push(retry.for_version(chunked));
-                if chunked {
-                    c.outbox.push(Bytes::from_static(sse::TERMINATOR));
-                }
-            }
+            sub.sse_last_word(Some(delay_ms), &mut c.outbox);
             c.end(key, notices);
             Then::Flush
         });

@@ -220,6 +220,18 @@ impl Subscription {
         self.rare.as_ref().and_then(|r| r.expires)
     }
 
+    /// What an event stream the server ends says last (nothing for other deliveries): where
+    /// it stands, so that a client that had no event yet resumes from here and misses
+    /// nothing meanwhile; a reconnection delay if one is asked for; the chunked terminator.
+    pub fn sse_last_word(&self, retry_ms: Option<u64>, outbox: &mut Outbox) {
+        if let Delivery::Sse { chunked } = self.delivery {
+            outbox.push(sse::resume_point(&self.resume_id(), retry_ms).for_version(chunked));
+            if chunked {
+                outbox.push(Bytes::from_static(sse::TERMINATOR));
+            }
+        }
+    }
+
     /// The id that resumes this subscription where it stands: the topic's cursor for one
     /// topic, the list of every topic's cursor for several.
     pub fn resume_id(&self) -> String {
