@@ -426,3 +426,38 @@ fn a_chunk_size_that_would_wrap_the_limit_check_is_refused() {
         assert!(rss_kib(s) < before + 512, "the body was not read past the limit");
     });
 }
+
+/// An outside attack: loopback was trusted to publish whatever page sent the request, so any
+/// site open in a browser on the host (or a client behind a proxy on it) could publish to
+/// private topics and pause every stream. A page of an origin nobody listed is refused; a
+/// local program (no `Origin`), herald's own pages and listed origins are not.
+#[test]
+fn loopback_trust_does_not_extend_to_pages_of_unlisted_origins() {
+    each_driver(2, &["--cors-origins", "https://a.example"], |s| {
+        let evil = "Origin: https://evil.example";
+        let text = "Content-Type: text/plain";
+        let member = "Member-ID: 123";
+        for (path, headers, body) in [
+            ("/pub/user:42", vec![evil, text], "x"),
+            ("/pub", vec![evil, "Content-Type: application/x-ndjson"], "{\"topic\":\"a\",\"data\":\"x\"}\n"),
+            ("/admin/pause?delay_ms=86400000", vec![evil], ""),
+            ("/events", vec![evil, member], "{\"event\":{\"type\":\"X\",\"body\":{}}}"),
+        ] {
+            let r = call(s, "POST", path, None, &headers, body);
+            assert_json_error_at(&r, 403, "/headers/origin", path);
+        }
+        // Local programs, herald's own pages and listed origins keep loopback's trust.
+        for origin in [None, Some("Origin: http://t"), Some("Origin: https://a.example")] {
+            let r = call(s, "POST", "/pub/news", None, origin.as_slice(), "x");
+            assert_eq!(r.status, 200, "{origin:?}: {}", r.text());
+        }
+        // A WebSocket from an unlisted origin (allowed by `*` elsewhere) gets no loopback
+        // publish rights either: see the server below.
+    });
+    each_driver(2, &["--cors-origins", "*"], |s| {
+        let mut w = ws_with(s, "/sub/a", &["Origin: https://evil.example"]);
+        let reply = w.call(json!({"method": "publish", "id": 1, "topic": "user:42", "data": "x"}));
+        assert_eq!(reply["event"], "published", "{reply}");
+        assert!(reply.get("error").is_some() || reply.get("errors").is_some(), "refused: {reply}");
+    });
+}

@@ -734,6 +734,24 @@ fn admin_pause_sends_retry_ends_streams_and_resume_loses_nothing() {
     });
 }
 
+/// An outside attack: a stream paused before it had any event had no id to come back with,
+/// so what was published during the pause was lost without a word.
+#[test]
+fn a_stream_paused_before_its_first_event_resumes_without_loss() {
+    each_driver(2, &[], |s| {
+        let mut c = SseClient::open(s, "/eventsource", &[]);
+        let r = post(s, "/admin/pause?delay_ms=200", &[], "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        expect_paused(&mut c, 200, "no event yet");
+        let id = c.last_event_id.clone().expect("the paused stream says where it stands");
+        publish_ok(s, "broadcast", "during the pause");
+        let mut back = SseClient::open(s, "/eventsource", &[&format!("Last-Event-ID: {id}")]);
+        let e = back.next_event().expect("the event of the pause");
+        assert_eq!(e.data, "during the pause");
+        assert_ne!(e.event.as_deref(), Some("herald.gap"));
+    });
+}
+
 #[test]
 fn admin_pause_spares_the_excepted_groups() {
     each_driver(2, &["--jwt-secret", SECRET], |s| {

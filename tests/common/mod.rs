@@ -412,12 +412,14 @@ impl SseClient {
         loop {
             let line = self.next_line()?;
             if line.is_empty() {
+                // As a browser: a block's id becomes the last event id even when the block has
+                // no data and so dispatches no event.
+                if id.is_some() {
+                    self.last_event_id = id.clone();
+                }
                 if let Some(mut d) = data.take() {
                     if d.ends_with('\n') {
                         d.pop();
-                    }
-                    if id.is_some() {
-                        self.last_event_id = id.clone();
                     }
                     return Some(SseEvent { id, event, data: d, retry: self.retry });
                 }
