@@ -62,6 +62,10 @@ pub enum Resume {
     Live,
     /// After this cursor (which may still turn out to be another topic's, or stale).
     After(Cursor),
+    /// One of a multi-topic id's cursors, one per topic in order: `at` is this topic's by
+    /// place, but the client may have sent the list in another order (a URL built from a
+    /// set): a cursor of `all` issued for this topic is its position wherever it stands.
+    Listed { at: Cursor, all: Arc<[Cursor]> },
     /// The id sent cannot be read one cursor per topic (malformed, or the wrong number of
     /// cursors: a list kept from another subscription). A cursor among `cursors` that was
     /// issued for this topic is its position; failing that, the topic starts with a gap
@@ -81,7 +85,11 @@ impl Resume {
     pub fn parse_list(raw: Option<&str>, n: usize) -> Vec<Resume> {
         let Some(raw) = raw.filter(|r| !r.is_empty()) else { return vec![Resume::Live; n] };
         if let Some(cursors) = Cursor::parse_list(raw, n) {
-            return cursors.into_iter().map(Resume::After).collect();
+            if n == 1 {
+                return cursors.into_iter().map(Resume::After).collect();
+            }
+            let all: Arc<[Cursor]> = cursors.iter().copied().collect();
+            return cursors.into_iter().map(|at| Resume::Listed { at, all: all.clone() }).collect();
         }
         let cursors: Arc<[Cursor]> =
             raw.split(',').take(MAX_SEARCHED).filter_map(|c| Cursor::parse(c.trim())).collect();
@@ -99,6 +107,7 @@ impl Resume {
         match self {
             Resume::Live => false,
             Resume::After(c) => *c == head,
+            Resume::Listed { all, .. } => all.contains(&head),
             Resume::Unknown { cursors, .. } => cursors.contains(&head),
         }
     }
@@ -181,10 +190,15 @@ mod tests {
     fn resume_ids_that_cannot_be_read_positionally_are_searched() {
         assert_eq!(Resume::parse_list(None, 2), [Resume::Live, Resume::Live]);
         assert_eq!(Resume::parse_list(Some(""), 1), [Resume::Live]);
+        let all: Arc<[Cursor]> = [Cursor::new(0xa, 1), Cursor::new(0xb, 2)].into();
         assert_eq!(
             Resume::parse_list(Some("a-1,b-2"), 2),
-            [Resume::After(Cursor::new(0xa, 1)), Resume::After(Cursor::new(0xb, 2))]
+            [
+                Resume::Listed { at: Cursor::new(0xa, 1), all: all.clone() },
+                Resume::Listed { at: Cursor::new(0xb, 2), all }
+            ]
         );
+        assert_eq!(Resume::parse_list(Some("a-1"), 1), [Resume::After(Cursor::new(0xa, 1))]);
         let wrong_count = Resume::parse_list(Some("a-1,b-2,c-3"), 2);
         assert_eq!(wrong_count.len(), 2);
         let Resume::Unknown { cursors, sent } = &wrong_count[1] else { panic!("{wrong_count:?}") };

@@ -1046,3 +1046,30 @@ fn eventsource_resume_does_not_depend_on_the_order_of_groups() {
         );
     });
 }
+
+/// An outside attack: a multi-topic id sent with its cursors in another order than the URL's
+/// topics (a URL built from a set, or `/sub/b,a` resumed with the id of `/sub/a,b`) gave both
+/// topics a gap and a full replay: every event again. Each cursor is matched to its topic.
+#[test]
+fn a_multi_topic_id_resumes_whatever_the_order_of_its_cursors() {
+    every_driver(2, &[], |s| {
+        let a = publish_ok(s, "ord-a", "a0");
+        let b = publish_ok(s, "ord-b", "b0");
+        let mut a = a;
+        for path in ["/sub/ord-a,ord-b", "/sub/ord-b,ord-a"] {
+            // The cursors in the other order than the path's.
+            let id = if path.starts_with("/sub/ord-a") { format!("{b},{a}") } else { format!("{a},{b}") };
+            let mut c = SseClient::open(s, path, &[&format!("Last-Event-ID: {id}")]);
+            a = publish_ok(s, "ord-a", "live");
+            let e = c.next_event().expect("an event");
+            assert_eq!((e.event.as_deref(), e.data.as_str()), (None, "live"), "{path} from {id}: no gap, no replay");
+        }
+        // The same for a WebSocket's subscribe.
+        let mut w = ws_with(s, "/sub/ord-c", &[]);
+        let reply = w.call(serde_json::json!({"method": "subscribe", "id": 1, "topics": ["ord-a", "ord-b"], "last_event_id": format!("{b},{a}")}));
+        assert_eq!(reply["event"], "subscribed", "{reply}");
+        publish_ok(s, "ord-b", "live-b");
+        let m = w.next_json();
+        assert_eq!((m["event"].as_str(), m["data"].as_str()), (Some("message"), Some("live-b")), "{m}");
+    });
+}

@@ -168,7 +168,6 @@ pub fn text_frame(v: &Value) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cursor::Cursor;
 
     fn payload(frame: &[u8]) -> Value {
         let h = crate::proto::ws::frame::parse_head(frame).unwrap().unwrap();
@@ -191,7 +190,7 @@ mod tests {
             m.request.unwrap(),
             Request::Subscribe {
                 topics: vec!["a".into(), "b".into()],
-                from: vec![Resume::After(Cursor::new(1, 2)), Resume::After(Cursor::new(3, 4))]
+                from: Resume::parse_list(Some("1-2,3-4"), 2)
             }
         );
         let m = parse(r#"{"method":"publish","topic":"a","data":{"x":[1,2]}}"#, 100);

@@ -258,6 +258,10 @@ impl Owner {
                     Resume::Live => None,
                     Resume::After(c) if c.epoch == t.epoch => Some(Ok(*c)),
                     Resume::After(c) => Some(Err((*c, c.to_string().into()))),
+                    Resume::Listed { at, .. } if at.epoch == t.epoch => Some(Ok(*at)),
+                    Resume::Listed { at, all } => Some(
+                        all.iter().copied().find(|c| c.epoch == t.epoch).ok_or((*at, at.to_string().into())),
+                    ),
                     Resume::Unknown { cursors, sent } => Some(
                         cursors.iter().copied().find(|c| c.epoch == t.epoch).ok_or((Cursor::default(), sent.clone())),
                     ),
