@@ -188,10 +188,7 @@ mod tests {
         assert_eq!(m.reply_event, "subscribed");
         assert_eq!(
             m.request.unwrap(),
-            Request::Subscribe {
-                topics: vec!["a".into(), "b".into()],
-                from: Resume::parse_list(Some("1-2,3-4"), 2)
-            }
+            Request::Subscribe { topics: vec!["a".into(), "b".into()], from: Resume::parse_list(Some("1-2,3-4"), 2) }
         );
         let m = parse(r#"{"method":"publish","topic":"a","data":{"x":[1,2]}}"#, 100);
         assert_eq!(

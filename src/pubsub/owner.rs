@@ -27,6 +27,8 @@ struct OwnedTopic {
     history: History,
     workers: WorkerSet,
     last_publish: Instant,
+    /// Since when no worker has subscribers of it (its making, or the last one leaving).
+    unwatched_since: Instant,
 }
 
 impl OwnedTopic {
@@ -177,6 +179,7 @@ impl Owner {
                     history: History::default(),
                     workers: WorkerSet::default(),
                     last_publish: now,
+                    unwatched_since: now,
                 };
                 Some((e.insert(t), true))
             }
@@ -259,9 +262,9 @@ impl Owner {
                     Resume::After(c) if c.epoch == t.epoch => Some(Ok(*c)),
                     Resume::After(c) => Some(Err((*c, c.to_string().into()))),
                     Resume::Listed { at, .. } if at.epoch == t.epoch => Some(Ok(*at)),
-                    Resume::Listed { at, all } => Some(
-                        all.iter().copied().find(|c| c.epoch == t.epoch).ok_or((*at, at.to_string().into())),
-                    ),
+                    Resume::Listed { at, all } => {
+                        Some(all.iter().copied().find(|c| c.epoch == t.epoch).ok_or((*at, at.to_string().into())))
+                    }
                     Resume::Unknown { cursors, sent } => Some(
                         cursors.iter().copied().find(|c| c.epoch == t.epoch).ok_or((Cursor::default(), sent.clone())),
                     ),
@@ -288,6 +291,9 @@ impl Owner {
             ToOwner::Unsubscribe { topic, worker } => {
                 if let Some(t) = self.topics.get_mut(&topic) {
                     t.workers.remove(usize::from(worker));
+                    if t.workers.is_empty() {
+                        t.unwatched_since = now;
+                    }
                     // A name nobody publishes to or listens to any more costs nothing: anyone can
                     // name topics by subscribing, and must not be able to pile them up.
                     if t.workers.is_empty() && t.head == 0 {
@@ -300,8 +306,11 @@ impl Owner {
         }
     }
 
-    /// Expires history by TTL and forgets topics nobody listens to that hold nothing and
-    /// have been quiet for a TTL: their memory must not grow with every name ever used.
+    /// Expires history by TTL and forgets topics nobody listens to that hold nothing: their
+    /// memory must not grow with every name ever used. A topic that had events is kept a TTL
+    /// longer than its last event, and a TTL after its last subscriber left: a client that
+    /// comes back with the newest cursor of a quiet topic resumes it without a gap, rather
+    /// than finding a new life of it.
     fn housekeep(&mut self, now: Instant) {
         let ttl = self.history_ttl;
         let (mut expired, mut expired_bytes) = (0, 0);
@@ -312,8 +321,14 @@ impl Owner {
             let before = t.history.bytes();
             expired += t.history.expire(now, ttl);
             expired_bytes += before - t.history.bytes();
-            let idle =
-                t.workers.is_empty() && t.history.is_empty() && now.saturating_duration_since(t.last_publish) >= ttl;
+            let quiet_for = |since: Instant| now.saturating_duration_since(since);
+            let idle = t.workers.is_empty()
+                && t.history.is_empty()
+                && if t.head == 0 {
+                    quiet_for(t.last_publish) >= ttl
+                } else {
+                    quiet_for(t.last_publish) >= ttl * 2 && quiet_for(t.unwatched_since) >= ttl
+                };
             if idle && t.head > 0 {
                 epochs.forget_published(name);
             }
@@ -513,6 +528,39 @@ mod tests {
         assert_ne!(first.epoch, again.epoch);
         let ack = subscribe(&mut o, "t", 0, Some(first));
         assert_eq!(missed(&ack), Some(&*first.to_string()));
+    }
+
+    #[test]
+    fn a_quiet_topic_outlives_its_last_event_by_a_ttl() {
+        // An outside attack: the topic was forgotten the moment its last event expired, so a
+        // client coming back with the newest cursor was told of a gap it did not have.
+        let ttl = Duration::from_secs(10);
+        let config = Config { history: 10, history_ttl: ttl, ..Config::default() };
+        let mut o = Owner::new(0, 7, &config);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        let newest = publish(&mut o, "t", &mut out);
+        o.handle(ToOwner::Tick, t0 + ttl + Duration::from_secs(1), &mut out);
+        assert_eq!(o.stats().history_events, 0, "the event expired");
+        assert_eq!(o.topics.len(), 1, "the topic is kept a TTL longer");
+        let mut ack = None;
+        o.handle(
+            ToOwner::Subscribe { topic: "t".into(), resume: Resume::After(newest), reply: reply(1), anonymous: true },
+            t0 + ttl + Duration::from_secs(2),
+            &mut out,
+        );
+        if let Some((_, ToWorker::Subscribed(a))) = out.pop() {
+            ack = Some(*a);
+        }
+        let ack = ack.expect("an ack");
+        assert!(ack.gap.is_none() && ack.replay.is_empty(), "the newest cursor resumes without a gap");
+        // Watched until its subscriber leaves at 30 s: forgotten a TTL after that, not before.
+        let left = t0 + Duration::from_secs(30);
+        o.handle(ToOwner::Unsubscribe { topic: "t".into(), worker: 1 }, left, &mut out);
+        o.handle(ToOwner::Tick, left + ttl / 2, &mut out);
+        assert_eq!(o.topics.len(), 1);
+        o.handle(ToOwner::Tick, left + ttl, &mut out);
+        assert!(o.topics.is_empty(), "then it is forgotten");
     }
 
     #[test]
