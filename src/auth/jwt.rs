@@ -47,11 +47,17 @@ pub enum TokenError {
     NotYetValid,
     #[error("token claims are malformed (or name an empty sub, session or group)")]
     Claims,
+    #[error("token header lists critical extensions (crit) herald does not understand")]
+    Critical,
 }
 
 #[derive(Deserialize)]
 struct Header {
     alg: String,
+    /// Extensions the token says must be understood (RFC 7515 §4.1.11): herald understands
+    /// none, so a token that lists any is refused.
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
 }
 
 /// Most bytes of a token we look at.
@@ -70,6 +76,9 @@ pub fn verify(token: &str, secret: &[u8], now: f64) -> Result<Claims, TokenError
     let header: Header = serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
     if header.alg != "HS256" {
         return Err(TokenError::Algorithm);
+    }
+    if header.crit.is_some() {
+        return Err(TokenError::Critical);
     }
     let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::Signature)?;
@@ -142,6 +151,13 @@ mod tests {
         assert_eq!(verify(&format!("{h}.{p}."), KEY, 0.0), Err(TokenError::Algorithm));
         let h384 = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS384"}"#);
         assert_eq!(verify(&format!("{h384}.{p}.AAAA"), KEY, 0.0), Err(TokenError::Algorithm));
+        // An extension it does not understand, signed properly (an outside attack found it
+        // accepted).
+        let hcrit = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","crit":["exp"]}"#);
+        let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
+        mac.update(format!("{hcrit}.{p}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(verify(&format!("{hcrit}.{p}.{sig}"), KEY, 0.0), Err(TokenError::Critical));
         // tampered payload
         let mut parts: Vec<&str> = good.split('.').collect();
         let evil = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin","exp":2e9}"#);

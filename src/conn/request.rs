@@ -161,7 +161,15 @@ impl RequestReader {
             if self.pending().len() > MAX_HEAD_BYTES {
                 return Err(refusal(HeadError::TooLarge, self.pending()));
             }
-            self.fill(stream, deadline).await?;
+            match self.fill(stream, deadline).await {
+                // A head begun and not finished in time is answered (an idle connection that
+                // sent nothing is just closed).
+                Err(ReadError::TimedOut) if started => {
+                    let r = Response::error(Status::RequestTimeout, "the request head did not arrive in time", "/");
+                    return Err(ReadError::Refused(r, 1));
+                }
+                r => r?,
+            }
             if !started {
                 started = true;
                 deadline = deadline.min(Instant::now() + head_timeout);
