@@ -7,12 +7,16 @@
 //! - `targeted`: N topics with one subscriber each (M4), single publishes or batches.
 //! - `connect`: how fast subscriptions are opened (M5).
 //! - `storm`: N subscribers cut at once, reconnecting with their last id (M6).
+//! - `soak`: mixed transports, random cuts and resumes over a long run.
+//! - `floor`: no server — the machine's own floor for a fan-out (`floor.rs`).
+//! - `report`: tables and plots from a comparison's reports (`report.rs`).
 //!
 //! Every payload is stamped (run, sequence, send time), so each subscriber counts lost,
 //! duplicated and out-of-order deliveries, and publish→receive latency goes into an HDR
 //! histogram. The last line of output is the JSON report.
 
 mod conn;
+mod floor;
 mod procstat;
 mod publisher;
 mod report;
@@ -54,6 +58,12 @@ enum Scenario {
     /// Long soak: subscribers mixed across SSE, WebSocket and long-poll on many topics, steady
     /// publishing, random cuts and resumes; loss, duplicates and RSS over time.
     Soak(Common),
+    /// No server: one pinned thread writes the SSE frame of a delivery to N loopback sockets per
+    /// round while readers on the other cores drain them — the machine's floor for a fan-out.
+    Floor(floor::Args),
+    /// The reading side of `floor`, run by it as a child process.
+    #[command(hide = true)]
+    FloorReader(floor::ReaderArgs),
     /// Summarises a comparison's JSON lines: a markdown table, a JSON summary and SVG plots.
     Report(report::Args),
 }
@@ -138,10 +148,17 @@ struct Common {
 
 fn main() {
     let cli = Cli::parse();
+    // The floor and the report need no runtime (the floor's threads are its own).
+    match &cli.scenario {
+        Scenario::Report(args) => return report::run(args),
+        Scenario::Floor(args) => return floor::run(args),
+        Scenario::FloorReader(args) => return floor::reader(args),
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let (server, round) = match &cli.scenario {
-        Scenario::Report(args) => return report::run(args),
+        Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) => unreachable!("handled above"),
         Scenario::Idle(c)
         | Scenario::Broadcast(c)
         | Scenario::Targeted(c)
@@ -151,7 +168,7 @@ fn main() {
     };
     let report = local.block_on(&rt, async move {
         match cli.scenario {
-            Scenario::Report(_) => unreachable!("handled above"),
+            Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) => unreachable!("handled above"),
             Scenario::Idle(c) => idle(c).await,
             Scenario::Broadcast(c) => delivery(c, false).await,
             Scenario::Targeted(c) => delivery(c, true).await,
