@@ -5,6 +5,15 @@
 # harness on CPU 1; the scenarios run interleaved — every server takes its turn at a scenario
 # before the next one — for several rounds, each on a freshly started server.
 #
+# Each round also measures the machine's floor for a fan-out with no server (`herald-load
+# floor`: the harness itself sends the SSE frame of a delivery to as many loopback sockets,
+# its writing thread on CPU 0), flat out and at M3's 5/s, so table.md can show each server's
+# broadcast figures as a ratio to the floor of the same round.
+#
+# Named shapes: M2 (broadcast, pipelined publishes: 4 connections × 32 in flight), M2s (one
+# publish in flight: --pub-connections 1 --window 1), M3 (5/s), M4 single (targeted,
+# pipelined), M4p (targeted, 16 keep-alive publishers with one request in flight each).
+#
 # Writes loadtest/results/compare-<date>/: runs.jsonl (every report), summary.json, table.md
 # (the median of the rounds) and SVG plots (latency CDFs, deliveries per second).
 #
@@ -114,15 +123,33 @@ scenario() {
   done
 }
 
+# The floor of round `$1`, flat out like M2 and at M3's pace, with no server running.
+floor() {
+  local round=$1
+  stop
+  echo "floor (round $round)"
+  ./target/release/herald-load floor --subscribers "$n" --messages 200 --cpu 0 --reader-cpus 1 \
+    --label "floor" --round "$round" 2>>"$work/harness.log" | tail -1 >> "$runs" || true
+  echo "  floor: $(tail -1 "$runs" | cut -c1-160)"
+  ./target/release/herald-load floor --subscribers "$n" --messages 50 --rate 5 --cpu 0 --reader-cpus 1 \
+    --label "floor 5/s" --round "$round" 2>>"$work/harness.log" | tail -1 >> "$runs" || true
+  echo "  floor 5/s: $(tail -1 "$runs" | cut -c1-160)"
+}
+
 for round in $(seq 1 "$rounds"); do
+  floor "$round"
   for t in sse ws longpoll; do
     scenario "M1 $t" "$round" idle --transport $t --subscribers "$n" --hold 2
   done
   for t in sse ws longpoll; do
     scenario "M2 $t" "$round" broadcast --transport $t --subscribers "$n" --messages 200
   done
+  for t in sse ws longpoll; do
+    scenario "M2s $t" "$round" broadcast --transport $t --subscribers "$n" --messages 200 --pub-connections 1 --window 1
+  done
   scenario "M3 sse 5/s" "$round" broadcast --subscribers "$n" --messages 50 --rate 5
   scenario "M4 single" "$round" targeted --subscribers "$n" --messages 20000
+  scenario "M4p" "$round" targeted --subscribers "$n" --messages 20000 --pub-connections 16 --window 1
   scenario "M4 batch" "$round" targeted --subscribers "$n" --messages 20000 --batch 100 --pub-path /pub
   scenario "M5" "$round" connect --subscribers "$n" --concurrency 256
   scenario "M6" "$round" storm --subscribers "$n" --messages 400 --rate 100

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the M1–M6 scenarios against one herald worker (pinned to CPU 0 by herald itself)
 # with the harness on CPU 1, and collects the JSON reports in loadtest/results/herald-<date>.jsonl.
+# Besides the pipelined shapes (M2: 4 publish connections × 32 in flight; M4 single) it runs
+# M2s (broadcast, one publish in flight) per transport and M4p (targeted, 16 keep-alive
+# publishers, one request in flight each), as loadtest/compare.sh does.
 # Usage: loadtest/herald-scenarios.sh [--driver uring|epoll] [--subscribers N] [--workers N]
 # (with 2 workers on this 2-core machine the harness shares CPU 1 with the second worker)
 set -euo pipefail
@@ -34,9 +37,11 @@ trap '[ -n "${pid:-}" ] && kill $pid 2>/dev/null || true' EXIT
 for t in sse ws longpoll; do
   fresh; load idle --transport $t --subscribers "$n" --sub-path /sub/idle --hold 2 --label "M1 $t"
   fresh; load broadcast --transport $t --subscribers "$n" --messages 200 --label "M2 $t"
+  fresh; load broadcast --transport $t --subscribers "$n" --messages 200 --pub-connections 1 --window 1 --label "M2s $t"
 done
 fresh; load broadcast --subscribers "$n" --messages 50 --rate 5 --label "M3 sse 5/s"
 fresh; load targeted --subscribers "$n" --messages 20000 --label "M4 single"
+fresh; load targeted --subscribers "$n" --messages 20000 --pub-connections 16 --window 1 --label "M4p"
 fresh; load targeted --subscribers "$n" --messages 20000 --batch 100 --pub-path /pub --label "M4 batch"
 fresh; load connect --subscribers "$n" --concurrency 256 --label "M5"
 fresh; load storm --subscribers "$n" --messages 400 --rate 100 --label "M6"

@@ -7,12 +7,16 @@
 //! - `targeted`: N topics with one subscriber each (M4), single publishes or batches.
 //! - `connect`: how fast subscriptions are opened (M5).
 //! - `storm`: N subscribers cut at once, reconnecting with their last id (M6).
+//! - `soak`: mixed transports, random cuts and resumes over a long run.
+//! - `floor`: no server — the machine's own floor for a fan-out (`floor.rs`).
+//! - `report`: tables and plots from a comparison's reports (`report.rs`).
 //!
 //! Every payload is stamped (run, sequence, send time), so each subscriber counts lost,
 //! duplicated and out-of-order deliveries, and publish→receive latency goes into an HDR
 //! histogram. The last line of output is the JSON report.
 
 mod conn;
+mod floor;
 mod procstat;
 mod publisher;
 mod report;
@@ -54,6 +58,12 @@ enum Scenario {
     /// Long soak: subscribers mixed across SSE, WebSocket and long-poll on many topics, steady
     /// publishing, random cuts and resumes; loss, duplicates and RSS over time.
     Soak(Common),
+    /// No server: one pinned thread writes the SSE frame of a delivery to N loopback sockets per
+    /// round while readers on the other cores drain them — the machine's floor for a fan-out.
+    Floor(floor::Args),
+    /// The reading side of `floor`, run by it as a child process.
+    #[command(hide = true)]
+    FloorReader(floor::ReaderArgs),
     /// Summarises a comparison's JSON lines: a markdown table, a JSON summary and SVG plots.
     Report(report::Args),
 }
@@ -138,10 +148,17 @@ struct Common {
 
 fn main() {
     let cli = Cli::parse();
+    // The floor and the report need no runtime (the floor's threads are its own).
+    match &cli.scenario {
+        Scenario::Report(args) => return report::run(args),
+        Scenario::Floor(args) => return floor::run(args),
+        Scenario::FloorReader(args) => return floor::reader(args),
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let (server, round) = match &cli.scenario {
-        Scenario::Report(args) => return report::run(args),
+        Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) => unreachable!("handled above"),
         Scenario::Idle(c)
         | Scenario::Broadcast(c)
         | Scenario::Targeted(c)
@@ -151,7 +168,7 @@ fn main() {
     };
     let report = local.block_on(&rt, async move {
         match cli.scenario {
-            Scenario::Report(_) => unreachable!("handled above"),
+            Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) => unreachable!("handled above"),
             Scenario::Idle(c) => idle(c).await,
             Scenario::Broadcast(c) => delivery(c, false).await,
             Scenario::Targeted(c) => delivery(c, true).await,
@@ -241,6 +258,33 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Value {
         // [quantile, ms] points for a latency CDF plot.
         "cdf": CDF_QUANTILES.iter().map(|&q| json!([q, ms(h.value_at_quantile(q))])).collect::<Vec<_>>(),
     })
+}
+
+/// What a publishing scenario adds to its report: the publish-answer latency and, with
+/// `--server-pid`, the server's CPU per publish and per delivery. `server_cpu_secs` is the
+/// server's CPU time over the same interval its `server_cpu` share is taken over, so the
+/// three agree; `/proc` counts it in 10 ms ticks, so short runs round it.
+fn publish_figures(
+    report: &mut Value,
+    published: &publisher::Outcome,
+    server_cpu_secs: Option<f64>,
+    deliveries: Option<u64>,
+) {
+    let lat = percentiles(&published.answer_us);
+    eprintln!(
+        "  publish answer ms: p50 {} p90 {} p99 {} p99.9 {} max {} ({} answers)",
+        lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["p999_ms"], lat["max_ms"], lat["count"]
+    );
+    report["publish_latency"] = lat;
+    report["publish_events_ok"] = json!(published.ok_events);
+    let per = |n: u64| server_cpu_secs.filter(|_| n > 0).map(|s| s * 1e6 / n as f64);
+    report["server_cpu_us_per_publish"] = json!(per(published.ok_events));
+    if let Some(d) = deliveries {
+        report["server_cpu_us_per_delivery"] = json!(per(d));
+    }
+    if let (Some(p), Some(d)) = (per(published.ok_events), deliveries.and_then(per)) {
+        eprintln!("  server CPU µs: {p:.2} per publish, {d:.3} per delivery");
+    }
 }
 
 fn finish(mut report: Value, cpu_client: Option<f64>, started: Instant) -> String {
@@ -342,7 +386,8 @@ async fn delivery(c: Common, targeted: bool) -> String {
     let published = published.await.ok().flatten().unwrap_or_default();
     progress.finish_and_clear();
     let wall = t0.elapsed().as_secs_f64();
-    let cpu_server = procstat::share(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))), wall);
+    let cpu_server_secs = procstat::used(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))));
+    let cpu_server = cpu_server_secs.map(|s| s / wall.max(1e-9));
     let cpu_client = procstat::share(cpu_client, procstat::cpu_secs(None), wall);
     let _ = stop_tx.send(u64::MAX);
     let r = rec.borrow();
@@ -372,16 +417,15 @@ async fn delivery(c: Common, targeted: bool) -> String {
     if let Some(s) = cpu_server {
         eprintln!("  server CPU {:.0}% of a core", s * 100.0);
     }
-    finish(
-        json!({"scenario": name, "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+    let mut report = json!({"scenario": name, "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "subscribers": open, "messages": c.messages, "rate": c.rate, "batch": c.batch, "payload": c.payload,
                "publish_requests": published.requests, "publish_failed": published.failed, "publish_secs": published.seconds,
                "expected": expected, "received": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
                "deliveries_per_sec": rate, "delivery_secs": span, "latency": lat, "server_cpu": cpu_server,
-               "server_rss_kib": c.server_pid.and_then(procstat::rss_kib), "complete": drained}),
-        cpu_client,
-        started,
-    )
+               "server_rss_kib": c.server_pid.and_then(procstat::rss_kib), "complete": drained,
+               "pub_connections": c.pub_connections, "window": c.window});
+    publish_figures(&mut report, &published, cpu_server_secs, Some(received));
+    finish(report, cpu_client, started)
 }
 
 async fn connect(c: Common) -> String {
@@ -432,6 +476,7 @@ async fn storm(c: Common) -> String {
         batch: None,
         headers: c.pub_header.clone(),
     };
+    let cpu_server = c.server_pid.and_then(|p| procstat::cpu_secs(Some(p)));
     let published = tokio::task::spawn_local(publisher::spawn(plan));
     // Cut everyone at the middle of the publishing, while events keep coming.
     tokio::time::sleep(Duration::from_secs_f64(c.messages as f64 / rate / 2.0)).await;
@@ -443,8 +488,10 @@ async fn storm(c: Common) -> String {
     let expected = c.messages * open as u64;
     conn::until(&rec, Duration::from_secs_f64(c.drain), |r| r.subs.iter().map(|s| s.received).sum::<u64>() >= expected)
         .await;
+    let cpu_server_secs = procstat::used(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))));
     let _ = stop_tx.send(u64::MAX);
     let r = rec.borrow();
+    let received: u64 = r.subs.iter().map(|s| s.received).sum();
     let lost: u64 = r.subs.iter().map(|s| s.lost(c.messages)).sum();
     let dups: u64 = r.subs.iter().map(|s| s.duplicates).sum();
     eprintln!(
@@ -454,13 +501,12 @@ async fn storm(c: Common) -> String {
         recovery.unwrap_or(f64::NAN),
         published.requests
     );
-    finish(
-        json!({"scenario": "storm", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+    let mut report = json!({"scenario": "storm", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "subscribers": open, "resumed": r.reconnected, "recovery_secs": recovery, "messages": c.messages,
-               "lost": lost, "duplicated": dups, "all_resumed": all_back}),
-        None,
-        started,
-    )
+               "lost": lost, "duplicated": dups, "all_resumed": all_back, "received": received});
+    // The server's CPU here includes taking every subscriber back, not only the deliveries.
+    publish_figures(&mut report, &published, cpu_server_secs, Some(received));
+    finish(report, None, started)
 }
 
 /// A cheap xorshift for choosing whom to cut (no need for a crate).
@@ -524,6 +570,7 @@ async fn soak(c: Common) -> String {
         headers: c.pub_header.clone(),
     };
     let t0 = Instant::now();
+    let cpu_server = c.server_pid.and_then(|p| procstat::cpu_secs(Some(p)));
     let published = tokio::task::spawn_local(publisher::spawn(plan));
     // Cut random subscribers as time goes, and sample the server's RSS.
     let mut seed = u64::from(run) | 1;
@@ -556,6 +603,7 @@ async fn soak(c: Common) -> String {
         r.subs.iter().enumerate().all(|(i, s)| s.received >= s.owed(per_topic(i % c.topics)))
     })
     .await;
+    let cpu_server_secs = procstat::used(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))));
     let unanchored = rec.borrow().subs.iter().filter(|s| s.floor.is_some()).count();
     for tx in &cutters {
         let _ = tx.send(u64::MAX);
@@ -602,13 +650,12 @@ async fn soak(c: Common) -> String {
         );
     }
     eprintln!("  server RSS KiB every 10 s: {:?}", rss_kib.iter().map(|v| v.unwrap_or(0)).collect::<Vec<_>>());
-    finish(
-        json!({"scenario": "soak", "label": c.label, "subscribers": n, "topics": c.topics, "messages": messages, "rate": rate,
+    let received: u64 = r.subs.iter().map(|s| s.received).sum();
+    let mut report = json!({"scenario": "soak", "label": c.label, "subscribers": n, "topics": c.topics, "messages": messages, "rate": rate,
                "duration_secs": c.duration, "publish_failed": published.failed, "cuts": cuts, "reconnects": r.reconnected,
                "expected": expected, "lost": lost, "duplicated": dups, "by_transport": by_transport, "complete": complete,
                "latency": percentiles(&r.latency_us), "rss_kib_every_10s": rss_kib, "missing": missing,
-               "cut_before_first_event": unanchored}),
-        None,
-        started,
-    )
+               "cut_before_first_event": unanchored, "received": received});
+    publish_figures(&mut report, &published, cpu_server_secs, Some(received));
+    finish(report, None, started)
 }

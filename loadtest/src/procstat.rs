@@ -17,7 +17,12 @@ pub fn cpu_secs(pid: Option<u32>) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU seconds used between two samples (at the 10 ms resolution of `/proc`'s ticks).
+pub fn used(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    Some(after? - before?)
+}
+
 /// CPU use between two samples, as a fraction of one core.
 pub fn share(before: Option<f64>, after: Option<f64>, wall: f64) -> Option<f64> {
-    Some((after? - before?) / wall.max(1e-9))
+    Some(used(before, after)? / wall.max(1e-9))
 }

@@ -1,7 +1,8 @@
 //! `herald-load report`: turns the JSON lines of a comparison run (`loadtest/compare.sh`) into
-//! a markdown table (the median of the rounds, per scenario and server), a JSON summary, and
-//! SVG plots: the latency CDF of each server in the broadcast scenarios and their delivery
-//! rates.
+//! a markdown table (the median of the rounds, per scenario and server), the broadcast figures
+//! as ratios to the floor of the same round (`herald-load floor`), the publish-answer
+//! latencies, a JSON summary, and SVG plots: the latency CDF of each server in the broadcast
+//! scenarios and their delivery rates.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ fn figure(r: &Value) -> Figure {
         ("idle", _) => Figure { unit: "B/conn", value: f("rss_bytes_per_conn"), note },
         ("broadcast", false) => Figure { unit: "p99 ms", value: r["latency"]["p99_ms"].as_f64(), note },
         ("broadcast", true) | ("targeted", _) => Figure { unit: "/s", value: f("deliveries_per_sec"), note },
+        // The floor stands for a broadcast: its rate flat out, its p99 at a pace.
+        ("floor", true) => Figure { unit: "/s", value: f("deliveries_per_sec"), note },
+        ("floor", false) => Figure { unit: "p99 ms", value: r["latency"]["p99_ms"].as_f64(), note },
         ("connect", _) => Figure { unit: "conn/s", value: f("per_sec"), note },
         ("storm", _) => {
             if r["all_resumed"] == json!(false) {
@@ -60,6 +64,23 @@ fn add_note(note: &mut String, what: &str) {
     note.push_str(what);
 }
 
+/// The floor report a broadcast report is read against: the same round, the same pace (flat
+/// out, or the same rate).
+fn floor_for<'a>(r: &Value, floors: &[&'a Value]) -> Option<&'a Value> {
+    floors.iter().copied().find(|f| f["round"] == r["round"] && f["rate"] == r["rate"])
+}
+
+/// A server's figure over the floor's: how many times the floor's rate (flat out) or the
+/// floor's p99 latency (at a pace) the server's is.
+fn vs_floor(r: &Value, floor: &Value) -> Option<f64> {
+    let (s, f) = (figure(r).value?, figure(floor).value?);
+    (f > 0.0).then_some(s / f)
+}
+
+fn shown(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |v| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") })
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -70,12 +91,14 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 pub fn run(args: &Args) {
     let text = std::fs::read_to_string(&args.input).unwrap_or_else(|e| panic!("{}: {e}", args.input.display()));
-    let reports: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let all: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    // The floor is no server: it gets a section of its own, not a column.
+    let (floors, reports): (Vec<&Value>, Vec<&Value>) = all.iter().partition(|r| r["scenario"] == "floor");
     let mut servers: Vec<String> = Vec::new();
     // label → server → reports, in the order labels first appear.
     let mut labels: Vec<String> = Vec::new();
     let mut by: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
-    for r in &reports {
+    for &r in &reports {
         let label = r["label"].as_str().unwrap_or("").to_string();
         let server = r["server"].as_str().unwrap_or("?").to_string();
         if !labels.contains(&label) {
@@ -102,15 +125,19 @@ pub fn run(args: &Args) {
             let values: Vec<f64> = figs.iter().filter_map(|f| f.value).collect();
             let notes: Vec<&str> = figs.iter().map(|f| f.note.as_str()).filter(|n| !n.is_empty()).collect();
             let m = median(values.clone());
-            let shown = m.map_or("n/a".to_string(), |v| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") });
             let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
-            row.push_str(&format!(" {shown} {unit}{notes} |"));
+            row.push_str(&format!(" {} {unit}{notes} |", shown(m)));
+            let ratios: Vec<f64> = rs.iter().filter_map(|r| vs_floor(r, floor_for(r, &floors)?)).collect();
+            let publish = |k: &str| median(rs.iter().filter_map(|r| r["publish_latency"][k].as_f64()).collect());
             summary.push(json!({"label": label, "server": server, "unit": unit, "median": m, "rounds": values,
-                                "notes": notes.trim()}));
+                                "notes": notes.trim(), "vs_floor": median(ratios.clone()), "vs_floor_rounds": ratios,
+                                "publish_p50_ms": publish("p50_ms"), "publish_p99_ms": publish("p99_ms")}));
         }
         table.push_str(&row);
         table.push('\n');
     }
+    table.push_str(&floor_tables(&labels, &servers, &by, &floors, &mut summary));
+    table.push_str(&publish_table(&labels, &servers, &by));
     std::fs::write(args.out.join("table.md"), &table).expect("table.md");
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json"))
         .expect("summary.json");
@@ -155,6 +182,115 @@ pub fn run(args: &Args) {
     if let Err(e) = rate_plot(&file, &rates, &servers) {
         eprintln!("{}: {e}", file.display());
     }
+}
+
+type ByLabel<'a> = BTreeMap<(String, String), Vec<&'a Value>>;
+
+/// The floor's own figures (median of the rounds) and every broadcast figure over the floor
+/// of its round: empty without floor reports.
+fn floor_tables(
+    labels: &[String],
+    servers: &[String],
+    by: &ByLabel,
+    floors: &[&Value],
+    summary: &mut Vec<Value>,
+) -> String {
+    if floors.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n**Floor** (`herald-load floor`: no server; one thread pinned to CPU 0 sends the SSE frame of a \
+         delivery to every loopback socket once per round, readers on CPU 1)\n\n\
+         | floor | deliveries/s | send ns mean | send ns p99 | round ms p50 | latency p50 ms | latency p99 ms | EAGAIN |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let mut floor_labels: Vec<&str> = Vec::new();
+    for f in floors {
+        let l = f["label"].as_str().unwrap_or("");
+        if !floor_labels.contains(&l) {
+            floor_labels.push(l);
+        }
+    }
+    for l in floor_labels {
+        let rs: Vec<&Value> = floors.iter().copied().filter(|f| f["label"] == l).collect();
+        let m =
+            |path: &[&str]| median(rs.iter().filter_map(|r| path.iter().fold(*r, |v, k| &v[*k]).as_f64()).collect());
+        out.push_str(&format!(
+            "| {l} | {} | {} | {} | {} | {} | {} | {} |\n",
+            shown(m(&["deliveries_per_sec"])),
+            shown(m(&["send_ns", "mean"])),
+            shown(m(&["send_ns", "p99"])),
+            shown(m(&["round_duration", "p50_ms"])),
+            shown(m(&["latency", "p50_ms"])),
+            shown(m(&["latency", "p99_ms"])),
+            m(&["eagain"]).map_or("n/a".to_string(), |v| format!("{v:.0}")),
+        ));
+        summary.push(json!({"label": l, "server": "floor", "unit": figure(rs[0]).unit,
+                            "median": median(rs.iter().filter_map(|r| figure(r).value).collect()),
+                            "rounds": rs.iter().filter_map(|r| figure(r).value).collect::<Vec<_>>()}));
+    }
+    out.push_str(&format!(
+        "\n**Relative to the floor of the same round** (median of the rounds; flat out: deliveries/s over the \
+         floor's, above 1 is faster than one `send` per delivery; at a pace: p99 latency over the floor's)\n\n\
+         | scenario | {} |\n|---|{}\n",
+        servers.join(" | "),
+        "---|".repeat(servers.len())
+    ));
+    for label in labels {
+        let broadcast = servers.iter().any(|s| {
+            by.get(&(label.clone(), s.clone())).is_some_and(|rs| rs.iter().any(|r| r["scenario"] == "broadcast"))
+        });
+        if !broadcast {
+            continue;
+        }
+        let mut row = format!("| {label} |");
+        for server in servers {
+            let ratios: Vec<f64> = by
+                .get(&(label.clone(), server.clone()))
+                .map(|rs| rs.iter().filter_map(|r| vs_floor(r, floor_for(r, floors)?)).collect())
+                .unwrap_or_default();
+            match median(ratios) {
+                Some(v) => row.push_str(&format!(" {v:.2}× |")),
+                None => row.push_str(" — |"),
+            }
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
+/// Publish-answer latency (write of a request → its whole answer), p50 / p99 ms, median of
+/// the rounds, for every scenario that publishes.
+fn publish_table(labels: &[String], servers: &[String], by: &ByLabel) -> String {
+    let mut out = format!(
+        "\n**Publish-answer latency**, p50 / p99 ms (median of the rounds)\n\n| scenario | {} |\n|---|{}\n",
+        servers.join(" | "),
+        "---|".repeat(servers.len())
+    );
+    let mut any = false;
+    for label in labels {
+        let mut row = format!("| {label} |");
+        let mut has = false;
+        for server in servers {
+            let rs = by.get(&(label.clone(), server.clone()));
+            let m =
+                |k: &str| median(rs.map(|rs| rs.iter().filter_map(|r| r["publish_latency"][k].as_f64()).collect())?);
+            match (m("p50_ms"), m("p99_ms")) {
+                (Some(p50), Some(p99)) => {
+                    has = true;
+                    row.push_str(&format!(" {p50:.3} / {p99:.3} |"));
+                }
+                _ => row.push_str(" — |"),
+            }
+        }
+        if has {
+            any = true;
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    if any { out } else { String::new() }
 }
 
 fn slug(label: &str) -> String {
@@ -238,4 +374,25 @@ fn rate_plot(
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasts_are_read_against_the_floor_of_their_round_and_pace() {
+        let floors = [
+            json!({"scenario": "floor", "round": 1, "rate": null, "deliveries_per_sec": 1000.0}),
+            json!({"scenario": "floor", "round": 2, "rate": null, "deliveries_per_sec": 2000.0}),
+            json!({"scenario": "floor", "round": 2, "rate": 5.0, "latency": {"p99_ms": 4.0}}),
+        ];
+        let floors: Vec<&Value> = floors.iter().collect();
+        let flat = json!({"scenario": "broadcast", "round": 2, "rate": null, "deliveries_per_sec": 3000.0});
+        let paced = json!({"scenario": "broadcast", "round": 2, "rate": 5.0, "latency": {"p99_ms": 10.0}});
+        let unmatched = json!({"scenario": "broadcast", "round": 3, "rate": null, "deliveries_per_sec": 1.0});
+        assert_eq!(vs_floor(&flat, floor_for(&flat, &floors).unwrap()), Some(1.5));
+        assert_eq!(vs_floor(&paced, floor_for(&paced, &floors).unwrap()), Some(2.5));
+        assert!(floor_for(&unmatched, &floors).is_none());
+    }
 }
