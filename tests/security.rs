@@ -461,3 +461,34 @@ fn loopback_trust_does_not_extend_to_pages_of_unlisted_origins() {
         assert!(reply.get("error").is_some() || reply.get("errors").is_some(), "refused: {reply}");
     });
 }
+
+/// An outside attack: anonymous clients filled the half of `max_topics` that topics only named
+/// may take, and then a user's own new private topic was refused. Only anonymous subscribers
+/// share that half; one with a token is held to the whole cap. And the `Bearer` scheme is
+/// matched in any case (RFC 9110 §11.1): `bearer <token>` was read as no credentials.
+#[test]
+fn anonymous_names_do_not_lock_out_subscribers_with_a_token() {
+    each_driver(2, &["--max-topics", "8", "--jwt-secret", SECRET], |s| {
+        // Anonymous streams of new topics until one is refused: half the cap (two owners may
+        // both take the last place).
+        let mut held = Vec::new();
+        while held.len() < 8 {
+            match SseClient::try_open(s, &format!("/sub/junk{}", held.len()), &[]) {
+                Ok(c) => held.push(c),
+                Err(r) => {
+                    assert_json_error(&r, 503);
+                    break;
+                }
+            }
+        }
+        assert!((4..=5).contains(&held.len()), "anonymous names stop at half the cap: {}", held.len());
+        let tok = token(json!({"sub": "42"}));
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let auth = format!("Authorization: {scheme} {tok}");
+            let mut own = SseClient::try_open(s, "/sub/user:42", &[&auth])
+                .unwrap_or_else(|r| panic!("{scheme}: a user's own new topic: {} {}", r.status, r.text()));
+            publish_ok(s, "user:42", "mine");
+            assert_eq!(own.next_event().expect("its event").data, "mine");
+        }
+    });
+}
