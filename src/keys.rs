@@ -19,11 +19,17 @@ pub struct Key<K> {
 pub enum ConnSlot {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PublishSlot {}
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscriptionSlot {}
 
 /// A connection in its worker's slab.
 pub type ConnKey = Key<ConnSlot>;
 /// A publish (or batch) waiting for its owners' cursors.
 pub type PublishKey = Key<PublishSlot>;
+/// A subscription: the slot of its connection, with the generation the subscription itself
+/// was given. A connection's next subscription (its next long-poll) has another, so an
+/// owner's late answer for the one before never lands in it.
+pub type SubscriptionKey = Key<SubscriptionSlot>;
 
 impl<K> Key<K> {
     pub fn new(index: usize, generation: u32) -> Key<K> {

@@ -6,10 +6,10 @@ use bytes::Bytes;
 
 use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
-use crate::keys::{ConnKey, PublishKey};
+use crate::keys::{PublishKey, SubscriptionKey};
 
 /// Where a reply goes: a worker, the key of the slot there that waits for it (`PublishKey`
-/// for a publish, `ConnKey` for a subscription), and an index within it (a batch line, a
+/// for a publish, `SubscriptionKey` for a subscription), and an index within it (a batch line, a
 /// topic of the subscription). The owner only hands it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyTo<K> {
@@ -36,7 +36,7 @@ pub enum ToOwner {
     /// and, when resuming, the events after the resume point — in one step, so nothing
     /// falls between. A topic an `anonymous` subscriber would make counts against the half
     /// of `max_topics` anonymous subscribers share.
-    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<ConnKey>, anonymous: bool },
+    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<SubscriptionKey>, anonymous: bool },
     /// `worker` no longer hosts subscribers of `topic`.
     Unsubscribe { topic: Arc<str>, worker: u16 },
     /// Periodic housekeeping: expire history by TTL, forget idle topics.
@@ -68,7 +68,7 @@ pub struct Gap {
 
 #[derive(Debug)]
 pub struct SubscribeAck {
-    pub reply: ReplyTo<ConnKey>,
+    pub reply: ReplyTo<SubscriptionKey>,
     pub topic: Arc<str>,
     /// Where the subscriber stands until something is sent for this topic: its resume
     /// cursor, or the head when it starts live. With a gap, a cursor that reports the gap

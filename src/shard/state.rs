@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::cursor::Cursor;
 use crate::cursor::Resume;
 use crate::frames::Frame;
-use crate::keys::{Generations, PublishKey};
+use crate::keys::{Generations, PublishKey, SubscriptionKey};
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::proto::ws::frame::close_frame;
@@ -328,8 +328,9 @@ impl Shard {
     /// Puts the connection's subscription into the index. Topics this worker is registered
     /// for (and not resumed) are joined at once; for the others the returned requests must be
     /// sent to their owners. The connection goes live when the last one is answered.
-    pub fn join(&mut self, key: ConnKey, sub: Subscription, from: &[Resume]) -> Vec<(usize, ToOwner)> {
+    pub fn join(&mut self, key: ConnKey, mut sub: Subscription, from: &[Resume]) -> Vec<(usize, ToOwner)> {
         let n = sub.topics.len();
+        sub.serial = self.generations.take();
         let Some(c) = self.conn(key) else { return Vec::new() };
         c.sub = Some(sub);
         let requests = self.attach(key, 0..n, from);
@@ -429,7 +430,8 @@ impl Shard {
             // Its starting position comes with the acknowledgement.
             t.pending += 1;
             sub.pending_acks += 1;
-            let reply = ReplyTo { worker: id as u16, key, index: i as u32 };
+            let reply =
+                ReplyTo { worker: id as u16, key: SubscriptionKey::new(key.slot(), sub.serial), index: i as u32 };
             let anonymous = !sub.identified;
             let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply, anonymous };
             requests.push((owner_of(topic, workers), msg));
@@ -570,7 +572,6 @@ impl Shard {
 
     /// The owner registered us for a topic: replay, then join live.
     fn on_subscribed(&mut self, ack: SubscribeAck) {
-        let key = ack.reply.key;
         let idx = ack.reply.index as usize;
         let t = self.topics.entry(ack.topic.clone()).or_default();
         t.pending = t.pending.saturating_sub(1);
@@ -580,7 +581,13 @@ impl Shard {
                 t.head = ack.head;
             }
         }
-        let Some((c, notices, _)) = self.conn_parts(key) else {
+        // The subscription that asked, not whatever the connection holds now (a long-poll
+        // answered meanwhile, and the next one begun on the same connection).
+        let serial = ack.reply.key.generation;
+        let current = |c: &Conn| c.sub.as_ref().is_some_and(|s| s.serial == serial);
+        let key =
+            ConnKey::new(ack.reply.key.slot(), self.conns.get(ack.reply.key.slot()).map_or(0, |c| c.generation()));
+        let Some((c, notices, _)) = self.conn_parts(key).filter(|(c, ..)| current(c)) else {
             self.release(&ack.topic);
             self.send_unsubscribes();
             return;
@@ -632,5 +639,57 @@ impl Shard {
         if ready {
             self.mark_dirty(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::waitset::WaitSet;
+
+    fn ack(reply: ReplyTo<SubscriptionKey>, topic: Arc<str>) -> ToWorker {
+        let c = Cursor::new(7, 0);
+        ToWorker::Subscribed(Box::new(SubscribeAck {
+            reply,
+            topic,
+            start: c,
+            head: c,
+            gap: None,
+            replay: Vec::new(),
+            created: false,
+            refused: false,
+        }))
+    }
+
+    #[test]
+    fn an_owners_late_answer_never_lands_in_the_connections_next_subscription() {
+        // A review: acknowledgements were addressed to the connection, so one for a long-poll
+        // answered meanwhile reached the next poll on the connection, indexing its topics
+        // with the old poll's (a panic past its end).
+        let config = Arc::new(Config::default());
+        let mesh = Arc::new(Mesh::new(1));
+        let mut s = Shard::new(0, config, mesh, WaitSet::new().expect("an epoll set"));
+        let key = s.add_conn(-1);
+        let topics: Vec<Arc<str>> = (0..4).map(|i| format!("t{i}").into()).collect();
+        let first = Subscription::new(topics.clone(), None, Delivery::Sse { chunked: true });
+        let asked = s.join(key, first, &vec![Resume::Live; 4]);
+        assert_eq!(asked.len(), 4, "every topic is asked of its owner");
+        let late: Vec<ReplyTo<SubscriptionKey>> = asked
+            .iter()
+            .map(|(_, m)| match m {
+                ToOwner::Subscribe { reply, .. } => *reply,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        s.leave(key);
+        let next = Subscription::new(vec!["other".into()], None, Delivery::Sse { chunked: true });
+        s.join(key, next, &[Resume::Live]);
+        for (reply, topic) in late.into_iter().zip(topics) {
+            s.handle(ack(reply, topic));
+        }
+        let sub = s.conn(key).and_then(|c| c.sub.as_ref()).expect("the next subscription");
+        assert_eq!(sub.pending_acks, 1, "still waiting for its own owner");
+        assert_eq!(sub.positions.len(), 1);
+        assert!(s.topics.get("t3").is_none_or(|t| t.subs.is_empty()), "the old topics are not joined");
     }
 }

@@ -94,10 +94,12 @@ pub struct Subscription {
     pub types: Option<Box<[Box<str>]>>,
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
-    pub pending_acks: u32,
+    pub pending_acks: u16,
     /// Opened by someone known (see `StreamRequest::identified`): the topics it names are not
     /// held to the anonymous half of `max_topics`.
     pub identified: bool,
+    /// The generation this subscription was given when it joined (see `SubscriptionKey`).
+    pub serial: u32,
     /// What is still to be rendered, in order: what arrived while acknowledgements were
     /// outstanding (rendered once all are in, when every topic's starting position is known,
     /// so the ids of a multi-topic stream are right from its first event), and the replays
@@ -203,6 +205,7 @@ impl Subscription {
             delivery,
             pending_acks: 0,
             identified: false,
+            serial: 0,
             prelude: VecDeque::new(),
             rare: None,
         }
