@@ -484,16 +484,22 @@ struct Tally {
     latency_us: Histogram<u64>,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            received: 0,
+            out_of_order: 0,
+            bad_streams: 0,
+            ended: 0,
+            last_us: 0,
+            latency_us: crate::publisher::latency_histogram(),
+        }
+    }
+}
+
 /// Drains `socks` until each has ended (or nothing came for `drain`), through one epoll.
 fn read_all(socks: Vec<TcpStream>, run: u32, drain: Duration) -> Tally {
-    let mut t = Tally {
-        received: 0,
-        out_of_order: 0,
-        bad_streams: 0,
-        ended: 0,
-        last_us: 0,
-        latency_us: crate::publisher::latency_histogram(),
-    };
+    let mut t = Tally::new();
     // SAFETY: plain epoll calls on descriptors this thread owns; `events` outlives each wait.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(ep >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
@@ -600,14 +606,7 @@ pub fn reader(a: &ReaderArgs) {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "ready");
     let _ = out.flush();
-    let mut all = Tally {
-        received: 0,
-        out_of_order: 0,
-        bad_streams: 0,
-        ended: 0,
-        last_us: 0,
-        latency_us: crate::publisher::latency_histogram(),
-    };
+    let mut all = Tally::new();
     for th in threads {
         let t = th.join().expect("reader thread");
         all.received += t.received;
