@@ -446,8 +446,12 @@ fn loopback_trust_does_not_extend_to_pages_of_unlisted_origins() {
             let r = call(s, "POST", path, None, &headers, body);
             assert_json_error_at(&r, 403, "/headers/origin", path);
         }
-        // Local programs, herald's own pages and listed origins keep loopback's trust.
-        for origin in [None, Some("Origin: http://t"), Some("Origin: https://a.example")] {
+        // A second attack: a page whose name was rebound to 127.0.0.1 sends its own name as
+        // `Host` (these requests say `Host: t`), so "herald's own origin" proves nothing.
+        let r = call(s, "POST", "/pub/news", None, &["Origin: http://t"], "x");
+        assert_json_error_at(&r, 403, "/headers/origin", "a rebound page");
+        // Local programs, pages on loopback and listed origins keep loopback's trust.
+        for origin in [None, Some("Origin: http://127.0.0.1:8080"), Some("Origin: https://a.example")] {
             let r = call(s, "POST", "/pub/news", None, origin.as_slice(), "x");
             assert_eq!(r.status, 200, "{origin:?}: {}", r.text());
         }
@@ -483,6 +487,12 @@ fn anonymous_names_do_not_lock_out_subscribers_with_a_token() {
         }
         assert!((4..=5).contains(&held.len()), "anonymous names stop at half the cap: {}", held.len());
         let tok = token(json!({"sub": "42"}));
+        // A second attack: a token holder filled the whole cap with made-up public names. A
+        // public name is one anyone may make up, whoever asks: held to the half.
+        let r = SseClient::try_open(s, "/sub/made-up", &[&format!("Authorization: Bearer {tok}")])
+            .err()
+            .expect("a token holder's made-up public name: refused");
+        assert_json_error(&r, 503);
         for scheme in ["Bearer", "bearer", "BEARER"] {
             let auth = format!("Authorization: {scheme} {tok}");
             let mut own = SseClient::try_open(s, "/sub/user:42", &[&auth])

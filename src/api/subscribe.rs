@@ -42,8 +42,8 @@ pub struct StreamRequest {
     pub sheddable: Option<Box<[String]>>,
     /// When the token it was opened with expires (Unix milliseconds): the stream ends then.
     pub expires: Option<u64>,
-    /// Opened by someone known (a verified token, a gateway's word): may name new topics past
-    /// the half of `max_topics` that anonymous subscribers share.
+    /// Opened by someone known (a verified token, a gateway's word): may name new private
+    /// topics (its own) past the half of `max_topics` that names anyone may make up share.
     pub identified: bool,
 }
 

@@ -75,12 +75,25 @@ pub fn websocket(origins: &[String], head: &RequestHead) -> WsOrigin {
     }
 }
 
-/// Whether the request comes from a browser page of an origin that is neither this server's
-/// own (an `Origin` naming the host the request was sent to) nor listed by name in `origins`
-/// (`*` lists none by name).
+/// Whether the request comes from a browser page whose origin is neither on this host's
+/// loopback (`localhost`, `127.x.x.x`, `[::1]`) nor listed by name in `origins` (`*` lists
+/// none by name) — any of its `Origin` headers. The `Host` the request names is not trusted
+/// for this: a page whose name was rebound to 127.0.0.1 sends its own name there.
 pub fn unlisted_origin(origins: &[String], head: &RequestHead) -> bool {
-    head.header_str("origin")
-        .is_some_and(|o| !same_origin(o, head.header_str("host")) && !origins.iter().any(|l| l == o))
+    head.headers("origin").any(|raw| {
+        let o = std::str::from_utf8(raw).unwrap_or("").trim();
+        !origins.iter().any(|l| l == o) && !loopback_origin(o)
+    })
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names a loopback host.
+fn loopback_origin(origin: &str) -> bool {
+    let Some((_, authority)) = origin.split_once("://") else { return false };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to. The
@@ -105,6 +118,36 @@ mod tests {
     fn head(origin: &str) -> RequestHead {
         let raw = format!("OPTIONS /sub/a HTTP/1.1\r\nHost: h\r\nOrigin: {origin}\r\n\r\n");
         parse_head(raw.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn pages_trusted_as_loopback() {
+        let listed = vec!["https://a.example".to_string()];
+        let with = |origins: &[&str]| {
+            let mut raw = "POST /pub/x HTTP/1.1\r\nHost: evil.example:8080\r\n".to_string();
+            for o in origins {
+                raw += &format!("Origin: {o}\r\n");
+            }
+            raw += "\r\n";
+            unlisted_origin(&listed, &parse_head(raw.as_bytes()).unwrap().unwrap())
+        };
+        assert!(!with(&[]), "a local program sends no Origin");
+        for ok in [
+            "http://localhost:8080",
+            "http://127.0.0.1:3000",
+            "https://127.9.9.9",
+            "http://[::1]:80",
+            "https://a.example",
+        ] {
+            assert!(!with(&[ok]), "{ok}");
+        }
+        // A rebound name is not loopback, whatever Host says; nor is any other page.
+        for bad in
+            ["http://evil.example:8080", "null", "http://127.0.0.1.evil.example", "http://localhost.evil.example"]
+        {
+            assert!(with(&[bad]), "{bad}");
+        }
+        assert!(with(&["http://localhost", "http://evil.example"]), "any of its Origin headers");
     }
 
     #[test]

@@ -34,9 +34,10 @@ pub enum ToOwner {
     Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo<PublishKey> },
     /// Register `reply.worker` as hosting subscribers of `topic` and reply with the head
     /// and, when resuming, the events after the resume point — in one step, so nothing
-    /// falls between. A topic an `anonymous` subscriber would make counts against the half
-    /// of `max_topics` anonymous subscribers share.
-    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<SubscriptionKey>, anonymous: bool },
+    /// falls between. A topic made for an `open_name` (one anyone may name: a public topic,
+    /// or a private one without a verified identity behind it) counts against the half of
+    /// `max_topics` such names share.
+    Subscribe { topic: Arc<str>, resume: Resume, reply: ReplyTo<SubscriptionKey>, open_name: bool },
     /// `worker` no longer hosts subscribers of `topic`.
     Unsubscribe { topic: Arc<str>, worker: u16 },
     /// Periodic housekeeping: expire history by TTL, forget idle topics.

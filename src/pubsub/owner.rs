@@ -121,11 +121,12 @@ pub struct TopicCount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Making {
     Publish,
-    /// A subscriber names it; `anonymous` ones may make at most half of `max_topics` (topics
-    /// only named), so that made-up names lock out neither publishers nor subscribers who
-    /// say who they are.
+    /// A subscriber names it. Names anyone may make up (`open_name`: public topics, whoever
+    /// asks) may take at most half of `max_topics` in topics only named, so that made-up
+    /// names lock out neither publishers nor subscribers of their own private topics (which
+    /// only a verified identity names, within what its token grants).
     Subscribe {
-        anonymous: bool,
+        open_name: bool,
     },
 }
 
@@ -164,7 +165,7 @@ impl Owner {
                 // Two owners may both take the last place: the cap is exceeded by fewer than
                 // the number of workers.
                 let full = self.count.all.load(Ordering::Relaxed) >= self.max_topics
-                    || (making == (Making::Subscribe { anonymous: true })
+                    || (making == (Making::Subscribe { open_name: true })
                         && self.count.named.load(Ordering::Relaxed) >= self.max_topics.div_ceil(2));
                 if full {
                     return None;
@@ -231,9 +232,9 @@ impl Owner {
                     self.evict();
                 }
             }
-            ToOwner::Subscribe { topic, resume, reply, anonymous } => {
+            ToOwner::Subscribe { topic, resume, reply, open_name } => {
                 let ttl = self.history_ttl;
-                let Some((t, created)) = self.topic(&topic, now, Making::Subscribe { anonymous }) else {
+                let Some((t, created)) = self.topic(&topic, now, Making::Subscribe { open_name }) else {
                     let none = Cursor::default();
                     let ack = SubscribeAck {
                         reply,
@@ -445,7 +446,7 @@ mod tests {
         let resume = from.map_or(Resume::Live, Resume::After);
         let mut out = Vec::new();
         o.handle(
-            ToOwner::Subscribe { topic: topic.into(), resume, reply: reply(worker), anonymous: true },
+            ToOwner::Subscribe { topic: topic.into(), resume, reply: reply(worker), open_name: true },
             Instant::now(),
             &mut out,
         );
@@ -545,7 +546,7 @@ mod tests {
         assert_eq!(o.topics.len(), 1, "the topic is kept a TTL longer");
         let mut ack = None;
         o.handle(
-            ToOwner::Subscribe { topic: "t".into(), resume: Resume::After(newest), reply: reply(1), anonymous: true },
+            ToOwner::Subscribe { topic: "t".into(), resume: Resume::After(newest), reply: reply(1), open_name: true },
             t0 + ttl + Duration::from_secs(2),
             &mut out,
         );
@@ -607,18 +608,18 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_names_lock_out_no_subscriber_who_says_who_it_is() {
-        // Before, made-up names from anonymous subscribers filled the named half, and then a
-        // user's own new private topic was refused (503).
+    fn made_up_names_lock_out_no_subscriber_of_its_own_private_topic() {
+        // Before, made-up names filled the named half, and then a user's own new private
+        // topic was refused (503).
         let config = Config { max_topics: 4, ..Config::default() };
         let mut o = Owner::new(0, 1, &config);
         assert!(subscribe(&mut o, "junk1", 1, None).created);
         assert!(subscribe(&mut o, "junk2", 1, None).created);
-        assert!(subscribe(&mut o, "junk3", 1, None).refused, "anonymous names: half the cap");
+        assert!(subscribe(&mut o, "junk3", 1, None).refused, "made-up names: half the cap");
         let mut out = Vec::new();
         let identified = |o: &mut Owner, topic: &str, out: &mut Vec<(usize, ToWorker)>| {
             let msg =
-                ToOwner::Subscribe { topic: topic.into(), resume: Resume::Live, reply: reply(1), anonymous: false };
+                ToOwner::Subscribe { topic: topic.into(), resume: Resume::Live, reply: reply(1), open_name: false };
             o.handle(msg, Instant::now(), out);
             match out.pop() {
                 Some((_, ToWorker::Subscribed(ack))) => *ack,
@@ -659,7 +660,7 @@ mod tests {
         let mut ack = |resume| {
             let mut out = Vec::new();
             o.handle(
-                ToOwner::Subscribe { topic: "a".into(), resume, reply: reply(1), anonymous: true },
+                ToOwner::Subscribe { topic: "a".into(), resume, reply: reply(1), open_name: true },
                 Instant::now(),
                 &mut out,
             );

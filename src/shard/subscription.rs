@@ -95,8 +95,8 @@ pub struct Subscription {
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
     pub pending_acks: u16,
-    /// Opened by someone known (see `StreamRequest::identified`): the topics it names are not
-    /// held to the anonymous half of `max_topics`.
+    /// Opened by someone known (see `StreamRequest::identified`): the private topics it names
+    /// are not held to the half of `max_topics` that names anyone may make up share.
     pub identified: bool,
     /// The generation this subscription was given when it joined (see `SubscriptionKey`).
     pub serial: u32,
