@@ -55,9 +55,14 @@ pub enum TokenError {
 struct Header {
     alg: String,
     /// Extensions the token says must be understood (RFC 7515 §4.1.11): herald understands
-    /// none, so a token that lists any is refused.
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
+    /// none, so a token whose header has the member at all (even `null`) is refused.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// A member that is there, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// Most bytes of a token we look at.
@@ -77,7 +82,7 @@ pub fn verify(token: &str, secret: &[u8], now: f64) -> Result<Claims, TokenError
     if header.alg != "HS256" {
         return Err(TokenError::Algorithm);
     }
-    if header.crit.is_some() {
+    if header.crit {
         return Err(TokenError::Critical);
     }
     let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
@@ -158,6 +163,11 @@ mod tests {
         mac.update(format!("{hcrit}.{p}").as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(verify(&format!("{hcrit}.{p}.{sig}"), KEY, 0.0), Err(TokenError::Critical));
+        let hnull = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","crit":null}"#);
+        let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
+        mac.update(format!("{hnull}.{p}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(verify(&format!("{hnull}.{p}.{sig}"), KEY, 0.0), Err(TokenError::Critical));
         // tampered payload
         let mut parts: Vec<&str> = good.split('.').collect();
         let evil = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin","exp":2e9}"#);
