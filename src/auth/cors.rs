@@ -89,10 +89,15 @@ pub fn unlisted_origin(origins: &[String], head: &RequestHead) -> bool {
 /// Whether `origin` (`scheme://host[:port]`) names a loopback host.
 fn loopback_origin(origin: &str) -> bool {
     let Some((_, authority)) = origin.split_once("://") else { return false };
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    // `host[:port]` and nothing else: an origin never carries userinfo or a path.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').unwrap_or(("", "x")),
+        None => authority.split_once(':').unwrap_or((authority, "")),
     };
+    let port = port.strip_prefix(':').unwrap_or(port);
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -144,6 +149,8 @@ mod tests {
         // A rebound name is not loopback, whatever Host says; nor is any other page.
         for bad in
             ["http://evil.example:8080", "null", "http://127.0.0.1.evil.example", "http://localhost.evil.example"]
+                .into_iter()
+                .chain(["http://127.0.0.1:80@evil.example", "http://127.0.0.1/path", "http://[::1]x"])
         {
             assert!(with(&[bad]), "{bad}");
         }
