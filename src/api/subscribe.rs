@@ -45,6 +45,9 @@ pub struct StreamRequest {
     /// Opened by someone known (a verified token, a gateway's word): may name new private
     /// topics (its own) past the half of `max_topics` that names anyone may make up share.
     pub identified: bool,
+    /// The route chose the topic names, not the client (the push module's stream: its
+    /// `broadcast` and the identity's own topics): none of them is a made-up name.
+    pub route_names: bool,
 }
 
 /// Parses the comma-separated topic list of a path.
@@ -170,7 +173,16 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
 fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
     let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None, identified: false })
+    Ok(StreamRequest {
+        topics,
+        from,
+        types,
+        padding,
+        sheddable: None,
+        expires: None,
+        identified: false,
+        route_names: false,
+    })
 }
 
 /// Most events one long-poll answer may carry.

@@ -45,6 +45,7 @@ pub async fn open(
         }
         sub.expires_at(req.expires);
         sub.identified = req.identified;
+        sub.route_names = req.route_names;
         s.join(key, sub, &req.from)
     };
     wait_for_owners(ctx, stream, requests, u8::from(chunked), refusal_headers).await

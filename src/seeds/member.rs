@@ -57,7 +57,16 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead) -> Result<StreamRequest, Respons
         }
     }
     let from = parse_resume(head, 1)?;
-    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, sheddable: None, expires, identified })
+    Ok(StreamRequest {
+        topics: vec![topic],
+        from,
+        types: None,
+        padding: false,
+        sheddable: None,
+        expires,
+        identified,
+        route_names: false,
+    })
 }
 
 /// A refusal about the stream's one topic, pointed at where this request named it.

@@ -65,7 +65,16 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         Identity::Anonymous => Vec::new(),
     };
     let (expires, identified) = (who.expires(), who.is_identified());
-    Ok(StreamRequest { topics, from, types, padding: false, sheddable: Some(groups.into()), expires, identified })
+    Ok(StreamRequest {
+        topics,
+        from,
+        types,
+        padding: false,
+        sheddable: Some(groups.into()),
+        expires,
+        identified,
+        route_names: true,
+    })
 }
 
 /// Who may `POST /admin/pause` (API.md §7): the publish key (or loopback when none is

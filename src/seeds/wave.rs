@@ -46,6 +46,7 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<Stopped>) -> Res
             sheddable: None,
             expires: None,
             identified: false,
+            route_names: false,
         },
         max: 1,
         timeout,

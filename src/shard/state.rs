@@ -432,9 +432,10 @@ impl Shard {
             sub.pending_acks += 1;
             let reply =
                 ReplyTo { worker: id as u16, key: SubscriptionKey::new(key.slot(), sub.serial), index: i as u32 };
-            // Only a verified identity names private topics, within what its token grants: any
-            // other name is one anyone may make up, public ones whoever asks.
-            let open_name = !(sub.identified && crate::auth::rights::is_private(topic));
+            // Only a verified identity names private topics, within what its token grants, and
+            // a route that names its own topics makes nothing up: any other name is one anyone
+            // may make up, public ones whoever asks.
+            let open_name = !(sub.route_names || (sub.identified && crate::auth::rights::is_private(topic)));
             let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply, open_name };
             requests.push((owner_of(topic, workers), msg));
         }

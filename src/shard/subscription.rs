@@ -98,6 +98,8 @@ pub struct Subscription {
     /// Opened by someone known (see `StreamRequest::identified`): the private topics it names
     /// are not held to the half of `max_topics` that names anyone may make up share.
     pub identified: bool,
+    /// Its topic names came from the route, not the client (see `StreamRequest::route_names`).
+    pub route_names: bool,
     /// The generation this subscription was given when it joined (see `SubscriptionKey`).
     pub serial: u32,
     /// What is still to be rendered, in order: what arrived while acknowledgements were
@@ -205,6 +207,7 @@ impl Subscription {
             delivery,
             pending_acks: 0,
             identified: false,
+            route_names: false,
             serial: 0,
             prelude: VecDeque::new(),
             rare: None,
