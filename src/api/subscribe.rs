@@ -10,6 +10,7 @@ use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
+use crate::shard::subscription::Namer;
 
 /// The transport a subscribe request asks for, chosen like nchan does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,8 @@ pub struct StreamRequest {
     pub sheddable: Option<Box<[String]>>,
     /// When the token it was opened with expires (Unix milliseconds): the stream ends then.
     pub expires: Option<u64>,
-    /// Opened by someone known (a verified token, a gateway's word): may name new private
-    /// topics (its own) past the half of `max_topics` that names anyone may make up share.
-    pub identified: bool,
-    /// The route chose the topic names, not the client (the push module's stream: its
-    /// `broadcast` and the identity's own topics): none of them is a made-up name.
-    pub route_names: bool,
+    /// Whose its topic names are (which count as made up against `max_topics`).
+    pub names: Namer,
 }
 
 /// Parses the comma-separated topic list of a path.
@@ -173,16 +170,7 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
 fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
     let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest {
-        topics,
-        from,
-        types,
-        padding,
-        sheddable: None,
-        expires: None,
-        identified: false,
-        route_names: false,
-    })
+    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None, names: Namer::Client })
 }
 
 /// Most events one long-poll answer may carry.

@@ -12,6 +12,7 @@ use crate::proto;
 use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
 use crate::route::Route;
 use crate::seeds;
+use crate::shard::subscription::Namer;
 
 /// What the request head decided, before any body is read.
 pub enum Admitted {
@@ -154,13 +155,13 @@ pub async fn dispatch(
             Transport::EventStream => {
                 let mut req = api::subscribe::event_stream(head, topics)?;
                 let who = api::subscribe::authorize(&ctx.config, head, &req.topics)?;
-                (req.expires, req.identified) = (who.expires(), who.is_identified());
+                (req.expires, req.names) = (who.expires(), Namer::of(&who));
                 return stream(req, cors);
             }
             Transport::LongPoll => {
                 let mut req = api::subscribe::long_poll(head, topics)?;
                 let who = api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?;
-                (req.stream.expires, req.stream.identified) = (who.expires(), who.is_identified());
+                (req.stream.expires, req.stream.names) = (who.expires(), Namer::of(&who));
                 let style = longpoll::Style::Events;
                 let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
                 return poll(req, framing);
@@ -171,7 +172,7 @@ pub async fn dispatch(
                 let cookie_ok = websocket_origin(ctx, head)?;
                 let mut req = api::subscribe::event_stream(head, topics)?;
                 let identity = api::subscribe::authorize_from(&ctx.config, head, &req.topics, cookie_ok)?;
-                (req.expires, req.identified) = (identity.expires(), identity.is_identified());
+                (req.expires, req.names) = (identity.expires(), Namer::of(&identity));
                 // Publish rights: the key (or loopback) at the handshake, else the token's
                 // `publish` claim, wherever the token came from (a browser cannot set
                 // `Authorization` on a WebSocket).

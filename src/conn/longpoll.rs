@@ -138,7 +138,7 @@ async fn register(ctx: &Ctx, req: PollRequest) {
     let requests = {
         let mut s = ctx.shard.borrow_mut();
         let mut sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));
-        sub.identified = req.stream.identified;
+        sub.names = req.stream.names;
         s.join(key, sub, &req.stream.from)
     };
     for (owner, msg) in requests {

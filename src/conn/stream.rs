@@ -44,8 +44,7 @@ pub async fn open(
             sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, expires: None }));
         }
         sub.expires_at(req.expires);
-        sub.identified = req.identified;
-        sub.route_names = req.route_names;
+        sub.names = req.names;
         s.join(key, sub, &req.from)
     };
     wait_for_owners(ctx, stream, requests, u8::from(chunked), refusal_headers).await

@@ -31,7 +31,7 @@ use crate::proto::ws::reader::Violation;
 use crate::proto::ws::{CloseCode, Opcode, WsEvent, WsReader, encode_frame, handshake};
 use crate::seeds::chat;
 use crate::shard::conn::{Conn, Phase};
-use crate::shard::subscription::{Delivery, Subscription};
+use crate::shard::subscription::{Delivery, Namer, Subscription};
 use crate::sys;
 
 /// Most topics one WebSocket may hold at once.
@@ -265,13 +265,13 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
                 let mut sub = Subscription::new(vec![user], None, Delivery::WsData);
                 sub.expires_at(expires);
                 // The chat session says who it is.
-                sub.identified = true;
+                sub.names = Namer::Identity;
                 s.join(key, sub, &[crate::cursor::Resume::Live])
             }
             Mode::PubSub { req, .. } => {
                 let mut sub = Subscription::new(req.topics, req.types, Delivery::Ws);
                 sub.expires_at(req.expires);
-                sub.identified = req.identified;
+                sub.names = req.names;
                 s.join(key, sub, &req.from)
             }
         }

@@ -22,6 +22,7 @@ use crate::api::subscribe::{StreamRequest, authorize, parse_resume};
 use crate::clock::now_micros;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::pubsub::topic::{valid_topic, valid_type};
+use crate::shard::subscription::Namer;
 
 /// The member a request is about: `Member-ID`, or the seed's own example spelling `MemberId`.
 pub fn member_topic(head: &RequestHead) -> Result<Arc<str>, Response> {
@@ -45,28 +46,19 @@ pub fn member_topic(head: &RequestHead) -> Result<Arc<str>, Response> {
 /// `Member-ID` itself. Without `jwt_secret` the header is trusted, as in the original service.
 pub fn subscribe(ctx: &Ctx, head: &RequestHead) -> Result<StreamRequest, Response> {
     let topic = member_topic(head)?;
-    let (mut expires, mut identified) = (None, false);
+    let (mut expires, mut names) = (None, Namer::Client);
     if ctx.config.jwt_secret.is_some() {
         if ctx.config.member_events_trust_header {
             // The gateway in front vouches for the member.
-            identified = true;
+            names = Namer::Identity;
         } else {
             let who = authorize(&ctx.config, head, std::slice::from_ref(&topic))
                 .map_err(|r| repoint(r, "/headers/member-id"))?;
-            (expires, identified) = (who.expires(), who.is_identified());
+            (expires, names) = (who.expires(), Namer::of(&who));
         }
     }
     let from = parse_resume(head, 1)?;
-    Ok(StreamRequest {
-        topics: vec![topic],
-        from,
-        types: None,
-        padding: false,
-        sheddable: None,
-        expires,
-        identified,
-        route_names: false,
-    })
+    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, sheddable: None, expires, names })
 }
 
 /// A refusal about the stream's one topic, pointed at where this request named it.

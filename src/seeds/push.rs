@@ -19,6 +19,7 @@ use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
 use crate::pubsub::msg::ToWorker;
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
+use crate::shard::subscription::Namer;
 
 /// Longest pause a client may be asked to wait.
 const MAX_PAUSE_MS: u64 = 24 * 3600 * 1000;
@@ -64,7 +65,7 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         Identity::Token(c) => c.groups.clone(),
         Identity::Anonymous => Vec::new(),
     };
-    let (expires, identified) = (who.expires(), who.is_identified());
+    let expires = who.expires();
     Ok(StreamRequest {
         topics,
         from,
@@ -72,8 +73,7 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         padding: false,
         sheddable: Some(groups.into()),
         expires,
-        identified,
-        route_names: true,
+        names: Namer::Route,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::api::subscribe::{PollRequest, StreamRequest, parse_poll_resume, parse
 use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::pubsub::topic::valid_topic;
+use crate::shard::subscription::Namer;
 
 /// The session's topic.
 pub fn topic(token: &str) -> Result<Arc<str>, Response> {
@@ -45,8 +46,7 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<Stopped>) -> Res
             padding: false,
             sheddable: None,
             expires: None,
-            identified: false,
-            route_names: false,
+            names: Namer::Client,
         },
         max: 1,
         timeout,

@@ -203,6 +203,13 @@ impl Shard {
         self.conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation)
     }
 
+    /// The connection that holds subscription `key`, if it still holds that one.
+    fn subscriber(&self, key: SubscriptionKey) -> Option<ConnKey> {
+        let c = self.conns.get(key.slot())?;
+        c.sub.as_ref().filter(|s| s.serial == key.generation)?;
+        Some(ConnKey::new(key.slot(), c.generation()))
+    }
+
     /// The connection, the parked set (to notify whoever looks after it) and this worker's
     /// counters, borrowed together.
     fn conn_parts(&mut self, key: ConnKey) -> Option<(&mut Conn, &mut Notices, &crate::metrics::WorkerMetrics)> {
@@ -432,10 +439,7 @@ impl Shard {
             sub.pending_acks += 1;
             let reply =
                 ReplyTo { worker: id as u16, key: SubscriptionKey::new(key.slot(), sub.serial), index: i as u32 };
-            // Only a verified identity names private topics, within what its token grants, and
-            // a route that names its own topics makes nothing up: any other name is one anyone
-            // may make up, public ones whoever asks.
-            let open_name = !(sub.route_names || (sub.identified && crate::auth::rights::is_private(topic)));
+            let open_name = sub.names.made_up(topic);
             let msg = ToOwner::Subscribe { topic: topic.clone(), resume: resume.clone(), reply, open_name };
             requests.push((owner_of(topic, workers), msg));
         }
@@ -586,11 +590,8 @@ impl Shard {
         }
         // The subscription that asked, not whatever the connection holds now (a long-poll
         // answered meanwhile, and the next one begun on the same connection).
-        let serial = ack.reply.key.generation;
-        let current = |c: &Conn| c.sub.as_ref().is_some_and(|s| s.serial == serial);
-        let key =
-            ConnKey::new(ack.reply.key.slot(), self.conns.get(ack.reply.key.slot()).map_or(0, |c| c.generation()));
-        let Some((c, notices, _)) = self.conn_parts(key).filter(|(c, ..)| current(c)) else {
+        let found = self.subscriber(ack.reply.key);
+        let Some((key, (c, notices, _))) = found.and_then(|key| Some((key, self.conn_parts(key)?))) else {
             self.release(&ack.topic);
             self.send_unsubscribes();
             return;

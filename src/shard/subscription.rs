@@ -85,6 +85,36 @@ impl Held {
 /// Per topic of a subscription; most subscriptions have one, kept inline (no allocation).
 pub type PerTopic<T> = SmallVec<[T; 1]>;
 
+/// Whose a subscription's topic names are, for the half of `max_topics` that names anyone
+/// may make up share (topics only named, no event published yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namer {
+    /// The client's, whoever it is: any name may be made up.
+    Client,
+    /// A verified identity's (a token, a gateway's word for the member): its private topics
+    /// are its own, within what the token grants; its public names are made up like anyone's.
+    Identity,
+    /// The route's own (the push module's stream: `broadcast` and the identity's topics):
+    /// nothing is made up.
+    Route,
+}
+
+impl Namer {
+    /// The client's, or a verified identity's when it has one.
+    pub fn of(who: &crate::auth::rights::Identity) -> Namer {
+        if who.is_identified() { Namer::Identity } else { Namer::Client }
+    }
+
+    /// Whether `topic`, named by this namer, is one anyone may make up.
+    pub fn made_up(self, topic: &str) -> bool {
+        match self {
+            Namer::Client => true,
+            Namer::Identity => !crate::auth::rights::is_private(topic),
+            Namer::Route => false,
+        }
+    }
+}
+
 /// One connection's subscription.
 #[derive(Debug)]
 pub struct Subscription {
@@ -95,11 +125,8 @@ pub struct Subscription {
     pub delivery: Delivery,
     /// Topics still waiting for their owner's acknowledgement.
     pub pending_acks: u16,
-    /// Opened by someone known (see `StreamRequest::identified`): the private topics it names
-    /// are not held to the half of `max_topics` that names anyone may make up share.
-    pub identified: bool,
-    /// Its topic names came from the route, not the client (see `StreamRequest::route_names`).
-    pub route_names: bool,
+    /// Whose its topic names are: which of them count as made up (see `Namer`).
+    pub names: Namer,
     /// The generation this subscription was given when it joined (see `SubscriptionKey`).
     pub serial: u32,
     /// What is still to be rendered, in order: what arrived while acknowledgements were
@@ -206,8 +233,7 @@ impl Subscription {
             types,
             delivery,
             pending_acks: 0,
-            identified: false,
-            route_names: false,
+            names: Namer::Client,
             serial: 0,
             prelude: VecDeque::new(),
             rare: None,
