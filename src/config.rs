@@ -17,6 +17,9 @@ pub const MAX_WORKERS: usize = 256;
 /// Largest `max_pending_bytes`: a connection's queue is counted in 32 bits.
 pub const MAX_PENDING_LIMIT: usize = 1 << 30;
 
+/// What `herald --version` prints: version, git revision, target, linking, io drivers (build.rs).
+pub const VERSION: &str = include_str!(concat!(env!("OUT_DIR"), "/version.txt"));
+
 /// Which io driver the workers run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
@@ -28,7 +31,7 @@ pub enum Driver {
 
 /// herald — an event fanout server: publish over HTTP, deliver over SSE, WebSocket and long-poll.
 #[derive(Debug, Parser, Default)]
-#[command(name = "herald", version, about, long_about = None, allow_negative_numbers = true)]
+#[command(name = "herald", version = VERSION.lines().next(), long_version = VERSION, about, long_about = None, allow_negative_numbers = true)]
 pub struct Flags {
     /// TOML file with any of the settings below (keys in snake_case); flags win over it.
     #[arg(long, value_name = "FILE")]

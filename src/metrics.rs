@@ -85,6 +85,8 @@ pub struct WorkerMetrics {
     pub history_bytes: Gauge,
     pub history_evictions: Counter,
     pub topics: Gauge,
+    /// The io driver the worker runs on ("io_uring" or "epoll"), set once it starts.
+    pub driver: std::sync::OnceLock<&'static str>,
     connections: [Gauge; 4],
     responses: [Counter; STATUSES.len() + 1],
     latency_buckets: [Counter; LATENCY_BOUNDS.len() + 1],
@@ -141,6 +143,12 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{worker=\"{w}\"}} {}", value(m));
                 }
             };
+        header(&mut out, "herald_driver", "gauge", "The io driver each worker runs on (an info metric: always 1).");
+        for (w, m) in self.workers.iter().enumerate() {
+            if let Some(driver) = m.driver.get() {
+                let _ = writeln!(out, "herald_driver{{driver=\"{driver}\",worker=\"{w}\"}} 1");
+            }
+        }
         header(&mut out, "herald_connections", "gauge", "Open connections by transport and worker.");
         for (w, m) in self.workers.iter().enumerate() {
             for t in Transport::ALL {
@@ -284,8 +292,11 @@ mod tests {
         m.workers[1].latency(Duration::from_secs(10));
         m.workers[0].response(200);
         m.workers[0].response(299);
+        let _ = m.workers[1].driver.set("epoll");
         let text = m.render(&[Queues::default(); 2]);
         assert!(text.contains("herald_events_published_total{worker=\"0\"} 3\n"));
+        assert!(text.contains("herald_driver{driver=\"epoll\",worker=\"1\"} 1\n"));
+        assert!(!text.contains("herald_driver{driver=\"epoll\",worker=\"0\"}"), "worker 0 has not started");
         assert!(text.contains("herald_connections{transport=\"sse\",worker=\"1\"} 1\n"));
         assert!(text.contains("herald_publish_to_write_latency_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(text.contains("herald_publish_to_write_latency_seconds_bucket{le=\"+Inf\"} 2\n"));

@@ -1,6 +1,7 @@
 //! Per-core workers: one thread per worker, pinned to a core, each running its own monoio
 //! runtime on the chosen driver, with its own SO_REUSEPORT listeners; and the staged stop.
 
+pub mod driver;
 mod worker;
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{Config, Driver};
 use crate::mesh::Mesh;
 use crate::sys;
 
@@ -71,6 +72,23 @@ fn refuse_if_taken(addr: SocketAddr) -> Result<(), String> {
     patiently(|| probe.bind(&addr.into())).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
+/// Decides, once for every worker, whether they run on io_uring: `auto` takes it where the
+/// probe finds it usable and otherwise says why, once, at warn; `uring` refuses to start
+/// without it, naming the cause.
+fn choose_driver(want: Driver) -> Result<bool, String> {
+    if want == Driver::Epoll {
+        return Ok(false);
+    }
+    match driver::probe() {
+        Ok(()) => Ok(true),
+        Err(why) if want == Driver::Uring => Err(format!("io_uring requested but unavailable: {why}")),
+        Err(why) => {
+            tracing::warn!("io_uring unavailable, running on epoll: {why}");
+            Ok(false)
+        }
+    }
+}
+
 impl Server {
     /// Binds every listener, starts the workers and waits until each runs.
     pub fn start(config: Config) -> Result<Server, String> {
@@ -81,6 +99,7 @@ impl Server {
         let mesh = Arc::new(Mesh::new(config.workers));
         // Names every topic life of this run (see `pubsub::owner`): a cursor from another run is a gap.
         let run_key = fastrand::u64(..);
+        let uring = choose_driver(config.driver)?;
 
         // One listener per worker per address; a port 0 is resolved by the first bind so
         // that every worker shares the same port.
@@ -126,7 +145,7 @@ impl Server {
                             )
                         });
                     }
-                    let args = worker::Args { id, config, mesh, listeners, cap, run_key };
+                    let args = worker::Args { id, config, mesh, listeners, cap, run_key, uring };
                     worker::run_on_driver(args, ready);
                     let _ = done.send(id);
                 })
@@ -136,7 +155,9 @@ impl Server {
         let mut driver = "";
         for _ in 0..config.workers {
             match ready_rx.recv() {
-                Ok(Ok(d)) => driver = d,
+                // A worker that could not make its big ring runs on epoll (it warned): say so.
+                Ok(Ok(d)) if driver.is_empty() || driver == d => driver = d,
+                Ok(Ok(_)) => driver = "mixed io_uring/epoll",
                 Ok(Err(e)) => {
                     mesh.begin_shutdown();
                     return Err(e);
@@ -151,7 +172,7 @@ impl Server {
             connection_cap = cap,
             max_connections = config.max_connections,
             "herald {} started: {driver} driver, {} worker(s), open-files limit {nofile} -> up to {cap} connections",
-            env!("CARGO_PKG_VERSION"),
+            crate::config::VERSION.lines().next().unwrap_or_default(),
             config.workers,
         );
         if (cap as u64) < config.max_connections as u64 {

@@ -101,23 +101,32 @@ pub struct Args {
     pub listeners: Vec<std::net::TcpListener>,
     pub cap: usize,
     pub run_key: u64,
+    /// Whether to run on io_uring (the startup probe found it usable) or epoll.
+    pub uring: bool,
 }
 
 fn driver_name(uring: bool) -> &'static str {
     if uring { "io_uring" } else { "epoll" }
 }
 
-/// Builds this thread's runtime on the configured driver and runs the worker on it.
+/// Builds this thread's runtime on the driver `Server::start` chose and runs the worker on it.
 pub fn run_on_driver(args: Args, ready: mpsc::Sender<Result<&'static str, String>>) {
-    let want = args.config.driver;
-    if want != Driver::Epoll {
+    if args.uring {
         match RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build() {
             Ok(mut rt) => return rt.block_on(as_task(args, ready, driver_name(true))),
-            Err(e) if want == Driver::Uring => {
-                let _ = ready.send(Err(format!("io_uring requested but unavailable: {e}")));
+            // The probe's small ring worked, so this is a limit on the big one (locked memory
+            // on older kernels).
+            Err(e) if args.config.driver == Driver::Uring => {
+                let _ = ready.send(Err(format!(
+                    "io_uring requested but unavailable: worker {} cannot create a ring of {URING_ENTRIES} entries: {e}",
+                    args.id
+                )));
                 return;
             }
-            Err(e) => tracing::info!(worker = args.id, "io_uring unavailable ({e}); using epoll"),
+            Err(e) => tracing::warn!(
+                worker = args.id,
+                "cannot create a ring of {URING_ENTRIES} entries ({e}); this worker runs on epoll"
+            ),
         }
     }
     match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
@@ -137,7 +146,8 @@ async fn as_task(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, 
 
 /// Sets the worker up, reports to `ready`, and runs it until the stop.
 async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, driver: &'static str) {
-    let Args { id, config, mesh, listeners, cap, run_key } = args;
+    let Args { id, config, mesh, listeners, cap, run_key, .. } = args;
+    mesh.metrics.workers[id].driver.get_or_init(|| driver);
     let parked = match WaitSet::new().and_then(|p| p.handle().map(|h| (p, h))) {
         Ok(p) => p,
         Err(e) => {

@@ -5,6 +5,7 @@
 //! tests stay deterministic on a loaded 2-core machine.
 #![allow(dead_code)]
 
+pub mod seccomp;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,11 +47,12 @@ pub fn uring_available() -> bool {
     })
 }
 
-/// Starts herald once with `--driver uring`: `None` when it listens, the refusal line when it
-/// exits refusing io_uring.
-fn probe_uring() -> Option<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--driver", "uring"])
+/// Spawns `cmd` (the herald binary) with `--listen 127.0.0.1:0` plus `args`, its stderr
+/// arriving line by line on the receiver.
+pub fn spawn_logged(mut cmd: Command, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -66,6 +68,13 @@ fn probe_uring() -> Option<String> {
             }
         }
     });
+    (child, rx)
+}
+
+/// Starts herald once with `--driver uring`: `None` when it listens, the refusal line when it
+/// exits refusing io_uring.
+fn probe_uring() -> Option<String> {
+    let (mut child, rx) = spawn_logged(seccomp::herald(), &["--workers", "1", "--driver", "uring"]);
     let deadline = Instant::now() + DEADLINE;
     let mut seen = Vec::new();
     let outcome = loop {
@@ -96,35 +105,22 @@ pub struct Server {
 
 impl Server {
     /// Starts herald with `--listen 127.0.0.1:0` plus `args`, and waits until it listens.
-    // The child is killed and waited for by `Drop`, or here before a panic.
-    #[allow(clippy::zombie_processes)]
     pub fn start(args: &[&str]) -> Server {
         Server::start_env(args, &[])
     }
 
     /// `start`, with these environment variables set for the server.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = seccomp::herald();
+        cmd.envs(env.iter().copied());
+        Server::start_command(cmd, args)
+    }
+
+    /// `start`, from a prepared `Command` for the herald binary.
     // The child is killed and waited for by `Drop`, or here before a panic.
     #[allow(clippy::zombie_processes)]
-    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn herald");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+    pub fn start_command(cmd: Command, args: &[&str]) -> Server {
+        let (child, rx) = spawn_logged(cmd, args);
         let deadline = Instant::now() + DEADLINE;
         let mut startup = Vec::new();
         loop {
