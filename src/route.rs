@@ -5,6 +5,8 @@ use crate::proto::http1::Method;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Health,
+    /// `/readyz`: whether this node takes publishes (one node: unless it is stopping).
+    Ready,
     /// `GET /metrics` (Prometheus text).
     Metrics,
     /// `POST /pub/{topic}` (topic still percent-encoded).
@@ -63,6 +65,9 @@ pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) ->
     if path == "/healthz" {
         return allow("GET, HEAD", get, Route::Health);
     }
+    if path == "/readyz" {
+        return allow("GET, HEAD", get, Route::Ready);
+    }
     if path == "/metrics" {
         return allow("GET, HEAD", get, Route::Metrics);
     }
@@ -118,6 +123,8 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(route(&Method::Get, "/healthz", None), Route::Health);
+        assert_eq!(route(&Method::Get, "/readyz", None), Route::Ready);
+        assert_eq!(route(&Method::Post, "/readyz", None), Route::MethodNotAllowed("GET, HEAD"));
         assert_eq!(route(&Method::Post, "/healthz", None), Route::MethodNotAllowed("GET, HEAD"));
         assert_eq!(route(&Method::Post, "/pub/a", None), Route::Publish("a"));
         assert_eq!(route(&Method::Get, "/pub/a", None), Route::MethodNotAllowed("POST"));

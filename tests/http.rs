@@ -589,3 +589,15 @@ fn over_max_connections_gets_503_then_recovers() {
         }
     });
 }
+
+#[test]
+fn readyz_says_ready_on_a_single_node() {
+    each_driver(2, &[], |s| {
+        let r = request(s, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 200, "{:?}", r.text());
+        assert_eq!(r.text().trim_end(), "ready");
+        let r = request(s, "POST /readyz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    });
+}
