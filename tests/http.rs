@@ -601,3 +601,36 @@ fn readyz_says_ready_on_a_single_node() {
         assert_eq!(r.header("allow"), Some("GET, HEAD"));
     });
 }
+
+#[test]
+fn readyz_says_503_while_the_node_stops() {
+    for driver in drivers() {
+        let s = Server::with(driver, 1, &["--max-pending-bytes", "67108864"]);
+        // A stream whose reader has stopped keeps the stop waiting (up to its bound) with
+        // bytes still queued for it: the node is stopping but still answers.
+        let mut stalled = s.connect_with_recv_buffer(4096);
+        stalled.write_all(b"GET /sub/stall HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        assert_eq!(read_head(&mut stalled).expect("head").0, 200);
+        let mut p = Publisher::new(&s);
+        let big = "x".repeat(60 * 1024);
+        for _ in 0..160 {
+            p.publish("stall", &big);
+        }
+        let mut c = s.connect();
+        let ready = "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert_eq!(roundtrip(&mut c, ready.as_bytes()).status, 200);
+        s.signal_term();
+        let deadline = Instant::now() + DEADLINE;
+        let r = loop {
+            let r = roundtrip(&mut c, ready.as_bytes());
+            if r.status != 200 {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "/readyz stayed 200 after SIGTERM");
+        };
+        assert_eq!(r.status, 503, "{:?}", r.text());
+        assert_json_error(&r, 503);
+        assert!(r.text().contains("stopping"), "{:?}", r.text());
+        drop(stalled);
+    }
+}

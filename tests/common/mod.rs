@@ -158,6 +158,11 @@ impl Server {
         sock.into()
     }
 
+    /// Sends SIGTERM and returns at once.
+    pub fn signal_term(&self) {
+        unsafe_kill(self.child.id(), libc_sigterm());
+    }
+
     /// Sends SIGTERM and waits for the exit status (with a deadline).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe_kill(self.child.id(), libc_sigterm());
