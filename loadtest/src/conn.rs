@@ -170,7 +170,8 @@ pub struct Target {
     pub headers: Vec<String>,
 }
 
-async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, String, Vec<u8>)> {
+/// Reads a response head: its status, its text, and the bytes that followed it.
+pub async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

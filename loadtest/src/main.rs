@@ -8,6 +8,8 @@
 //! - `connect`: how fast subscriptions are opened (M5).
 //! - `storm`: N subscribers cut at once, reconnecting with their last id (M6).
 //! - `soak`: mixed transports, random cuts and resumes over a long run.
+//! - `coldstart`: herald started and stopped: exec → /healthz, exec → first event, and a
+//!   stop with many streams open (`coldstart.rs`).
 //! - `floor`: no server — the machine's own floor for a fan-out (`floor.rs`).
 //! - `report`: tables and plots from a comparison's reports (`report.rs`).
 //!
@@ -15,6 +17,7 @@
 //! duplicated and out-of-order deliveries, and publish→receive latency goes into an HDR
 //! histogram. The last line of output is the JSON report.
 
+mod coldstart;
 mod conn;
 mod floor;
 mod procstat;
@@ -58,6 +61,10 @@ enum Scenario {
     /// Long soak: subscribers mixed across SSE, WebSocket and long-poll on many topics, steady
     /// publishing, random cuts and resumes; loss, duplicates and RSS over time.
     Soak(Common),
+    /// Starts and stops herald (`--bin`): exec → first /healthz 200 and exec → first event
+    /// delivered over many starts, then SIGTERM with many SSE streams open (exit time, how
+    /// each stream ended). Exits non-zero when a check fails.
+    Coldstart(coldstart::Args),
     /// No server: one pinned thread writes the SSE frame of a delivery to N loopback sockets per
     /// round while readers on the other cores drain them — the machine's floor for a fan-out.
     Floor(floor::Args),
@@ -151,6 +158,7 @@ fn main() {
     // The floor and the report need no runtime (the floor's threads are its own).
     match &cli.scenario {
         Scenario::Report(args) => return report::run(args),
+        Scenario::Coldstart(args) => return coldstart::run(args),
         Scenario::Floor(args) => return floor::run(args),
         Scenario::FloorReader(args) => return floor::reader(args),
         _ => {}
@@ -158,7 +166,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let (server, round) = match &cli.scenario {
-        Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) => unreachable!("handled above"),
+        Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) | Scenario::Coldstart(_) => {
+            unreachable!("handled above")
+        }
         Scenario::Idle(c)
         | Scenario::Broadcast(c)
         | Scenario::Targeted(c)
@@ -168,7 +178,9 @@ fn main() {
     };
     let report = local.block_on(&rt, async move {
         match cli.scenario {
-            Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) => unreachable!("handled above"),
+            Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) | Scenario::Coldstart(_) => {
+                unreachable!("handled above")
+            }
             Scenario::Idle(c) => idle(c).await,
             Scenario::Broadcast(c) => delivery(c, false).await,
             Scenario::Targeted(c) => delivery(c, true).await,
