@@ -597,3 +597,26 @@ fn sse_http10_client_gets_a_bare_stream() {
         assert_eq!(String::from_utf8(got).unwrap(), want);
     });
 }
+
+#[test]
+fn a_forgotten_topic_resumes_from_its_newest_cursor_without_a_gap() {
+    each_driver(2, &["--history-ttl", "0.5"], |s| {
+        let mut p = Publisher::new(s);
+        let e1 = p.publish("forget", "one");
+        let e2 = p.publish("forget", "two");
+        // Quiet for two TTLs and unwatched: the topic is forgotten, its tombstone kept.
+        wait_until("the topic to be forgotten", || metric(s, "herald_topics") == 0.0);
+        let mut newest = SseClient::open(s, "/sub/forget", &[&last_id_header(&e2)]);
+        let mut older = SseClient::open(s, "/sub/forget", &[&last_id_header(&e1)]);
+        let ev = older.next_event().expect("gap event");
+        assert_gap(&ev, "forget");
+        let e3 = p.publish("forget", "three");
+        let life = |id: &str| id.rsplit_once('-').map(|(epoch, seq)| (epoch.to_string(), seq.to_string()));
+        let ((epoch2, _), (epoch3, seq3)) = (life(&e2).expect("id"), life(&e3).expect("id"));
+        assert_eq!((epoch3, seq3.as_str()), (epoch2, "3"), "the topic's life goes on: {e2} then {e3}");
+        let ev = newest.next_event().expect("event");
+        assert_ne!(ev.event.as_deref(), Some("herald.gap"), "the newest cursor missed nothing: {ev:?}");
+        assert_eq!((ev.id.as_deref(), ev.data.as_str()), (Some(e3.as_str()), "three"));
+        expect_events(&mut older, std::slice::from_ref(&e3), &["three".to_string()]);
+    });
+}

@@ -29,6 +29,9 @@ struct OwnedTopic {
     last_publish: Instant,
     /// Since when no worker has subscribers of it (its making, or the last one leaving).
     unwatched_since: Instant,
+    /// Made by a subscriber and not published to since (counted in `TopicCount::named`); it
+    /// may continue a forgotten life (`head` > 0) all the same.
+    named: bool,
 }
 
 impl OwnedTopic {
@@ -37,31 +40,49 @@ impl OwnedTopic {
     }
 }
 
-/// How an owner names the lives of its topics.
+/// How an owner names the lives of its topics, and what it remembers of forgotten ones.
 ///
 /// An epoch is a keyed hash of the run's random key, the owner, the topic's name and the
 /// topic's *life*. So two topics never share an epoch (a cursor of one is never a position in
-/// another), a restarted server never reuses one, and a topic forgotten after it had events
-/// comes back under a new one (its old cursors are a gap, never positions in the new life).
+/// another), and a restarted server never reuses one.
+///
+/// A topic forgotten after it had events leaves a tombstone: a keyed 64-bit fingerprint of
+/// its name and the cursor of its last event. When the name comes back while its tombstone
+/// is kept, the topic continues that life (same epoch, numbering on from the last event), so
+/// a client resuming from the newest cursor it was given missed nothing and is told no gap,
+/// while an older cursor is a gap, as the forgotten events are gone. Tombstones are bounded
+/// (`TOMBSTONES` per owner, the oldest dropped first); a name whose tombstone was dropped
+/// comes back under a new life, so every cursor of the old one is a gap, never a position in
+/// the new one.
 ///
 /// Lives are counted per slot of a fixed table, indexed by a hash of the name: forgetting a
-/// topic that had events moves its slot on, so every later life of a name in that slot gets
-/// a new epoch. Forgetting a topic that never had an event does not: it comes back under the
-/// same epoch, and a subscriber holding its `{epoch}-0` cursor (what a stream of an empty
-/// topic has) misses nothing and is told no gap. Two names sharing a slot cost at most a
-/// needless gap notice, never a missed one.
+/// topic that had events moves its slot on, so a later life of a name in that slot without a
+/// tombstone gets a new epoch. Forgetting a topic that never had an event does not: it comes
+/// back under the same epoch, and a subscriber holding its `{epoch}-0` cursor (what a stream
+/// of an empty topic has) misses nothing and is told no gap. Two names sharing a slot cost at
+/// most a needless gap notice, never a missed one.
 struct Epochs {
     hasher: foldhash::quality::FixedState,
     owner: usize,
     lives: Box<[u32]>,
+    tombstones: Tombstones,
 }
 
 /// Slots of the lives table: 256 KiB per owner.
 const LIVES: usize = 1 << 16;
 
+/// Tombstones kept per owner: 50–70 bytes each (the map entry and its place in the order), so
+/// at most ~9 MiB per owner, against ~1.5 KiB for a topic kept alive.
+const TOMBSTONES: usize = 1 << 17;
+
 impl Epochs {
     fn new(run_key: u64, owner: usize) -> Epochs {
-        Epochs { hasher: foldhash::quality::FixedState::with_seed(run_key), owner, lives: vec![0; LIVES].into() }
+        Epochs {
+            hasher: foldhash::quality::FixedState::with_seed(run_key),
+            owner,
+            lives: vec![0; LIVES].into(),
+            tombstones: Tombstones::new(TOMBSTONES),
+        }
     }
 
     fn slot(&self, topic: &str) -> usize {
@@ -75,10 +96,73 @@ impl Epochs {
         self.hasher.hash_one((self.owner, topic, life)).max(1)
     }
 
-    /// `topic`, which had events, is forgotten: its next life must not reuse its epoch.
-    fn forget_published(&mut self, topic: &str) {
+    fn fingerprint(&self, topic: &str) -> u64 {
+        self.hasher.hash_one((topic, "tombstone"))
+    }
+
+    /// Where `topic`, being made, starts: the life its tombstone kept (epoch and the number of
+    /// its last event), or a new life with no events.
+    fn start(&mut self, topic: &str) -> (u64, u64) {
+        match self.tombstones.take(self.fingerprint(topic)) {
+            Some(last) => (last.epoch, last.seq),
+            None => (self.epoch(topic), 0),
+        }
+    }
+
+    /// `topic`, which had events up to `last`, is forgotten: its tombstone keeps `last`, and
+    /// its next life without one must not reuse its epoch.
+    fn forget_published(&mut self, topic: &str, last: Cursor) {
         let slot = self.slot(topic);
         self.lives[slot] = self.lives[slot].wrapping_add(1);
+        self.tombstones.put(self.fingerprint(topic), last);
+    }
+}
+
+/// The last cursors of forgotten topics by the fingerprint of their names, the oldest dropped
+/// first past `cap`.
+struct Tombstones {
+    last: HashMap<u64, (Cursor, u64)>,
+    /// Fingerprints in the order they were put, each with the serial of its putting: an entry
+    /// taken and put again is found here twice, and only its newest putting counts.
+    order: std::collections::VecDeque<(u64, u64)>,
+    serial: u64,
+    cap: usize,
+}
+
+impl Tombstones {
+    fn new(cap: usize) -> Tombstones {
+        Tombstones { last: HashMap::default(), order: Default::default(), serial: 0, cap }
+    }
+
+    fn put(&mut self, fingerprint: u64, last: Cursor) {
+        self.serial += 1;
+        self.last.insert(fingerprint, (last, self.serial));
+        self.order.push_back((fingerprint, self.serial));
+        while self.last.len() > self.cap {
+            let Some((f, serial)) = self.order.pop_front() else { break };
+            if self.last.get(&f).is_some_and(|&(_, s)| s == serial) {
+                self.last.remove(&f);
+            }
+        }
+        // Takings leave stale places behind: sweep them once they outnumber the live ones.
+        if self.order.len() > 2 * self.last.len() + 64 {
+            let last = &self.last;
+            self.order.retain(|(f, serial)| last.get(f).is_some_and(|&(_, s)| s == *serial));
+        }
+        if self.order.capacity() > 4096 && self.order.capacity() > 4 * self.order.len() {
+            self.order.shrink_to(2 * self.order.len());
+        }
+    }
+
+    fn take(&mut self, fingerprint: u64) -> Option<Cursor> {
+        let taken = self.last.remove(&fingerprint).map(|(c, _)| c);
+        crate::pubsub::topic::shrink_if_sparse(&mut self.last);
+        taken
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.last.len()
     }
 }
 
@@ -111,7 +195,7 @@ pub struct Owner {
 pub struct TopicCount {
     /// All of them.
     pub all: AtomicUsize,
-    /// Those only named (by subscribers): no event was ever published to them. They may take
+    /// Those only named (by subscribers): nothing was published to them since. They may take
     /// at most half of `max_topics`, so subscribers naming topics (anyone can) never lock
     /// publishers out of new topics.
     pub named: AtomicUsize,
@@ -158,7 +242,7 @@ impl Owner {
     /// The topic `name`, made if need be (`true`); `None` when it would be new and the node
     /// keeps `max_topics` already (or, for a subscription, half of it in topics only named).
     fn topic(&mut self, name: &Arc<str>, now: Instant, making: Making) -> Option<(&mut OwnedTopic, bool)> {
-        let epochs = &self.epochs;
+        let epochs = &mut self.epochs;
         match self.topics.entry(name.clone()) {
             Entry::Occupied(e) => Some((e.into_mut(), false)),
             Entry::Vacant(e) => {
@@ -170,17 +254,23 @@ impl Owner {
                 if full {
                     return None;
                 }
+                let (epoch, head) = epochs.start(name);
                 self.count.all.fetch_add(1, Ordering::Relaxed);
-                if matches!(making, Making::Subscribe { .. }) {
+                // A topic that continues a life with events is a published one.
+                // Named, whatever life it continues: a subscriber bringing back forgotten
+                // topics must not take the publishers' half of the cap.
+                let named = matches!(making, Making::Subscribe { .. });
+                if named {
                     self.count.named.fetch_add(1, Ordering::Relaxed);
                 }
                 let t = OwnedTopic {
-                    epoch: epochs.epoch(name),
-                    head: 0,
+                    epoch,
+                    head,
                     history: History::default(),
                     workers: WorkerSet::default(),
                     last_publish: now,
                     unwatched_since: now,
+                    named,
                 };
                 Some((e.insert(t), true))
             }
@@ -202,14 +292,14 @@ impl Owner {
         match msg {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
                 let (history, ttl) = (self.history, self.history_ttl);
-                let Some((t, made)) = self.topic(&topic, now, Making::Publish) else {
+                let Some((t, _)) = self.topic(&topic, now, Making::Publish) else {
                     let refused = Err(Refusal::TooManyTopics);
                     out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: refused }));
                     return;
                 };
                 let (before, before_bytes) = (t.history.len(), t.history.bytes());
                 // A topic only named until now is a published one from here on.
-                let was_named = t.head == 0 && !made;
+                let was_named = std::mem::take(&mut t.named);
                 t.history.expire(now, ttl);
                 t.head += 1;
                 let cursor = t.cursor(t.head);
@@ -297,7 +387,10 @@ impl Owner {
                     }
                     // A name nobody publishes to or listens to any more costs nothing: anyone can
                     // name topics by subscribing, and must not be able to pile them up.
-                    if t.workers.is_empty() && t.head == 0 {
+                    if t.workers.is_empty() && t.named {
+                        if t.head > 0 {
+                            self.epochs.forget_published(&topic, t.cursor(t.head));
+                        }
                         self.topics.remove(&topic);
                         self.forgot(1, 1);
                     }
@@ -325,15 +418,15 @@ impl Owner {
             let quiet_for = |since: Instant| now.saturating_duration_since(since);
             let idle = t.workers.is_empty()
                 && t.history.is_empty()
-                && if t.head == 0 {
+                && if t.named {
                     quiet_for(t.last_publish) >= ttl
                 } else {
                     quiet_for(t.last_publish) >= ttl * 2 && quiet_for(t.unwatched_since) >= ttl
                 };
             if idle && t.head > 0 {
-                epochs.forget_published(name);
+                epochs.forget_published(name, t.cursor(t.head));
             }
-            if idle && t.head == 0 {
+            if idle && t.named {
                 named += 1;
             }
             !idle
@@ -517,18 +610,69 @@ mod tests {
         assert_eq!(o.stats().history_events, 0);
     }
 
-    #[test]
-    fn a_forgotten_topic_comes_back_with_a_new_epoch() {
+    /// An owner whose TTL is 1 ms, and a moment by which everything of it is forgotten.
+    fn forgetful() -> (Owner, Instant) {
         let config = Config { history: 10, history_ttl: Duration::from_millis(1), ..Config::default() };
-        let mut o = Owner::new(0, 7, &config);
+        (Owner::new(0, 7, &config), Instant::now() + Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_forgotten_topic_continues_its_life_from_its_tombstone() {
+        let (mut o, later) = forgetful();
         let mut out = Vec::new();
-        let first = publish(&mut o, "t", &mut out);
-        o.handle(ToOwner::Tick, Instant::now() + Duration::from_secs(1), &mut out);
+        let c: Vec<Cursor> = (0..3).map(|_| publish(&mut o, "t", &mut out)).collect();
+        o.handle(ToOwner::Tick, later, &mut out);
         assert!(o.topics.is_empty());
-        let again = publish(&mut o, "t", &mut out);
-        assert_ne!(first.epoch, again.epoch);
-        let ack = subscribe(&mut o, "t", 0, Some(first));
-        assert_eq!(missed(&ack), Some(&*first.to_string()));
+        assert_eq!(o.epochs.tombstones.len(), 1);
+        let newest = subscribe(&mut o, "t", 1, Some(c[2]));
+        assert!(newest.gap.is_none() && newest.replay.is_empty(), "the newest cursor missed nothing");
+        assert_eq!((newest.start, newest.head), (c[2], c[2]));
+        assert_eq!(o.epochs.tombstones.len(), 0, "taken by the topic's new start");
+        let next = publish(&mut o, "t", &mut out);
+        assert_eq!(next, Cursor::new(c[2].epoch, 4), "numbering goes on in the same life");
+        let older = subscribe(&mut o, "t", 1, Some(c[1]));
+        assert_eq!(missed(&older), Some(&*c[1].to_string()), "the forgotten event is a gap");
+        assert_eq!(older.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), [next]);
+        assert_eq!(o.count.named.load(Ordering::Relaxed), 0, "a topic with events is not only named");
+    }
+
+    #[test]
+    fn a_forgotten_topic_without_its_tombstone_comes_back_with_a_new_epoch() {
+        let (mut o, later) = forgetful();
+        o.epochs.tombstones = Tombstones::new(1);
+        let mut out = Vec::new();
+        let a = publish(&mut o, "a", &mut out);
+        o.handle(ToOwner::Tick, later, &mut out);
+        let b = publish(&mut o, "b", &mut out);
+        o.handle(ToOwner::Tick, later + Duration::from_secs(1), &mut out);
+        assert_eq!(o.epochs.tombstones.len(), 1, "a's tombstone made room for b's");
+        let again = publish(&mut o, "a", &mut out);
+        assert_ne!(again.epoch, a.epoch);
+        let ack = subscribe(&mut o, "a", 0, Some(a));
+        assert_eq!(missed(&ack), Some(&*a.to_string()), "a cursor of the old life is a gap");
+        assert_eq!(ack.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), [again], "never a position in the new");
+        let ack = subscribe(&mut o, "b", 0, Some(b));
+        assert!(ack.gap.is_none(), "b's tombstone was kept");
+    }
+
+    #[test]
+    fn tombstones_drop_the_oldest_putting_first() {
+        let mut t = Tombstones::new(2);
+        let c = |seq| Cursor::new(9, seq);
+        t.put(1, c(1));
+        t.put(2, c(2));
+        assert_eq!(t.take(1), Some(c(1)));
+        t.put(1, c(11));
+        t.put(3, c(3));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.take(2), None, "2 was put before 1's second putting");
+        assert_eq!(t.take(1), Some(c(11)));
+        assert_eq!(t.take(3), Some(c(3)));
+        for i in 0..10_000 {
+            t.put(i % 5, c(i));
+            t.take(i % 5);
+        }
+        assert!(t.order.len() <= 2 * t.len() + 65, "stale places are swept: {}", t.order.len());
     }
 
     #[test]
