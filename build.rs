@@ -11,7 +11,12 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let rev = match git(&["rev-parse", "--short=12", "HEAD"]) {
+    // Only this project's own checkout: a source tree vendored inside another repository must
+    // not report that repository's revision.
+    let manifest = std::fs::canonicalize(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).ok();
+    let top = git(&["rev-parse", "--show-toplevel"]).and_then(|t| std::fs::canonicalize(t).ok());
+    let own = manifest.is_some() && manifest == top;
+    let rev = match git(&["rev-parse", "--short=12", "HEAD"]).filter(|_| own) {
         Some(rev) => {
             let modified = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
             if modified { format!("{rev}-modified") } else { rev }
@@ -19,7 +24,7 @@ fn main() {
         None => "unknown".into(),
     };
     // Rebuilt when HEAD moves or the index changes (a commit, a checkout, `git add`).
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]).filter(|_| own) {
         let dir = PathBuf::from(dir);
         for f in ["HEAD", "index"] {
             println!("cargo:rerun-if-changed={}", dir.join(f).display());

@@ -5,12 +5,14 @@
 #     drivers, traced with strace) is allowed by the profile;
 #  2. the image, emulated: a root file system holding only what the Containerfile COPYs, with
 #     /proc mounted in a private mount namespace, an empty environment, the Containerfile's
-#     USER, the profile installed last before exec (a runtime's order), and the ENTRYPOINT's
-#     command line (its listen address swapped for 127.0.0.1:0). The same session passes:
-#     on io_uring with the profile as shipped, and on epoll, with one warning naming the
-#     seccomp filter, when the io_uring calls are taken out (what Docker's default does).
-# What it cannot check here: an image build, runc's own calls between installing the filter
-# and exec (the profile allows the few it makes), and the container's network.
+#     USER and ENV (HERALD_LISTEN swapped for 127.0.0.1:0), the profile installed in runc's
+#     order, and the ENTRYPOINT. The same session passes: on io_uring with the profile
+#     as shipped, installed before the user is taken (runc's order by default), and on epoll,
+#     with one warning naming the seccomp filter, when the io_uring calls are taken out (what
+#     Docker's default does), installed last (runc's order with no-new-privileges).
+# What it cannot check here: an image build, a real runtime (run.py takes runc's steps after
+# the filter: setgroups, setresgid, setresuid, chdir, execve; runc's Go runtime may make a
+# few more), and the container's network.
 #
 # Usage: contrib/check-container.sh [--bin HERALD]   (default: the static build, built first)
 # Needs root (chroot, mount namespace), strace and systemd-analyze (for check-syscalls.sh)
@@ -53,21 +55,26 @@ PY
 eval "$(python3 - contrib/Containerfile <<'PY'
 import json, shlex, sys
 copy = user = entry = None
+env = {}
 for line in open(sys.argv[1]):
     word, _, rest = line.strip().partition(" ")
     if word == "COPY":
         copy = rest.split()
     elif word == "USER":
         user = rest.strip()
+    elif word == "ENV":
+        k, _, v = rest.strip().partition("=")
+        env[k] = v
     elif word == "ENTRYPOINT":
         entry = json.loads(rest)
 if not (copy and len(copy) == 2 and user and entry):
     sys.exit("check-container: the Containerfile needs one COPY src dest, a USER and an exec-form ENTRYPOINT")
-if "0.0.0.0:8080" not in entry:
-    sys.exit(f"check-container: the ENTRYPOINT does not listen on 0.0.0.0:8080: {entry}")
-entry = ["127.0.0.1:0" if a == "0.0.0.0:8080" else a for a in entry]
+if env.get("HERALD_LISTEN") != "0.0.0.0:8080":
+    sys.exit(f"check-container: the image does not listen on 0.0.0.0:8080: {env}")
+env["HERALD_LISTEN"] = "127.0.0.1:0"
 print(f"copy_src={shlex.quote(copy[0])} copy_dest={shlex.quote(copy[1])} user={shlex.quote(user)}")
 print("entry=(" + " ".join(shlex.quote(a) for a in entry) + ")")
+print("image_env=(" + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + ")")
 PY
 )"
 [ "$copy_src" = herald-static ] || { echo "check-container: the Containerfile copies $copy_src, not the static binary" >&2; exit 1; }
@@ -78,7 +85,7 @@ cp "$bin" "$root$copy_dest"
 in_image() { # driver, expected log text, then run.py options
   local driver=$1 expect=$2 log=$work/image-$1.log addr="" hpid=""
   shift 2
-  env -i unshare --mount --fork /bin/sh -c 'mount -t proc proc "$0/proc" && exec "$@"' "$root" \
+  env -i "${image_env[@]}" unshare --mount --fork /bin/sh -c 'mount -t proc proc "$0/proc" && exec "$@"' "$root" \
     /usr/bin/python3 contrib/seccomp/run.py "$profile" "$@" --root "$root" --user "$user" -- \
     "${entry[@]}" --workers 2 --driver "$driver" --heartbeat 0.3 2>"$log" &
   upid=$!
@@ -99,6 +106,6 @@ in_image() { # driver, expected log text, then run.py options
   echo "in the image (driver $driver${1:+, run.py $*}): session passed; $(grep -o "$expect" "$log" | head -1)"
 }
 in_image uring "started: io_uring driver"
-in_image auto "io_uring unavailable, running on epoll: io_uring_setup was refused (EPERM) by a seccomp filter" \
-  --without io_uring_setup,io_uring_enter,io_uring_register
+in_image auto "io_uring unavailable, running on epoll: io_uring was refused (EPERM) by a seccomp filter" \
+  --without io_uring_setup,io_uring_enter,io_uring_register --no-new-privileges
 echo "ok: the image runs herald as user $user; $profile lets it run on io_uring, and without the io_uring calls it runs on epoll and says why"

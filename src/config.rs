@@ -37,7 +37,7 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address(es) to listen on, comma-separated [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR[,ADDR]")]
+    #[arg(long, value_name = "ADDR[,ADDR]", env = "HERALD_LISTEN")]
     pub listen: Option<String>,
     /// Worker threads, each pinned to a core [default: one per CPU].
     #[arg(long, value_name = "N")]

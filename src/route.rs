@@ -5,7 +5,7 @@ use crate::proto::http1::Method;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Health,
-    /// `/readyz`: whether this node takes publishes (one node: unless it is stopping).
+    /// `/readyz`: whether this node takes publishes (one node: whenever it answers).
     Ready,
     /// `GET /metrics` (Prometheus text).
     Metrics,

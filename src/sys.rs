@@ -127,6 +127,29 @@ pub fn open_files_limit() -> (u64, u64) {
     (lim.rlim_cur, lim.rlim_max)
 }
 
+/// Takes a listening socket out of LISTEN at once: connections not yet accepted are reset
+/// and new ones refused, whatever operations still hold the descriptor (an io_uring accept
+/// in flight keeps it open after the listener is dropped).
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown takes no pointers; on a descriptor that is not a socket it fails.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Submits one no-op to `ring` and waits for it: `io_uring_enter` works, and the ring answers.
+pub fn uring_nop(ring: &mut io_uring::IoUring) -> io::Result<()> {
+    let nop = io_uring::opcode::Nop::new().build().user_data(1);
+    // SAFETY: a no-op refers to no memory, so nothing it points at can go away before it ends.
+    unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
+    ring.submit_and_wait(1)?;
+    match ring.completion().next() {
+        Some(done) if done.result() >= 0 => Ok(()),
+        Some(done) => Err(io::Error::from_raw_os_error(-done.result())),
+        None => Err(io::Error::from_raw_os_error(libc::EIO)),
+    }
+}
+
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.
 pub fn raise_open_files_limit() -> u64 {
     let (soft, hard) = open_files_limit();
@@ -144,7 +167,46 @@ pub fn raise_open_files_limit() -> u64 {
 pub fn physical_memory() -> u64 {
     // SAFETY: `sysconf` takes no pointers.
     let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    if pages <= 0 || page <= 0 { 0 } else { pages as u64 * page as u64 }
+    let machine = if pages <= 0 || page <= 0 { 0 } else { pages as u64 * page as u64 };
+    match memory_limit() {
+        Some(limit) if machine == 0 || limit < machine => limit,
+        _ => machine,
+    }
+}
+
+/// The memory limit of this process's control group, where one is set: a container's
+/// (`docker run --memory`) or a unit's `MemoryMax=`. The lowest limit from the process's group
+/// up to the root of what it sees: `memory.max` (cgroup v2) or `memory.limit_in_bytes` (v1,
+/// where "no limit" is a number near 2^63).
+fn memory_limit() -> Option<u64> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let lowest = |root: &str, path: &str, file: &str| {
+        let root = std::path::Path::new(root);
+        let mut dir = root.join(path.trim_start_matches('/'));
+        let mut lowest: Option<u64> = None;
+        loop {
+            // v2's "max" does not parse: no limit at this level.
+            let v = std::fs::read_to_string(dir.join(file)).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(v) = v.filter(|&v| v < 1 << 62) {
+                lowest = Some(lowest.map_or(v, |l: u64| l.min(v)));
+            }
+            if dir == root || !dir.pop() {
+                return lowest;
+            }
+        }
+    };
+    // Lines are `id:controllers:path`; v2's is `0::path`, v1's memory one names `memory`.
+    groups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.is_empty() {
+            lowest("/sys/fs/cgroup", path, "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            lowest("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes")
+        } else {
+            None
+        }
+    })
 }
 
 /// A second descriptor for the same open socket (`dup`, close-on-exec), owned by the caller.

@@ -63,7 +63,7 @@ fn auto_falls_back_to_epoll_and_says_once_that_a_seccomp_filter_refused_io_uring
         let why: Vec<&String> = s.startup.iter().filter(|l| l.contains("io_uring unavailable")).collect();
         assert_eq!(why.len(), 1, "one warning for all workers: {:?}", s.startup);
         assert!(why[0].contains("WARN"), "at warn: {}", why[0]);
-        assert!(why[0].contains(&format!("io_uring_setup was refused ({name}) by a seccomp filter")), "{}", why[0]);
+        assert!(why[0].contains(&format!("io_uring was refused ({name}) by a seccomp filter")), "{}", why[0]);
         assert_eq!(drivers_in_metrics(&s), epoll_on(2));
 
         // And it serves: an event published on one connection reaches a stream on another.
@@ -74,11 +74,34 @@ fn auto_falls_back_to_epoll_and_says_once_that_a_seccomp_filter_refused_io_uring
 }
 
 #[test]
+fn a_ring_that_can_be_made_but_not_used_is_refused_too() {
+    // An outside attack: with only io_uring_enter refused, herald said "io_uring driver",
+    // answered nothing and spun both cores; with io_uring_register refused, it blamed the
+    // kernel's version.
+    for call in [libc::SYS_io_uring_enter, libc::SYS_io_uring_register] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        common::seccomp::refuse(&mut cmd, &[call], libc::EPERM);
+        let s = Server::start_command(cmd, &["--driver", "auto", "--workers", "2"]);
+        let why: Vec<&String> = s.startup.iter().filter(|l| l.contains("io_uring unavailable")).collect();
+        assert_eq!(why.len(), 1, "call {call}: {:?}", s.startup);
+        assert!(why[0].contains("io_uring was refused (EPERM) by a seccomp filter"), "call {call}: {}", why[0]);
+        assert_eq!(drivers_in_metrics(&s), epoll_on(2));
+        let r = request(&s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.status, 200);
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        common::seccomp::refuse(&mut cmd, &[call], libc::EPERM);
+        let (status, log) = run_to_exit(cmd, &["--driver", "uring"]);
+        assert!(!status.success() && log.contains("io_uring requested but unavailable: io_uring was refused"), "{log}");
+    }
+}
+
+#[test]
 fn driver_uring_refuses_to_start_and_names_the_cause() {
     let (status, log) = run_to_exit(refused(libc::EPERM), &["--driver", "uring", "--workers", "2"]);
     assert!(!status.success(), "herald started without io_uring: {log}");
     assert!(
-        log.contains("io_uring requested but unavailable: io_uring_setup was refused (EPERM) by a seccomp filter"),
+        log.contains("io_uring requested but unavailable: io_uring was refused (EPERM) by a seccomp filter"),
         "{log}"
     );
     assert!(!log.contains("listening on"), "{log}");

@@ -603,11 +603,13 @@ fn readyz_says_ready_on_a_single_node() {
 }
 
 #[test]
-fn readyz_says_503_while_the_node_stops() {
+fn a_stopping_node_refuses_new_connections_at_once() {
+    // An outside attack: the listeners stayed in LISTEN during the stop, so load balancers'
+    // probes and new clients were accepted by the kernel and never answered.
     for driver in drivers() {
-        let s = Server::with(driver, 1, &["--max-pending-bytes", "67108864"]);
+        let mut s = Server::with(driver, 2, &["--max-pending-bytes", "67108864"]);
         // A stream whose reader has stopped keeps the stop waiting (up to its bound) with
-        // bytes still queued for it: the node is stopping but still answers.
+        // bytes still queued for it.
         let mut stalled = s.connect_with_recv_buffer(4096);
         stalled.write_all(b"GET /sub/stall HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n").unwrap();
         assert_eq!(read_head(&mut stalled).expect("head").0, 200);
@@ -616,21 +618,13 @@ fn readyz_says_503_while_the_node_stops() {
         for _ in 0..160 {
             p.publish("stall", &big);
         }
-        let mut c = s.connect();
-        let ready = "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n";
-        assert_eq!(roundtrip(&mut c, ready.as_bytes()).status, 200);
+        let signalled = Instant::now();
         s.signal_term();
-        let deadline = Instant::now() + DEADLINE;
-        let r = loop {
-            let r = roundtrip(&mut c, ready.as_bytes());
-            if r.status != 200 {
-                break r;
-            }
-            assert!(Instant::now() < deadline, "/readyz stayed 200 after SIGTERM");
-        };
-        assert_eq!(r.status, 503, "{:?}", r.text());
-        assert_json_error(&r, 503);
-        assert!(r.text().contains("stopping"), "{:?}", r.text());
+        wait_until("new connections to be refused", || TcpStream::connect(s.addr).is_err());
+        // Not a performance figure: the stop waits up to 3.5 s for the stalled stream, and the
+        // listeners used to close only when it ended.
+        assert!(signalled.elapsed() < Duration::from_millis(2500), "refused only once the stop was over");
+        assert!(s.child.try_wait().expect("wait").is_none(), "refused only because herald had exited");
         drop(stalled);
     }
 }

@@ -4,12 +4,16 @@ container runtime would: the filter is installed, then the command is exec'd. Us
 contrib/seccomp/herald.json on a host without a container engine.
 
 Usage: contrib/seccomp/run.py PROFILE.json [--without NAME,...] [--root DIR] [--user UID:GID]
-                              -- COMMAND [ARG...]
+                              [--no-new-privileges] -- COMMAND [ARG...]
   --without  drop these calls from the profile's allow-list (e.g. the io_uring calls, to see
              what Docker's default does to herald)
   --root     chroot into DIR first (the container's root file system)
   --user     then take this user and group, with no supplementary groups (the image's USER)
-The order is a runtime's: root, then user, then the filter, then exec.
+  --no-new-privileges
+             the order runc takes with no-new-privileges set: the filter last, after the
+             user is taken. Without it (Docker's and Kubernetes' default) runc installs the
+             filter first, then takes the user (setgroups, setresgid, setresuid) and the
+             working directory under it, then execs: the profile must allow those.
 
 Understands defaultAction (SCMP_ACT_ERRNO/ALLOW/KILL*), defaultErrnoRet, and syscall
 entries with names and SCMP_ACT_ALLOW or SCMP_ACT_ERRNO (errnoRet). Argument conditions are
@@ -28,8 +32,11 @@ if len(args) < 3 or "--" not in args:
 split = args.index("--")
 opts, command = args[:split], args[split + 1:]
 profile_path, opts = opts[0], opts[1:]
-without, root, user = set(), None, None
+without, root, user, nnp = set(), None, None, False
 while opts:
+    if opts[0] == "--no-new-privileges":
+        nnp, opts = True, opts[1:]
+        continue
     if len(opts) < 2 or opts[0] not in ("--without", "--root", "--user"):
         sys.exit(__doc__)
     if opts[0] == "--without":
@@ -68,12 +75,20 @@ for entry in profile.get("syscalls", []):
             f.add_rule(act, name)
         except (RuntimeError, ValueError) as e:
             sys.exit(f"run.py: {name}: {e}")
+def take_user():
+    if user:
+        os.setgroups([])
+        os.setresgid(user[1], user[1], user[1])
+        os.setresuid(user[0], user[0], user[0])
+    os.chdir("/")
+
+
 if root:
     os.chroot(root)
-    os.chdir("/")
-if user:
-    os.setgroups([])
-    os.setgid(user[1])
-    os.setuid(user[0])
-f.load()
+if nnp:
+    take_user()
+    f.load()
+else:
+    f.load()
+    take_user()
 os.execv(command[0], command)

@@ -141,10 +141,8 @@ pub async fn dispatch(
     let websocket = |mode, accept| Ok(Dispatched::Become(Become::WebSocket { mode, accept }));
     Ok(Dispatched::Respond(match route {
         Route::Health => Response::new(Status::Ok, "text/plain", "ok"),
-        // A load balancer stops sending here while the node drains its streams.
-        Route::Ready if ctx.mesh.shutting_down() => {
-            Response::error(Status::Unavailable, "stopping: ending streams before exit", "/")
-        }
+        // One node takes publishes whenever it answers: once a stop begins its listeners are
+        // closed, so a probe is refused rather than answered.
         Route::Ready => Response::new(Status::Ok, "text/plain", "ready"),
         Route::Metrics => {
             Response::new(Status::Ok, "text/plain; version=0.0.4", ctx.mesh.metrics.render(&ctx.mesh.queues()))

@@ -59,14 +59,14 @@ impl fmt::Display for Refusal {
             ),
             Refusal::Seccomp { errno } => write!(
                 f,
-                "io_uring_setup was refused ({}) by a seccomp filter: a container's security profile \
+                "io_uring was refused ({}) by a seccomp filter: a container's security profile \
                  (Docker's default refuses io_uring since Engine 25; see contrib/seccomp/herald.json) \
                  or a SystemCallFilter",
                 errno_name(*errno)
             ),
             Refusal::Denied => write!(
                 f,
-                "io_uring_setup was refused (EPERM) without a seccomp filter or the sysctl: a security \
+                "io_uring was refused (EPERM) without a seccomp filter or the sysctl: a security \
                  module's policy (SELinux, AppArmor) forbids it"
             ),
             Refusal::NoKernelSupport => {
@@ -105,10 +105,13 @@ fn errno_name(errno: i32) -> String {
 /// Names the cause of a failed `io_uring_setup` from its errno, the value of
 /// `kernel.io_uring_disabled` (None where the sysctl does not exist) and whether a seccomp
 /// filter is in force on this process.
-pub fn diagnose(errno: i32, sysctl: Option<u8>, seccomp_filter: bool) -> Refusal {
+/// `exempt` says whether this process may use io_uring although the sysctl is 1 (it has
+/// CAP_SYS_ADMIN, or is in `kernel.io_uring_group`).
+pub fn diagnose(errno: i32, sysctl: Option<u8>, exempt: bool, seccomp_filter: bool) -> Refusal {
     match errno {
         libc::EPERM | libc::EACCES => match sysctl {
-            Some(v) if v > 0 => Refusal::Sysctl(v),
+            Some(2) => Refusal::Sysctl(2),
+            Some(1) if !exempt => Refusal::Sysctl(1),
             _ if seccomp_filter => Refusal::Seccomp { errno },
             _ => Refusal::Denied,
         },
@@ -120,33 +123,52 @@ pub fn diagnose(errno: i32, sysctl: Option<u8>, seccomp_filter: bool) -> Refusal
     }
 }
 
-/// Whether this process has a seccomp filter: `Seccomp: 2` in /proc/self/status.
-fn seccomp_filter() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2")))
-}
-
-/// `kernel.io_uring_disabled`, where the kernel has it (6.6+).
-fn sysctl_disabled() -> Option<u8> {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?.trim().parse().ok()
-}
-
-/// Creates a small ring and checks that the kernel has every operation herald submits.
-pub fn probe() -> Result<(), Refusal> {
-    let ring = match io_uring::IoUring::new(4) {
-        Ok(r) => r,
-        Err(e) => {
-            let errno = e.raw_os_error().unwrap_or(0);
-            return Err(diagnose(errno, sysctl_disabled(), seccomp_filter()));
-        }
+/// What /proc/self/status says of this process: whether a seccomp filter is in force, and
+/// whether `kernel.io_uring_disabled = 1` lets it use io_uring all the same (CAP_SYS_ADMIN in
+/// its effective set, or `group` among its groups).
+fn status(group: Option<u32>) -> (bool, bool) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else { return (false, false) };
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let filter = field("Seccomp:") == Some("2");
+    const CAP_SYS_ADMIN: u32 = 21;
+    let admin =
+        field("CapEff:").and_then(|v| u64::from_str_radix(v, 16).ok()).is_some_and(|c| c >> CAP_SYS_ADMIN & 1 == 1);
+    let ids = |name: &str| -> Vec<u32> {
+        field(name).map(|v| v.split_whitespace().filter_map(|g| g.parse().ok()).collect()).unwrap_or_default()
     };
+    // Gid: real, effective, saved, file system; Groups: the supplementary ones.
+    let in_group = group.is_some_and(|g| ids("Gid:").get(1) == Some(&g) || ids("Groups:").contains(&g));
+    (filter, admin || in_group)
+}
+
+fn read_number(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Creates a small ring, checks that the kernel has every operation herald submits, and runs
+/// one (a no-op) through it: a filter may allow making a ring and refuse submitting to it.
+pub fn probe() -> Result<(), Refusal> {
+    let refused = |e: std::io::Error| {
+        let errno = e.raw_os_error().unwrap_or(0);
+        let sysctl = read_number("/proc/sys/kernel/io_uring_disabled").and_then(|v| u8::try_from(v).ok());
+        let (filter, exempt) = status(read_number("/proc/sys/kernel/io_uring_group"));
+        diagnose(errno, sysctl, exempt, filter)
+    };
+    let mut ring = io_uring::IoUring::new(4).map_err(refused)?;
     let mut probe = io_uring::Probe::new();
     if let Err(e) = ring.submitter().register_probe(&mut probe) {
-        return Err(Refusal::NoProbe { errno: e.raw_os_error().unwrap_or(0) });
+        return Err(match refused(e) {
+            // EINVAL here is a kernel without the probe; a refusal names its own cause.
+            Refusal::Other { errno } => Refusal::NoProbe { errno },
+            why => why,
+        });
     }
     let missing: Vec<&'static str> =
         NEEDED.iter().filter(|(code, _)| !probe.is_supported(*code)).map(|&(_, name)| name).collect();
-    if missing.is_empty() { Ok(()) } else { Err(Refusal::MissingOps(missing)) }
+    if !missing.is_empty() {
+        return Err(Refusal::MissingOps(missing));
+    }
+    crate::sys::uring_nop(&mut ring).map_err(refused)
 }
 
 #[cfg(test)]
@@ -155,19 +177,22 @@ mod tests {
 
     #[test]
     fn eperm_is_blamed_on_the_sysctl_first_then_seccomp_then_a_security_module() {
-        assert_eq!(diagnose(libc::EPERM, Some(2), true), Refusal::Sysctl(2));
-        assert_eq!(diagnose(libc::EPERM, Some(1), false), Refusal::Sysctl(1));
-        assert_eq!(diagnose(libc::EPERM, Some(0), true), Refusal::Seccomp { errno: libc::EPERM });
-        assert_eq!(diagnose(libc::EPERM, None, true), Refusal::Seccomp { errno: libc::EPERM });
-        assert_eq!(diagnose(libc::EPERM, Some(0), false), Refusal::Denied);
+        assert_eq!(diagnose(libc::EPERM, Some(2), true, true), Refusal::Sysctl(2));
+        assert_eq!(diagnose(libc::EPERM, Some(1), false, false), Refusal::Sysctl(1));
+        assert_eq!(diagnose(libc::EPERM, Some(0), false, true), Refusal::Seccomp { errno: libc::EPERM });
+        assert_eq!(diagnose(libc::EPERM, None, false, true), Refusal::Seccomp { errno: libc::EPERM });
+        assert_eq!(diagnose(libc::EPERM, Some(0), false, false), Refusal::Denied);
+        // An outside attack: root (exempt from `1`) refused by a filter was told to change the sysctl.
+        assert_eq!(diagnose(libc::EPERM, Some(1), true, true), Refusal::Seccomp { errno: libc::EPERM });
+        assert_eq!(diagnose(libc::EPERM, Some(1), true, false), Refusal::Denied);
     }
 
     #[test]
     fn enosys_is_the_kernel_unless_a_filter_could_have_said_it() {
-        assert_eq!(diagnose(libc::ENOSYS, None, false), Refusal::NoKernelSupport);
-        assert_eq!(diagnose(libc::ENOSYS, None, true), Refusal::Seccomp { errno: libc::ENOSYS });
-        assert_eq!(diagnose(libc::ENOMEM, Some(0), false), Refusal::LockedMemory);
-        assert_eq!(diagnose(libc::EFAULT, None, false), Refusal::Other { errno: libc::EFAULT });
+        assert_eq!(diagnose(libc::ENOSYS, None, false, false), Refusal::NoKernelSupport);
+        assert_eq!(diagnose(libc::ENOSYS, None, false, true), Refusal::Seccomp { errno: libc::ENOSYS });
+        assert_eq!(diagnose(libc::ENOMEM, Some(0), false, false), Refusal::LockedMemory);
+        assert_eq!(diagnose(libc::EFAULT, None, false, false), Refusal::Other { errno: libc::EFAULT });
     }
 
     #[test]

@@ -196,7 +196,11 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, cap: usize, stop: R
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = stop.wait() => return,
+            _ = stop.wait() => {
+                // Refused from now on, rather than accepted by the kernel and never served.
+                sys::stop_listening(listener.as_raw_fd());
+                return;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -35,15 +35,25 @@ pub fn from_env() -> Option<i32> {
 
 /// Makes `cmd`'s process see `io_uring_setup` fail with `errno`.
 pub fn refuse_uring(cmd: &mut Command, errno: i32) {
-    let program = [
+    refuse(cmd, &[libc::SYS_io_uring_setup], errno);
+}
+
+/// Makes `cmd`'s process see each of the system calls `calls` fail with `errno`.
+pub fn refuse(cmd: &mut Command, calls: &[libc::c_long], errno: i32) {
+    let n = calls.len();
+    assert!((1..200).contains(&n));
+    let mut program = vec![
         op(LD_W_ABS, 0, 0, ARCH),
         // Another architecture's numbers mean other calls: let them through untouched.
-        op(JEQ_K, 0, 3, AUDIT_ARCH),
+        op(JEQ_K, 0, n as u8 + 1, AUDIT_ARCH),
         op(LD_W_ABS, 0, 0, NR),
-        op(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
-        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA)),
-        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
+    // The i-th comparison jumps over the ones after it and the allow, to the refusal.
+    for (i, &nr) in calls.iter().enumerate() {
+        program.push(op(JEQ_K, (n - i) as u8, 0, nr as u32));
+    }
+    program.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+    program.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA)));
     // SAFETY: the closure runs in the forked child before exec and only makes two prctl
     // calls (async-signal-safe) on memory the closure owns: `program` is moved into it and outlives both calls.
     unsafe {
