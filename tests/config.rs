@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::process::Command;
 
 fn refused(args: &[&str]) -> (i32, String) {
@@ -102,4 +103,88 @@ fn secrets_come_from_files_and_the_environment_and_short_ones_are_warned_about()
     assert!(short.startup.iter().any(|l| l.contains("jwt_secret is shorter than 32 bytes")), "{:?}", short.startup);
     let long = Server::start(&["--jwt-secret", secret]);
     assert!(!long.startup.iter().any(|l| l.contains("shorter")), "{:?}", long.startup);
+}
+
+/// A memory cgroup limited to `bytes` (v2 where the memory controller is there, else v1),
+/// removed on drop; `None` where this process may not make one (not root, read-only
+/// cgroups), unless `HERALD_REQUIRE_CGROUP=1` (CI) makes that a failure.
+struct MemoryGroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryGroup {
+    fn new(bytes: u64) -> Option<MemoryGroup> {
+        let name = format!("herald-test-{}", std::process::id());
+        let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").is_ok_and(|c| c.contains("memory"));
+        let (dir, file) = if v2 {
+            (std::path::Path::new("/sys/fs/cgroup").join(name), "memory.max")
+        } else {
+            (std::path::Path::new("/sys/fs/cgroup/memory").join(name), "memory.limit_in_bytes")
+        };
+        let made = std::fs::create_dir(&dir).and_then(|()| std::fs::write(dir.join(file), bytes.to_string()));
+        match made {
+            Ok(()) => Some(MemoryGroup { dir }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                assert!(
+                    std::env::var("HERALD_REQUIRE_CGROUP").map_or(true, |v| v != "1"),
+                    "HERALD_REQUIRE_CGROUP=1, but no memory cgroup could be made at {}: {e}",
+                    dir.display()
+                );
+                let _ = writeln!(std::io::stderr(), "note: no memory cgroup here ({e}); skipping");
+                None
+            }
+        }
+    }
+
+    /// A herald command that joins this group before it runs.
+    fn command(&self) -> Command {
+        let procs =
+            std::ffi::CString::new(self.dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("path");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        // SAFETY: runs in the forked child before exec: open, write and close only
+        // (async-signal-safe), on memory the closure owns.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                // "0" moves the writing process itself.
+                let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+        cmd
+    }
+}
+
+impl Drop for MemoryGroup {
+    fn drop(&mut self) {
+        // The group empties when herald exits; removing it may need a moment after that.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while std::fs::remove_dir(&self.dir).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn the_default_history_budget_is_a_quarter_of_the_cgroups_memory_limit() {
+    // An outside attack: in a 200 MiB container the budget was a quarter of the host's memory,
+    // and herald was OOM-killed as its history grew.
+    let limit: u64 = 256 << 20;
+    let Some(group) = MemoryGroup::new(limit) else { return };
+    {
+        let s = Server::start_command(group.command(), &["--workers", "2"]);
+        let mut p = Publisher::new(&s);
+        let big = "x".repeat(60 * 1024);
+        // ~96 MiB of history asked for, against a budget of 64 MiB.
+        for i in 0..1600 {
+            p.publish(&format!("big{}", i % 40), &big);
+        }
+        wait_until("evictions counted", || metric(&s, "herald_history_evictions_total") > 0.0);
+        let held = metric(&s, "herald_history_bytes");
+        assert!(held <= (limit / 4) as f64, "history holds {held} bytes, over a quarter of {limit}");
+    }
 }
