@@ -150,6 +150,19 @@ pub fn uring_nop(ring: &mut io_uring::IoUring) -> io::Result<()> {
     }
 }
 
+/// Gives the memory the allocator holds free back to the kernel. glibc keeps what is freed in
+/// its arenas for reuse and returns only the top of the main heap by itself; `malloc_trim`
+/// also releases the free pages inside every arena. It walks the free lists, so it is called
+/// after large frees only.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers; it works on the allocator's own state, under its
+    // locks, and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.
 pub fn raise_open_files_limit() -> u64 {
     let (soft, hard) = open_files_limit();

@@ -68,6 +68,9 @@ struct Epochs {
     tombstones: Tombstones,
 }
 
+/// Topics forgotten at once past which the memory they held is given back to the kernel.
+const TRIM_AFTER: usize = 1024;
+
 /// Slots of the lives table: 256 KiB per owner.
 const LIVES: usize = 1 << 16;
 
@@ -431,8 +434,22 @@ impl Owner {
             }
             !idle
         });
-        self.forgot(before - self.topics.len(), named);
+        let forgotten = before - self.topics.len();
+        self.forgot(forgotten, named);
         crate::pubsub::topic::shrink_if_sparse(&mut self.topics);
+        let swept = Instant::now();
+        if forgotten >= TRIM_AFTER {
+            crate::sys::trim_heap();
+        }
+        if forgotten > 0 {
+            tracing::debug!(
+                owner = self.id,
+                forgotten,
+                sweep_us = swept.saturating_duration_since(now).as_micros() as u64,
+                trim_us = swept.elapsed().as_micros() as u64,
+                "topics forgotten"
+            );
+        }
         self.held -= expired;
         self.held_bytes -= expired_bytes;
     }
