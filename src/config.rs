@@ -292,7 +292,11 @@ impl Config {
         let listen = flags.listen.or(file.listen.map(StringOrList::joined)).unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen
             .split(',')
-            .map(|a| a.trim().parse::<SocketAddr>().map_err(|e| bad("listen", format!("{a:?}: {e}"))))
+            .map(|a| {
+                a.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|e| bad("listen", format!("{a:?}: {e} (from --listen, HERALD_LISTEN or the file)")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let workers = flags.workers.or(file.workers).unwrap_or(cpus);
@@ -327,7 +331,12 @@ impl Config {
         let max_history_bytes = match flags.max_history_bytes.or(file.max_history_bytes) {
             Some(0) => return Err(bad("max_history_bytes", "must be greater than 0")),
             Some(n) => n,
-            None => (crate::sys::physical_memory() / 4).max(64 << 20),
+            // A quarter of what herald may use (a container's limit when it has one), with
+            // no floor: a floor would pass a small container's limit.
+            None => match crate::sys::physical_memory() {
+                0 => 64 << 20,
+                memory => memory / 4,
+            },
         };
         let heartbeat = secs("heartbeat", flags.heartbeat.or(file.heartbeat), 15.0, 0.01)?;
         // Connection stamps measure spans of up to 24 days (`shard::clock`); the liveness

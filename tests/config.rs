@@ -114,7 +114,7 @@ struct MemoryGroup {
 
 impl MemoryGroup {
     fn new(bytes: u64) -> Option<MemoryGroup> {
-        let name = format!("herald-test-{}", std::process::id());
+        let name = format!("herald-test-{}-{bytes}", std::process::id());
         let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").is_ok_and(|c| c.contains("memory"));
         let (dir, file) = if v2 {
             (std::path::Path::new("/sys/fs/cgroup").join(name), "memory.max")
@@ -171,20 +171,24 @@ impl Drop for MemoryGroup {
 
 #[test]
 fn the_default_history_budget_is_a_quarter_of_the_cgroups_memory_limit() {
-    // An outside attack: in a 200 MiB container the budget was a quarter of the host's memory,
-    // and herald was OOM-killed as its history grew.
-    let limit: u64 = 256 << 20;
-    let Some(group) = MemoryGroup::new(limit) else { return };
-    {
-        let s = Server::start_command(group.command(), &["--workers", "2"]);
+    // Outside attacks: in a 200 MiB container the budget was a quarter of the host's memory,
+    // and herald was OOM-killed as its history grew; then, in a 64 MiB one, a 64 MiB floor
+    // under the budget did the same.
+    for limit in [64u64 << 20, 256 << 20] {
+        let Some(group) = MemoryGroup::new(limit) else { return };
+        let mut s = Server::start_command(group.command(), &["--workers", "2"]);
         let mut p = Publisher::new(&s);
         let big = "x".repeat(60 * 1024);
-        // ~96 MiB of history asked for, against a budget of 64 MiB.
-        for i in 0..1600 {
+        // History for one and a half budgets asked for.
+        let events = (limit * 3 / 8) / (60 * 1024);
+        for i in 0..events {
             p.publish(&format!("big{}", i % 40), &big);
         }
         wait_until("evictions counted", || metric(&s, "herald_history_evictions_total") > 0.0);
         let held = metric(&s, "herald_history_bytes");
         assert!(held <= (limit / 4) as f64, "history holds {held} bytes, over a quarter of {limit}");
+        assert!(s.child.try_wait().expect("wait").is_none(), "herald died in a {limit}-byte group");
+        drop(s);
+        drop(group);
     }
 }
