@@ -4,6 +4,7 @@
 pub mod history;
 pub mod msg;
 pub mod owner;
+pub mod parts;
 pub mod sequencer;
 pub mod topic;
 pub mod workers;

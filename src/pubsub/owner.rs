@@ -18,6 +18,7 @@ use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
 use crate::pubsub::history::History;
 use crate::pubsub::msg::{Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::parts::{PARTS, Parts};
 use crate::pubsub::sequencer::{Sequencer, Stats};
 use crate::pubsub::workers::WorkerSet;
 
@@ -68,7 +69,13 @@ struct Epochs {
     tombstones: Tombstones,
 }
 
-/// Topics forgotten at once past which the memory they held is given back to the kernel.
+/// How often housekeeping visits every topic (see `Owner::housekeep`).
+fn sweep_period(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Topics forgotten, since the last time, past which the memory they held is given back to
+/// the kernel.
 const TRIM_AFTER: usize = 1024;
 
 /// Slots of the lives table: 256 KiB per owner.
@@ -175,7 +182,12 @@ pub struct Owner {
     epochs: Epochs,
     /// Keyed with foldhash: several times faster than SipHash on short names, and seeded per
     /// process, so clients choosing topic names cannot aim for one bucket.
-    topics: HashMap<Arc<str>, OwnedTopic>,
+    topics: Parts<OwnedTopic>,
+    /// The part housekeeping visits next, when it last did, and topics forgotten since the
+    /// heap was last trimmed.
+    next_part: usize,
+    last_sweep: Instant,
+    forgotten_since_trim: usize,
     history: usize,
     history_ttl: Duration,
     /// Events held across this owner's rings (kept up to date, for the metrics gauge).
@@ -223,7 +235,10 @@ impl Owner {
         Owner {
             id,
             epochs: Epochs::new(run_key, id),
-            topics: HashMap::default(),
+            topics: Parts::new(run_key),
+            next_part: 0,
+            last_sweep: Instant::now(),
+            forgotten_since_trim: 0,
             history: config.history,
             history_ttl: config.history_ttl,
             held: 0,
@@ -408,37 +423,51 @@ impl Owner {
     /// longer than its last event, and a TTL after its last subscriber left: a client that
     /// comes back with the newest cursor of a quiet topic resumes it without a gap, rather
     /// than finding a new life of it.
+    ///
+    /// A tick visits a few parts of the topics, not all of them, so that a million topics are
+    /// no pause on the worker: every topic is visited once per `sweep_period` (a quarter of
+    /// the TTL, from 1 to 30 s), and found expired or idle that much later at most. History
+    /// is also expired whenever a topic is published to or subscribed, so no replay sends an
+    /// event past its TTL.
     fn housekeep(&mut self, now: Instant) {
         let ttl = self.history_ttl;
-        let (mut expired, mut expired_bytes) = (0, 0);
+        let period = sweep_period(ttl);
+        let elapsed = now.saturating_duration_since(self.last_sweep);
+        let parts = ((elapsed.as_secs_f64() / period.as_secs_f64()) * PARTS as f64).ceil() as usize;
+        self.last_sweep = now;
+        let (mut expired, mut expired_bytes, mut named, mut forgotten) = (0, 0, 0, 0);
         let epochs = &mut self.epochs;
-        let before = self.topics.len();
-        let mut named = 0;
-        self.topics.retain(|name, t| {
-            let before = t.history.bytes();
-            expired += t.history.expire(now, ttl);
-            expired_bytes += before - t.history.bytes();
-            let quiet_for = |since: Instant| now.saturating_duration_since(since);
-            let idle = t.workers.is_empty()
-                && t.history.is_empty()
-                && if t.named {
-                    quiet_for(t.last_publish) >= ttl
-                } else {
-                    quiet_for(t.last_publish) >= ttl * 2 && quiet_for(t.unwatched_since) >= ttl
-                };
-            if idle && t.head > 0 {
-                epochs.forget_published(name, t.cursor(t.head));
-            }
-            if idle && t.named {
-                named += 1;
-            }
-            !idle
-        });
-        let forgotten = before - self.topics.len();
+        for _ in 0..parts.clamp(1, PARTS) {
+            let part = self.next_part;
+            self.next_part = (part + 1) % PARTS;
+            forgotten += self.topics.retain_in(part, |name, t| {
+                let before = t.history.bytes();
+                expired += t.history.expire(now, ttl);
+                expired_bytes += before - t.history.bytes();
+                let quiet_for = |since: Instant| now.saturating_duration_since(since);
+                let idle = t.workers.is_empty()
+                    && t.history.is_empty()
+                    && if t.named {
+                        quiet_for(t.last_publish) >= ttl
+                    } else {
+                        quiet_for(t.last_publish) >= ttl * 2 && quiet_for(t.unwatched_since) >= ttl
+                    };
+                if idle && t.head > 0 {
+                    epochs.forget_published(name, t.cursor(t.head));
+                }
+                if idle && t.named {
+                    named += 1;
+                }
+                !idle
+            });
+        }
         self.forgot(forgotten, named);
-        crate::pubsub::topic::shrink_if_sparse(&mut self.topics);
+        self.held -= expired;
+        self.held_bytes -= expired_bytes;
         let swept = Instant::now();
-        if forgotten >= TRIM_AFTER {
+        self.forgotten_since_trim += forgotten;
+        if self.forgotten_since_trim >= TRIM_AFTER {
+            self.forgotten_since_trim = 0;
             crate::sys::trim_heap();
         }
         if forgotten > 0 {
@@ -450,8 +479,6 @@ impl Owner {
                 "topics forgotten"
             );
         }
-        self.held -= expired;
-        self.held_bytes -= expired_bytes;
     }
 
     /// History costs more than this owner's budget: evict the oldest events of the largest
@@ -690,6 +717,30 @@ mod tests {
             t.take(i % 5);
         }
         assert!(t.order.len() <= 2 * t.len() + 65, "stale places are swept: {}", t.order.len());
+    }
+
+    #[test]
+    fn a_tick_visits_a_few_parts_and_a_period_all_of_them() {
+        let ttl = Duration::from_secs(120);
+        assert_eq!(sweep_period(ttl), Duration::from_secs(30));
+        let config = Config { history: 10, history_ttl: ttl, ..Config::default() };
+        let mut o = Owner::new(0, 7, &config);
+        let mut out = Vec::new();
+        for i in 0..6400 {
+            publish(&mut o, &format!("t{i}"), &mut out);
+        }
+        // Every topic is long idle; a tick one second after the last visits ~3 of 64 parts.
+        let mut at = Instant::now() + ttl * 3;
+        o.last_sweep = at - Duration::from_secs(1);
+        o.handle(ToOwner::Tick, at, &mut out);
+        let left = o.topics.len();
+        assert!((6400 - 6400 / 8..6400).contains(&left), "one second of a 30 s period: {left} left");
+        for _ in 0..30 {
+            at += Duration::from_secs(1);
+            o.handle(ToOwner::Tick, at, &mut out);
+        }
+        assert!(o.topics.is_empty(), "a period visits every part");
+        assert_eq!(o.stats().history_events, 0);
     }
 
     #[test]
