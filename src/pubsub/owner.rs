@@ -426,7 +426,8 @@ impl Owner {
     ///
     /// A tick visits a few parts of the topics, not all of them, so that a million topics are
     /// no pause on the worker: every topic is visited once per `sweep_period` (a quarter of
-    /// the TTL, from 1 to 30 s), and found expired or idle that much later at most. History
+    /// the TTL, from 1 to 30 s), rounded up to whole ticks (one a second), and found expired
+    /// or idle that much later at most. History
     /// is also expired whenever a topic is published to or subscribed, so no replay sends an
     /// event past its TTL.
     fn housekeep(&mut self, now: Instant) {
