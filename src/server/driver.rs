@@ -30,7 +30,7 @@ const NEEDED: [(u8, &str); 11] = [
 pub enum Refusal {
     /// `kernel.io_uring_disabled` (Linux 6.6+) is 2, or 1 and this process may not use it.
     Sysctl(u8),
-    /// `io_uring_setup` failed while a seccomp filter is in force: a container's security
+    /// An io_uring call was refused while a seccomp filter is in force: a container's security
     /// profile (Docker's default since Engine 25, containerd 2.0's) or a systemd filter.
     Seccomp { errno: i32 },
     /// Refused with EPERM for another reason (an LSM policy such as SELinux's io_uring class).
@@ -86,7 +86,7 @@ impl fmt::Display for Refusal {
                 write!(f, "the kernel's io_uring lacks operations herald submits: {}", ops.join(", "))
             }
             Refusal::Other { errno } => {
-                write!(f, "io_uring_setup failed: {}", std::io::Error::from_raw_os_error(*errno))
+                write!(f, "io_uring failed: {}", std::io::Error::from_raw_os_error(*errno))
             }
         }
     }
@@ -102,11 +102,10 @@ fn errno_name(errno: i32) -> String {
     }
 }
 
-/// Names the cause of a failed `io_uring_setup` from its errno, the value of
-/// `kernel.io_uring_disabled` (None where the sysctl does not exist) and whether a seccomp
-/// filter is in force on this process.
-/// `exempt` says whether this process may use io_uring although the sysctl is 1 (it has
-/// CAP_SYS_ADMIN, or is in `kernel.io_uring_group`).
+/// Names the cause of a failed io_uring call (setup, register or enter) from its errno, the
+/// value of `kernel.io_uring_disabled` (None where the sysctl does not exist), whether this
+/// process may use io_uring although that value is 1 (`exempt`: it has CAP_SYS_ADMIN, or is
+/// in `kernel.io_uring_group`), and whether a seccomp filter is in force on it.
 pub fn diagnose(errno: i32, sysctl: Option<u8>, exempt: bool, seccomp_filter: bool) -> Refusal {
     match errno {
         libc::EPERM | libc::EACCES => match sysctl {
