@@ -14,6 +14,7 @@
 # missing case, herald dying), with the offending cases listed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source contrib/listening.sh
 
 driver=auto
 workers=2
@@ -41,12 +42,7 @@ log=$(mktemp)
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 addr=""
-for _ in $(seq 1 200); do
-  addr=$(grep -o 'listening on [0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
-  [ -n "$addr" ] && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
+addr=$(herald_address "$log" $pid || true)
 [ -n "$addr" ] || { echo "herald did not start:"; cat "$log"; exit 1; }
 used=$(grep -o 'started: [a-z_]* driver' "$log" | cut -d' ' -f2)
 

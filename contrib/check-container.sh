@@ -19,6 +19,7 @@
 # and Debian's python3-seccomp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source contrib/listening.sh
 
 bin=""
 if [ "${1:-}" = "--bin" ]; then
@@ -89,12 +90,7 @@ in_image() { # driver, expected log text, then run.py options
     /usr/bin/python3 contrib/seccomp/run.py "$profile" "$@" --root "$root" --user "$user" -- \
     "${entry[@]}" --workers 2 --driver "$driver" --heartbeat 0.3 2>"$log" &
   upid=$!
-  for _ in $(seq 1 200); do
-    addr=$(grep -o 'listening on [0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
-    [ -n "$addr" ] && break
-    kill -0 $upid 2>/dev/null || break
-    sleep 0.05
-  done
+  addr=$(herald_address "$log" $upid || true)
   hpid=$(pgrep -P "$upid" | head -1 || true)
   [ -n "$addr" ] && [ -n "$hpid" ] || { echo "herald ($driver) did not start in the image:" >&2; cat "$log" >&2; exit 1; }
   grep -q "$expect" "$log" || { echo "herald ($driver) in the image: no '$expect' in" >&2; cat "$log" >&2; exit 1; }

@@ -19,6 +19,7 @@
 # user herald removed, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source contrib/listening.sh
 
 deb=""
 while [ $# -gt 0 ]; do
@@ -219,13 +220,7 @@ fi
 env -i "$(command -v setpriv)" --reuid=herald --regid=herald --init-groups --no-new-privs \
   /usr/bin/herald --config /etc/herald/herald.toml --listen 127.0.0.1:0 2>"$work/herald.log" &
 hpid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(grep -o 'listening on [0-9.:]*' "$work/herald.log" | head -n 1 | cut -d' ' -f3 || true)
-  [ -n "$addr" ] && break
-  kill -0 "$hpid" 2>/dev/null || break
-  sleep 0.1
-done
+addr=$(herald_address "$work/herald.log" "$hpid" || true)
 [ -n "$addr" ] || { cat "$work/herald.log" >&2; fail "the installed herald did not start as herald"; }
 [ "$(awk '/^Uid:/ { print $2 }' "/proc/$hpid/status")" = "$huid" ] || fail "herald (pid $hpid) does not run as herald"
 ok "started /usr/bin/herald --config /etc/herald/herald.toml as herald: pid $hpid, listening on $addr"

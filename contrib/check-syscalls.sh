@@ -22,6 +22,7 @@
 # Needs strace and systemd-analyze (Debian: apt-get install strace systemd) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source contrib/listening.sh
 
 unit=contrib/herald.service
 bin=""
@@ -300,12 +301,7 @@ for driver in uring epoll; do
     --heartbeat 0.3 2>"$log" &
   spid=$!
   addr=""
-  for _ in $(seq 1 200); do
-    addr=$(grep -o 'listening on [0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
-    [ -n "$addr" ] && break
-    kill -0 $spid 2>/dev/null || break
-    sleep 0.05
-  done
+  addr=$(herald_address "$log" $spid || true)
   hpid=$(pgrep -P $spid | head -1 || true)
   [ -n "$addr" ] && [ -n "$hpid" ] || { echo "herald ($driver) did not start:" >&2; cat "$log" >&2; exit 1; }
   if ! timeout 60 python3 "$work/session.py" "$addr" "$hpid"; then
