@@ -96,7 +96,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
         if let Some(framing) = held.take() {
             // A poll that was parked: its peer may have left meanwhile, which the answer's
             // write finds out.
-            let stays = longpoll::answer_when_ready(&ctx, &stream, framing, false).await;
+            let stays = Box::pin(longpoll::answer_when_ready(&ctx, &stream, framing, false)).await;
             now_doing(Doing::Http);
             if !stays {
                 break;
@@ -108,7 +108,10 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
         match f.await {
             Next::Close => break,
             // Each kind of long-lived connection is its own boxed future, so each costs only
-            // its own waiting state, not the largest of the three.
+            // its own waiting state, not the largest of the three, and the connection's task
+            // stays small: a burst of new subscriptions holds thousands of tasks at once while
+            // their owners' acknowledgements come, and the memory a burst frees among the
+            // topics' long-lived allocations is not all given back.
             Next::Become(Become::Stream { req, chunked, cors }) => {
                 drop(reader);
                 now_doing(Doing::Sse);
@@ -137,7 +140,7 @@ async fn serve_from(ctx: Ctx, stream: TcpStream, mut held: Option<longpoll::Fram
                 now_doing(Doing::LongPoll);
                 // A poll with nothing else buffered behind it waits without a task.
                 let parkable = reader.is_empty();
-                match longpoll::hold(&ctx, &stream, req, framing, parkable).await {
+                match Box::pin(longpoll::hold(&ctx, &stream, req, framing, parkable)).await {
                     longpoll::Outcome::Answered { stays: true } => now_doing(Doing::Http),
                     longpoll::Outcome::Answered { stays: false } => break,
                     longpoll::Outcome::Waiting(framing) => {

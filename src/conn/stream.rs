@@ -20,34 +20,52 @@ use crate::shard::subscription::{Delivery, Rare, Subscription};
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
 /// has registered the subscription: it is live before its head goes out (API.md §7). An
 /// owner that refuses (the node keeps `max_topics`) has it answered 503 instead.
-pub async fn open(
-    ctx: &Ctx,
-    stream: &TcpStream,
+///
+/// Not an `async fn`: the joining is done before the future is made, so the future holds
+/// only the wait. Every stream of a burst of new subscriptions waits in it at once (their
+/// owners' acknowledgements come a loop turn or more later); a large waiting state, freed
+/// among the topics' long-lived allocations, left pages behind (~5 KiB per stream opened on
+/// a topic of its own, measured).
+pub fn open<'a>(
+    ctx: &'a Ctx,
+    stream: &'a TcpStream,
     req: StreamRequest,
     chunked: bool,
     cors: Vec<(&'static str, String)>,
-) -> bool {
-    let key = ctx.key;
+) -> impl Future<Output = bool> + 'a {
+    let joined = join(ctx, req, chunked, &cors);
+    async move {
+        match joined {
+            Some(requests) => wait_for_owners(ctx, stream, requests, u8::from(chunked), cors).await,
+            None => false,
+        }
+    }
+}
+
+/// Queues the head and the opening; joins the subscription's topics. `None` when the
+/// connection is gone.
+fn join(
+    ctx: &Ctx,
+    req: StreamRequest,
+    chunked: bool,
+    cors: &[(&'static str, String)],
+) -> Option<Vec<(usize, ToOwner)>> {
     let worker = ctx.worker.to_string();
     let mut extra: Vec<(&str, &str)> = vec![("Herald-Worker", &worker)];
     extra.extend(cors.iter().map(|(k, v)| (*k, v.as_str())));
     let head = sse::stream_head(chunked, &extra);
     let retry_ms = ctx.config.sse_retry.as_millis() as u64;
-    let refusal_headers = cors.clone();
-    let requests = {
-        let mut s = ctx.shard.borrow_mut();
-        let Some(c) = s.conn(key) else { return false };
-        c.outbox.push(head);
-        c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
-        let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
-        if req.sheddable.is_some() {
-            sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, expires: None }));
-        }
-        sub.expires_at(req.expires);
-        sub.names = req.names;
-        s.join(key, sub, &req.from)
-    };
-    wait_for_owners(ctx, stream, requests, u8::from(chunked), refusal_headers).await
+    let mut s = ctx.shard.borrow_mut();
+    let c = s.conn(ctx.key)?;
+    c.outbox.push(head);
+    c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
+    let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
+    if req.sheddable.is_some() {
+        sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, expires: None }));
+    }
+    sub.expires_at(req.expires);
+    sub.names = req.names;
+    Some(s.join(ctx.key, sub, &req.from))
 }
 
 /// Sends a new subscription's requests to their owners and waits until every owner has
@@ -66,7 +84,9 @@ pub(super) async fn wait_for_owners(
     }
     match poll_fn(|cx| ctx.shard.borrow_mut().poll_until(ctx.key, |c| c.phase() != Phase::Open, cx)).await {
         Phase::Refused => {
-            super::request::answer_refused(ctx, stream, minor_version, refusal_headers).await;
+            // Boxed: the refusal's write and lingering close are most of this future's size,
+            // and every subscription waiting for its owners would carry them.
+            Box::pin(super::request::answer_refused(ctx, stream, minor_version, refusal_headers)).await;
             return false;
         }
         Phase::Closed => return false,

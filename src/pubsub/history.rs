@@ -16,8 +16,15 @@ pub struct Replay {
     pub frames: Vec<Arc<Frame>>,
 }
 
+/// Eight bytes for a topic that holds nothing (most topics with subscribers and no history);
+/// the ring and its byte count are boxed and made with the first event kept.
 #[derive(Debug, Default)]
 pub struct History {
+    held: Option<Box<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
     ring: VecDeque<(Instant, Arc<Frame>)>,
     /// What the events held cost (`Frame::cost`), for the owner's memory budget.
     bytes: usize,
@@ -29,29 +36,40 @@ impl History {
         if cap == 0 {
             return;
         }
-        while self.ring.len() >= cap {
+        while self.len() >= cap {
             self.pop_oldest();
         }
         // Most topics hold one or a few events (one topic per user or device): a ring starts
         // with room for one, not VecDeque's four, and doubles from there.
-        if self.ring.capacity() == 0 {
-            self.ring.reserve_exact(1);
-        }
-        self.bytes += frame.cost();
-        self.ring.push_back((now, frame));
+        let held = self.held.get_or_insert_with(|| Box::new(Held { ring: VecDeque::with_capacity(1), bytes: 0 }));
+        held.bytes += frame.cost();
+        held.ring.push_back((now, frame));
     }
 
+    /// Drops the oldest event, and the ring with the last one.
     fn pop_oldest(&mut self) -> bool {
-        let Some((_, f)) = self.ring.pop_front() else { return false };
-        self.bytes -= f.cost();
+        let Some(held) = self.held.as_mut() else { return false };
+        let Some((_, f)) = held.ring.pop_front() else { return false };
+        held.bytes -= f.cost();
+        if held.ring.is_empty() {
+            self.held = None;
+        }
         true
+    }
+
+    fn oldest_at(&self) -> Option<Instant> {
+        self.held.as_ref().and_then(|h| h.ring.front()).map(|(at, _)| *at)
+    }
+
+    fn frames(&self) -> impl Iterator<Item = &Arc<Frame>> {
+        self.held.iter().flat_map(|h| h.ring.iter().map(|(_, f)| f))
     }
 
     /// Drops events older than `ttl`; returns how many went.
     pub fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
         let mut n = 0;
-        while let Some((at, _)) = self.ring.front() {
-            if now.saturating_duration_since(*at) < ttl {
+        while let Some(at) = self.oldest_at() {
+            if now.saturating_duration_since(at) < ttl {
                 break;
             }
             self.pop_oldest();
@@ -63,23 +81,23 @@ impl History {
     /// Drops the oldest events until what is held costs at most `bytes`; returns how many went.
     pub fn trim_to(&mut self, bytes: usize) -> usize {
         let mut n = 0;
-        while self.bytes > bytes && self.pop_oldest() {
+        while self.bytes() > bytes && self.pop_oldest() {
             n += 1;
         }
         n
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.held.as_ref().map_or(0, |h| h.ring.len())
     }
 
     /// What the events held cost, in bytes.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.held.as_ref().map_or(0, |h| h.bytes)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.held.is_none()
     }
 
     /// The events after sequence `after`, given the topic's newest sequence `head`.
@@ -88,16 +106,16 @@ impl History {
             return Replay { gap: false, frames: Vec::new() };
         }
         // Sequences in the ring are contiguous and end at `head`.
-        let oldest = self.ring.front().map_or(head + 1, |(_, f)| f.cursor.seq);
+        let oldest = self.frames().next().map_or(head + 1, |f| f.cursor.seq);
         let gap = after + 1 < oldest;
         let skip = (after + 1).saturating_sub(oldest) as usize;
-        let frames = self.ring.iter().skip(skip).map(|(_, f)| f.clone()).collect();
+        let frames = self.frames().skip(skip).cloned().collect();
         Replay { gap, frames }
     }
 
     /// Every retained event (for a cursor from another epoch).
     pub fn all(&self) -> Vec<Arc<Frame>> {
-        self.ring.iter().map(|(_, f)| f.clone()).collect()
+        self.frames().cloned().collect()
     }
 }
 
@@ -120,8 +138,10 @@ mod tests {
         // 100 000 topics of one event each took 917 bytes apiece with VecDeque's first
         // allocation of four slots, 562 with one (RSS growth, release build).
         let now = Instant::now();
-        assert_eq!(ring(1..=1, 1000, now).ring.capacity(), 1);
-        assert!(ring(1..=5, 1000, now).ring.capacity() >= 5);
+        let capacity = |h: History| h.held.map_or(0, |h| h.ring.capacity());
+        assert_eq!(capacity(ring(1..=1, 1000, now)), 1);
+        assert!(capacity(ring(1..=5, 1000, now)) >= 5);
+        assert_eq!(size_of::<History>(), 8, "a topic without events pays a pointer");
     }
 
     fn seqs(r: &Replay) -> Vec<u64> {
@@ -164,8 +184,8 @@ mod tests {
     #[test]
     fn trimming_drops_the_oldest_and_what_they_cost() {
         let mut h = ring(1..=10, 100, Instant::now());
-        let newest_four: usize = h.ring.iter().skip(6).map(|(_, f)| f.cost()).sum();
-        assert_eq!(h.bytes(), h.ring.iter().map(|(_, f)| f.cost()).sum::<usize>());
+        let newest_four: usize = h.frames().skip(6).map(|f| f.cost()).sum();
+        assert_eq!(h.bytes(), h.frames().map(|f| f.cost()).sum::<usize>());
         assert_eq!(h.trim_to(newest_four + 1), 6);
         assert_eq!(h.bytes(), newest_four);
         let r = h.since(3, 10);

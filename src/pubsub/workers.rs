@@ -2,27 +2,60 @@
 
 use crate::config::MAX_WORKERS;
 
-/// A set of worker indices (the workers that have subscribers of a topic).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerSet([u64; MAX_WORKERS / 64]);
+/// A set of worker indices (the workers that have subscribers of a topic). Every owned topic
+/// has one, so it is 16 bytes: workers 0–63 inline (any machine up to 64 cores), the rest
+/// in a box made when one of them is first inserted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSet {
+    low: u64,
+    high: Option<Box<[u64; MAX_WORKERS / 64 - 1]>>,
+}
 
 impl WorkerSet {
+    fn word(&self, i: usize) -> u64 {
+        match i {
+            0 => self.low,
+            _ => self.high.as_ref().map_or(0, |h| h[i - 1]),
+        }
+    }
+
     pub fn insert(&mut self, w: usize) {
-        self.0[w / 64] |= 1 << (w % 64);
+        let bit = 1 << (w % 64);
+        match w / 64 {
+            0 => self.low |= bit,
+            i => self.high.get_or_insert_with(Default::default)[i - 1] |= bit,
+        }
     }
+
     pub fn remove(&mut self, w: usize) {
-        self.0[w / 64] &= !(1 << (w % 64));
+        let bit = 1 << (w % 64);
+        match w / 64 {
+            0 => self.low &= !bit,
+            i => {
+                if let Some(h) = self.high.as_mut() {
+                    h[i - 1] &= !bit;
+                    if h.iter().all(|&b| b == 0) {
+                        self.high = None;
+                    }
+                }
+            }
+        }
     }
+
     pub fn contains(&self, w: usize) -> bool {
-        self.0[w / 64] & (1 << (w % 64)) != 0
+        self.word(w / 64) & (1 << (w % 64)) != 0
     }
+
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|&b| b == 0)
+        // `high` is never kept empty.
+        self.low == 0 && self.high.is_none()
     }
+
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         // Visits set bits only: this runs for every event an owner forwards.
-        self.0.iter().enumerate().flat_map(|(i, &word)| {
-            let mut bits = word;
+        let words = if self.high.is_some() { MAX_WORKERS / 64 } else { 1 };
+        (0..words).flat_map(|i| {
+            let mut bits = self.word(i);
             std::iter::from_fn(move || {
                 if bits == 0 {
                     return None;
@@ -49,5 +82,12 @@ mod tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), [0, 63, 64, 200, 255]);
         s.remove(64);
         assert!(!s.contains(64) && s.contains(63));
+        assert_eq!(size_of::<WorkerSet>(), 16);
+        for w in [200, 255, 63, 0] {
+            s.remove(w);
+        }
+        assert!(s.is_empty() && s.high.is_none(), "empty again, with nothing boxed");
+        s.insert(5);
+        assert_eq!(s.iter().collect::<Vec<_>>(), [5]);
     }
 }

@@ -1,6 +1,6 @@
 //! One worker's state and the tasks that act on it without a connection of their own:
 //! - `state`: the `Shard` — the slab of connections (`conn`), the local topic index with each
-//!   connection's subscription (`subscription`), and every operation on them, delivery
+//!   connection's subscription (`subscription`, `subscribers`), and every operation on them, delivery
 //!   included;
 //! - `outbox`: where bytes hit a socket;
 //! - `delivery`: the task that drains the worker's delivery inbox into the shard and flushes;
@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod owning;
 pub mod parked;
 pub mod state;
+pub mod subscribers;
 pub mod subscription;
 pub mod turns;
 pub mod unsubscribes;

@@ -394,14 +394,13 @@ impl Shard {
             sub.positions.swap_remove(idx);
             let moved = sub.topics.get(idx).cloned();
             if let Some(t) = self.topics.get_mut(name) {
-                t.subs.swap_remove(&token);
+                t.subs.remove(token);
             }
             // The topic that took the freed place must be found there from now on.
             if let Some(moved) = moved
                 && let Some(t) = self.topics.get_mut(&moved)
-                && let Some(slot) = t.subs.get_mut(&token)
             {
-                *slot = idx;
+                t.subs.reindex(token, idx);
             }
             self.release(name);
         }
@@ -451,7 +450,7 @@ impl Shard {
         let sub = self.conn(key).and_then(|c| c.sub.take())?;
         for topic in sub.topics.iter() {
             if let Some(t) = self.topics.get_mut(topic) {
-                t.subs.swap_remove(&key.to_token());
+                t.subs.remove(key.to_token());
             }
             self.release(topic);
         }
@@ -538,7 +537,7 @@ impl Shard {
         t.head = frame.cursor;
         let cap = config.max_pending_bytes;
         let mut ids = IdMemo::default();
-        for (&token, &idx) in t.subs.iter() {
+        for (token, idx) in t.subs.iter() {
             let key = ConnKey::from_token(token);
             let Some(c) = conns.get_mut(key.index as usize) else { continue };
             if c.generation() != key.generation || !c.takes_events() {

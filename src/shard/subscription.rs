@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use smallvec::SmallVec;
 
 use crate::clock::Stamp;
@@ -15,6 +14,7 @@ use crate::cursor::Cursor;
 use crate::frames::Frame;
 use crate::proto::{longpoll, sse, ws};
 use crate::shard::outbox::Outbox;
+use crate::shard::subscribers::Subscribers;
 
 /// How a subscription's events reach its connection.
 #[derive(Debug)]
@@ -387,13 +387,13 @@ fn push(outbox: &mut Outbox, b: Bytes, replay: bool) {
 #[derive(Debug, Default)]
 pub struct LocalTopic {
     /// Live subscribers: connection token → index of the topic in its subscription.
-    pub(super) subs: IndexMap<u64, usize>,
-    /// The owner forwards this topic's events here.
-    pub(super) registered: bool,
-    /// Subscribe requests sent and not yet acknowledged.
-    pub(super) pending: usize,
+    pub(super) subs: Subscribers,
     /// Newest cursor seen here (valid while registered).
     pub(super) head: Cursor,
+    /// Subscribe requests sent and not yet acknowledged.
+    pub(super) pending: u32,
+    /// The owner forwards this topic's events here.
+    pub(super) registered: bool,
 }
 
 #[cfg(test)]
