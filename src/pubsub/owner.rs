@@ -259,7 +259,9 @@ impl Owner {
     /// each rather than sixteen (an `Instant`), good for 13 years. They decide when an idle
     /// topic is forgotten, which needs no finer grain.
     fn tenths(&self, now: Instant) -> u32 {
-        u32::try_from(now.saturating_duration_since(self.started).as_millis() / 100).unwrap_or(u32::MAX)
+        // Not `as_millis() / 100`: that is a 128-bit division, on every message an owner handles.
+        let d = now.saturating_duration_since(self.started);
+        u32::try_from(d.as_secs() * 10 + u64::from(d.subsec_millis() / 100)).unwrap_or(u32::MAX)
     }
 
     /// Counts this owner's topics in `count`, which every owner of the node shares.

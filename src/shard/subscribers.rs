@@ -82,13 +82,30 @@ impl Subscribers {
     }
 
     /// Every subscriber: its connection token and the topic's index in its subscription.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
-        let (one, many) = match self {
-            Subscribers::None => (None, None),
-            Subscribers::One(t, i) => (Some((*t, *i as usize)), None),
-            Subscribers::Many(m) => (None, Some(m.iter().map(|(&t, &i)| (t, i as usize)))),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
+    pub fn iter(&self) -> Iter<'_> {
+        match self {
+            Subscribers::None => Iter::One(None),
+            Subscribers::One(t, i) => Iter::One(Some((*t, *i as usize))),
+            Subscribers::Many(m) => Iter::Many(m.iter()),
+        }
+    }
+}
+
+/// What `Subscribers::iter` gives; an enum rather than a chain of the two cases, as it runs
+/// for every delivery of a broadcast.
+pub enum Iter<'a> {
+    One(Option<(u64, usize)>),
+    Many(indexmap::map::Iter<'a, u64, u32>),
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (u64, usize);
+
+    fn next(&mut self) -> Option<(u64, usize)> {
+        match self {
+            Iter::One(one) => one.take(),
+            Iter::Many(m) => m.next().map(|(&t, &i)| (t, i as usize)),
+        }
     }
 }
 
