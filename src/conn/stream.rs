@@ -21,6 +21,10 @@ use crate::shard::subscription::{Delivery, Rare, Subscription};
 /// has registered the subscription: it is live before its head goes out (API.md §7). An
 /// owner that refuses (the node keeps `max_topics`) has it answered 503 instead.
 ///
+/// The future must be awaited: the subscription is joined when it is made, and only the
+/// future sends the owners their requests (a joined topic waiting for an acknowledgement that
+/// never comes is never released).
+///
 /// Not an `async fn`: the joining is done before the future is made, so the future holds
 /// only the wait. Every stream of a burst of new subscriptions waits in it at once (their
 /// owners' acknowledgements come a loop turn or more later); a large waiting state, freed

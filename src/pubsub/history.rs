@@ -36,12 +36,15 @@ impl History {
         if cap == 0 {
             return;
         }
-        while self.len() >= cap {
-            self.pop_oldest();
-        }
         // Most topics hold one or a few events (one topic per user or device): a ring starts
         // with room for one, not VecDeque's four, and doubles from there.
         let held = self.held.get_or_insert_with(|| Box::new(Held { ring: VecDeque::with_capacity(1), bytes: 0 }));
+        // Made room for in place: a ring of one (`history = 1`) is not freed and made again
+        // on every publish.
+        while held.ring.len() >= cap {
+            let Some((_, f)) = held.ring.pop_front() else { break };
+            held.bytes -= f.cost();
+        }
         held.bytes += frame.cost();
         held.ring.push_back((now, frame));
     }

@@ -461,7 +461,10 @@ impl Owner {
                 let before = t.history.bytes();
                 expired += t.history.expire(now, ttl);
                 expired_bytes += before - t.history.bytes();
-                let quiet_for = |since: u32| Duration::from_millis(u64::from(tenths.saturating_sub(since)) * 100);
+                // Both ends are rounded down to a tenth: one tenth less never overstates the
+                // time passed, so nothing is forgotten early (up to 0.2 s late).
+                let quiet_for =
+                    |since: u32| Duration::from_millis(u64::from(tenths.saturating_sub(since).saturating_sub(1)) * 100);
                 let idle = t.workers.is_empty()
                     && t.history.is_empty()
                     && if t.named {
@@ -795,7 +798,11 @@ mod tests {
         o.handle(ToOwner::Unsubscribe { topic: "t".into(), worker: 1 }, left, &mut out);
         o.handle(ToOwner::Tick, left + ttl / 2, &mut out);
         assert_eq!(o.topics.len(), 1);
-        o.handle(ToOwner::Tick, left + ttl, &mut out);
+        // Idle times are counted in tenths of a second, never overstated: up to 0.2 s late.
+        o.handle(ToOwner::Tick, left + ttl - Duration::from_millis(1), &mut out);
+        assert_eq!(o.topics.len(), 1, "not a moment early");
+        // A tick visits the parts due since the last one: a sweep period later, all of them.
+        o.handle(ToOwner::Tick, left + ttl + sweep_period(ttl) + Duration::from_millis(200), &mut out);
         assert!(o.topics.is_empty(), "then it is forgotten");
     }
 
