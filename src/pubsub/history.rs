@@ -30,6 +30,15 @@ struct Held {
     bytes: usize,
 }
 
+impl Held {
+    /// Drops the oldest event and what it cost; whether there was one.
+    fn pop_front(&mut self) -> bool {
+        let Some((_, f)) = self.ring.pop_front() else { return false };
+        self.bytes -= f.cost();
+        true
+    }
+}
+
 impl History {
     /// Appends the newest event, dropping the oldest past `cap`.
     pub fn push(&mut self, frame: Arc<Frame>, now: Instant, cap: usize) {
@@ -41,10 +50,7 @@ impl History {
         let held = self.held.get_or_insert_with(|| Box::new(Held { ring: VecDeque::with_capacity(1), bytes: 0 }));
         // Made room for in place: a ring of one (`history = 1`) is not freed and made again
         // on every publish.
-        while held.ring.len() >= cap {
-            let Some((_, f)) = held.ring.pop_front() else { break };
-            held.bytes -= f.cost();
-        }
+        while held.ring.len() >= cap && held.pop_front() {}
         held.bytes += frame.cost();
         held.ring.push_back((now, frame));
     }
@@ -52,12 +58,11 @@ impl History {
     /// Drops the oldest event, and the ring with the last one.
     fn pop_oldest(&mut self) -> bool {
         let Some(held) = self.held.as_mut() else { return false };
-        let Some((_, f)) = held.ring.pop_front() else { return false };
-        held.bytes -= f.cost();
+        let popped = held.pop_front();
         if held.ring.is_empty() {
             self.held = None;
         }
-        true
+        popped
     }
 
     fn oldest_at(&self) -> Option<Instant> {

@@ -272,8 +272,8 @@ impl Owner {
 
     /// The topic `name`, made if need be (`true`); `None` when it would be new and the node
     /// keeps `max_topics` already (or, for a subscription, half of it in topics only named).
-    fn topic(&mut self, name: &Arc<str>, now: Instant, making: Making) -> Option<(&mut OwnedTopic, bool)> {
-        let now = self.tenths(now);
+    /// `now` is in `tenths`.
+    fn topic(&mut self, name: &Arc<str>, now: u32, making: Making) -> Option<(&mut OwnedTopic, bool)> {
         let epochs = &mut self.epochs;
         match self.topics.entry(name.clone()) {
             Entry::Occupied(e) => Some((e.into_mut(), false)),
@@ -325,7 +325,7 @@ impl Owner {
         match msg {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
                 let (history, ttl) = (self.history, self.history_ttl);
-                let Some((t, _)) = self.topic(&topic, now, Making::Publish) else {
+                let Some((t, _)) = self.topic(&topic, tenths, Making::Publish) else {
                     let refused = Err(Refusal::TooManyTopics);
                     out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: refused }));
                     return;
@@ -357,7 +357,7 @@ impl Owner {
             }
             ToOwner::Subscribe { topic, resume, reply, open_name } => {
                 let ttl = self.history_ttl;
-                let Some((t, created)) = self.topic(&topic, now, Making::Subscribe { open_name }) else {
+                let Some((t, created)) = self.topic(&topic, tenths, Making::Subscribe { open_name }) else {
                     let none = Cursor::default();
                     let ack = SubscribeAck {
                         reply,
@@ -564,15 +564,15 @@ fn water_level(sorted: &[usize], excess: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Key;
+    use crate::pubsub::msg::ReplyTo;
+    use bytes::Bytes;
 
     #[test]
     fn an_owned_topic_is_small() {
         // Its entry is paid by every topic, the million per-user topics of a node included.
         assert!(size_of::<OwnedTopic>() <= 56, "{} bytes", size_of::<OwnedTopic>());
     }
-    use crate::keys::Key;
-    use crate::pubsub::msg::ReplyTo;
-    use bytes::Bytes;
 
     fn owner(history: usize) -> Owner {
         let config = Config { history, history_ttl: Duration::from_secs(60), ..Config::default() };

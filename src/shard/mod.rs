@@ -1,7 +1,7 @@
 //! One worker's state and the tasks that act on it without a connection of their own:
-//! - `state`: the `Shard` — the slab of connections (`conn`), the local topic index with each
-//!   connection's subscription (`subscription`, `subscribers`), and every operation on them, delivery
-//!   included;
+//! - `state`: the `Shard` — the slab of connections (`conn`), the local topic index (each
+//!   topic's subscribers: `subscribers`) with each connection's subscription
+//!   (`subscription`), and every operation on them, delivery included;
 //! - `outbox`: where bytes hit a socket;
 //! - `delivery`: the task that drains the worker's delivery inbox into the shard and flushes;
 //! - `owning`: the task that drains the worker's owner inbox through its sequencer;

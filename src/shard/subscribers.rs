@@ -17,12 +17,9 @@ pub enum Subscribers {
 }
 
 impl Subscribers {
+    /// `Many` always holds two or more: `remove` goes back to `One` below that.
     pub fn is_empty(&self) -> bool {
-        match self {
-            Subscribers::None => true,
-            Subscribers::One(..) => false,
-            Subscribers::Many(m) => m.is_empty(),
-        }
+        matches!(self, Subscribers::None)
     }
 
     /// Adds (or re-indexes) the connection `token`, whose subscription has the topic at `idx`.
