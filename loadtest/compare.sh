@@ -12,23 +12,29 @@
 #
 # Named shapes: M2 (broadcast, pipelined publishes: 4 connections × 32 in flight), M2s (one
 # publish in flight: --pub-connections 1 --window 1), M3 (5/s), M4 single (targeted,
-# pipelined), M4p (targeted, 16 keep-alive publishers with one request in flight each).
+# pipelined), M4p (targeted, 16 keep-alive publishers with one request in flight each),
+# topics (100 000 topics of one 7-byte event, then RSS once they are forgotten: history TTL
+# 2 s on every server) and subtopics (100 000 topics with a subscriber each: 5 000 SSE
+# streams of 20 topics, against 5 000 streams on the same 20).
 #
 # Writes loadtest/results/compare-<date>/: runs.jsonl (every report), summary.json, table.md
 # (the median of the rounds) and SVG plots (latency CDFs, deliveries per second).
 #
 # Usage: loadtest/compare.sh [--rounds 3] [--subscribers 10000] [--servers "herald nchan axum"]
+#                            [--only REGEX]   (scenario labels to run, e.g. 'topics|M4p')
 # Installs Debian's nginx and libnginx-mod-nchan when they are missing (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
 n=10000
 servers="herald nchan axum"
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --subscribers) n=$2; shift 2 ;;
     --servers) servers=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,6 +58,7 @@ runs=$out/runs.jsonl
 : > "$runs"
 work=$(mktemp -d)
 port=18700
+ttl=""   # a short history TTL (seconds) for the next server started, when set
 pid=""   # what the harness measures (nginx: its worker)
 stop_pid=""  # what to stop
 
@@ -71,11 +78,15 @@ start() {
   port=$((port + 1))
   case "$1" in
     herald)
-      ./target/release/herald --listen 127.0.0.1:$port --workers 1 --driver uring --log-level warn 2>>"$work/herald.log" &
+      ./target/release/herald --listen 127.0.0.1:$port --workers 1 --driver uring --log-level warn \
+        ${ttl:+--history-ttl "$ttl"} 2>>"$work/herald.log" &
       stop_pid=$!; pid=$stop_pid ;;
     nchan)
       mkdir -p "$work/nchan/logs"
-      sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$work/nchan|g" loadtest/peers/nchan.conf > "$work/nchan/nginx.conf"
+      local timeout=1h
+      if [ -n "$ttl" ]; then timeout=${ttl}s; fi
+      sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$work/nchan|g" -e "s|@MESSAGE_TIMEOUT@|$timeout|" \
+        loadtest/peers/nchan.conf > "$work/nchan/nginx.conf"
       taskset -c 0 nginx -c "$work/nchan/nginx.conf" -p "$work/nchan" 2>>"$work/nchan.log" &
       stop_pid=$!
       for _ in $(seq 1 100); do pid=$(pgrep -P "$stop_pid" | head -1 || true); [ -n "$pid" ] && break; sleep 0.05; done ;;
@@ -93,8 +104,9 @@ load() {
   local server=$1 round=$2
   shift 2
   local extra=()
-  case "$server" in
-    nchan) extra=(--ws-format raw --lp-format nchan) ;;
+  case "$server:$1" in
+    nchan:topics) ;;
+    nchan:*) extra=(--ws-format raw --lp-format nchan) ;;
   esac
   start "$server"
   taskset -c 1 ./target/release/herald-load "$@" "${extra[@]}" --addr 127.0.0.1:$port --server-pid "$pid" \
@@ -107,7 +119,7 @@ load() {
 takes_part() {
   local server=$1 label=$2
   case "$server:$label" in
-    axum:*ws* | axum:*longpoll* | axum:M6* | axum:M4\ batch | nchan:M4\ batch) return 1 ;;
+    axum:*ws* | axum:*longpoll* | axum:M6* | axum:M4\ batch | nchan:M4\ batch | axum:*topics*) return 1 ;;
   esac
   return 0
 }
@@ -115,6 +127,9 @@ takes_part() {
 scenario() {
   local label=$1 round=$2
   shift 2
+  if [ -n "$only" ] && ! grep -qE "$only" <<< "$label"; then
+    return 0
+  fi
   echo "$label (round $round)"
   for s in $servers; do
     if takes_part "$s" "$label"; then
@@ -137,7 +152,7 @@ floor() {
 }
 
 for round in $(seq 1 "$rounds"); do
-  floor "$round"
+  if [ -z "$only" ] || grep -qE "$only" <<< "floor"; then floor "$round"; fi
   for t in sse ws longpoll; do
     scenario "M1 $t" "$round" idle --transport $t --subscribers "$n" --hold 2
   done
@@ -153,6 +168,10 @@ for round in $(seq 1 "$rounds"); do
   scenario "M4 batch" "$round" targeted --subscribers "$n" --messages 20000 --batch 100 --pub-path /pub
   scenario "M5" "$round" connect --subscribers "$n" --concurrency 256
   scenario "M6" "$round" storm --subscribers "$n" --messages 400 --rate 100
+  ttl=2
+  scenario "topics" "$round" topics --topics 100000 --forget-wait 30
+  ttl=""
+  scenario "subtopics" "$round" topics --topics 100000 --per-stream 20
 done
 stop
 ./target/release/herald-load report "$runs" --out "$out"

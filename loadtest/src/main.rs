@@ -8,6 +8,8 @@
 //! - `connect`: how fast subscriptions are opened (M5).
 //! - `storm`: N subscribers cut at once, reconnecting with their last id (M6).
 //! - `soak`: mixed transports, random cuts and resumes over a long run.
+//! - `topics`: memory per topic, holding one event or one subscriber, and after forgetting
+//!   (`topics.rs`).
 //! - `coldstart`: herald started and stopped: exec → /healthz, exec → first event, and a
 //!   stop with many streams open (`coldstart.rs`).
 //! - `floor`: no server — the machine's own floor for a fan-out (`floor.rs`).
@@ -25,6 +27,7 @@ mod publisher;
 mod report;
 mod sse;
 mod stamp;
+mod topics;
 mod ws;
 
 use std::cell::RefCell;
@@ -61,6 +64,9 @@ enum Scenario {
     /// Long soak: subscribers mixed across SSE, WebSocket and long-poll on many topics, steady
     /// publishing, random cuts and resumes; loss, duplicates and RSS over time.
     Soak(Common),
+    /// Memory per topic: N topics of one small event each, then RSS once they are forgotten;
+    /// or (--per-stream K) N topics with one subscriber each and no history.
+    Topics(topics::Args),
     /// Starts and stops herald (`--bin`): exec → first /healthz 200 and exec → first event
     /// delivered over many starts, then SIGTERM with many SSE streams open (exit time, how
     /// each stream ended). Exits non-zero when a check fails.
@@ -161,12 +167,21 @@ fn main() {
         Scenario::Coldstart(args) => return coldstart::run(args),
         Scenario::Floor(args) => return floor::run(args),
         Scenario::FloorReader(args) => return floor::reader(args),
+        Scenario::Topics(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            println!("{}", rt.block_on(topics::run(args.clone())));
+            return;
+        }
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let (server, round) = match &cli.scenario {
-        Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) | Scenario::Coldstart(_) => {
+        Scenario::Report(_)
+        | Scenario::Floor(_)
+        | Scenario::FloorReader(_)
+        | Scenario::Coldstart(_)
+        | Scenario::Topics(_) => {
             unreachable!("handled above")
         }
         Scenario::Idle(c)
@@ -178,7 +193,11 @@ fn main() {
     };
     let report = local.block_on(&rt, async move {
         match cli.scenario {
-            Scenario::Report(_) | Scenario::Floor(_) | Scenario::FloorReader(_) | Scenario::Coldstart(_) => {
+            Scenario::Report(_)
+            | Scenario::Floor(_)
+            | Scenario::FloorReader(_)
+            | Scenario::Coldstart(_)
+            | Scenario::Topics(_) => {
                 unreachable!("handled above")
             }
             Scenario::Idle(c) => idle(c).await,

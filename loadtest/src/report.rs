@@ -46,6 +46,16 @@ fn figure(r: &Value) -> Figure {
         ("floor", true) => Figure { unit: "/s", value: f("deliveries_per_sec"), note },
         ("floor", false) => Figure { unit: "p99 ms", value: r["latency"]["p99_ms"].as_f64(), note },
         ("connect", _) => Figure { unit: "conn/s", value: f("per_sec"), note },
+        ("topics", _) => {
+            // Published: what is left once the topics are forgotten, against the baseline.
+            if let Some(over) = f("rss_forgotten_over_baseline") {
+                add_note(&mut note, &format!("forgotten: RSS {:+.0} % of baseline", over * 100.0));
+            }
+            if r["failed"].as_u64().unwrap_or(0) > 0 {
+                add_note(&mut note, &format!("{} failed", r["failed"]));
+            }
+            Figure { unit: "B/topic", value: f("rss_bytes_per_topic"), note }
+        }
         ("storm", _) => {
             if r["all_resumed"] == json!(false) {
                 add_note(&mut note, "not all resumed");

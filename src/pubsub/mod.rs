@@ -6,5 +6,6 @@ pub mod msg;
 pub mod owner;
 pub mod parts;
 pub mod sequencer;
+pub mod tombstones;
 pub mod topic;
 pub mod workers;
