@@ -156,10 +156,37 @@ pub fn uring_nop(ring: &mut io_uring::IoUring) -> io::Result<()> {
 /// after large frees only.
 pub fn trim_heap() {
     #[cfg(target_env = "gnu")]
+    flush_thread_cache();
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim takes no pointers; it works on the allocator's own state, under its
     // locks, and is safe to call from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// The request sizes glibc's per-thread cache (tcache) has a list for, one per 16-byte step
+/// (its defaults), and how many chunks each list keeps.
+#[cfg(target_env = "gnu")]
+const TCACHE_SIZES: std::ops::RangeInclusive<usize> = 24..=1032;
+#[cfg(target_env = "gnu")]
+const TCACHE_KEPT: usize = 7;
+
+/// Moves the chunks glibc's per-thread cache holds back into the arena, so that `malloc_trim`
+/// can give their pages back. The cache keeps the last few chunks of each small size freed by
+/// this thread; after a wave of frees they sit one per page all over the heap, and
+/// `malloc_trim` counts them as in use (measured: ~1.3 MB held after 100 000 topics were
+/// forgotten). Taking them out, filling the cache with chunks made together, and freeing the
+/// taken ones again sends those to the arena, which the cache no longer has room for.
+#[cfg(target_env = "gnu")]
+fn flush_thread_cache() {
+    for size in TCACHE_SIZES.step_by(16) {
+        // `Vec::with_capacity` asks the global allocator (malloc) for exactly `size` bytes.
+        let held: Vec<Vec<u8>> = (0..TCACHE_KEPT).map(|_| Vec::with_capacity(size)).collect();
+        let fresh: Vec<Vec<u8>> = (0..TCACHE_KEPT).map(|_| Vec::with_capacity(size)).collect();
+        // Kept opaque so that the compiler cannot pair the allocations with their frees away.
+        drop(std::hint::black_box(fresh));
+        drop(std::hint::black_box(held));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Long-poll (API.md §3, §3.3, §7): immediate answers and `max`, resuming with `last_event_id`,
 //! held polls, timeouts, no loss or duplicates under load (one and two topics), type filters,
-//! keep-alive, many held polls released at once, gaps, and parameter validation.
+//! keep-alive, many held polls released at once, gaps, forgotten topics, and parameter
+//! validation.
 mod common;
 
 use common::*;
@@ -270,6 +271,45 @@ fn longpoll_timeout_gives_204_whose_cursor_misses_nothing() {
         let id = publish_ok(s, "quiet2", "newer");
         let got = poll(s, &sub_path("quiet2", Some(&t.cursor), "timeout=30"));
         expect_exact(&got, "quiet2", &[id], &["newer".to_string()], "resume from a cursor 204");
+    });
+}
+
+#[test]
+fn a_forgotten_empty_topic_resumes_where_it_was_whatever_was_forgotten_meanwhile() {
+    each_driver(2, &["--history-ttl", "0.5"], |s| {
+        let forgotten = |what: &str| wait_until(what, || metric(s, "herald_topics") == 0.0);
+        // Other topics with events forgotten in between, as on a busy node.
+        let churn = |tag: &str| {
+            for i in 0..300 {
+                publish_ok(s, &format!("{tag}{i}"), "x");
+            }
+            forgotten("the other topics to be forgotten");
+        };
+        let vacant = poll(s, "/sub/vacant?timeout=0.3");
+        assert_eq!(vacant.status, 204, "{vacant:?}");
+        forgotten("the empty topic to be forgotten");
+        churn("a");
+        let again = poll(s, &sub_path("vacant", Some(&vacant.cursor), "timeout=0.3"));
+        assert_eq!((again.status, &again.cursor), (204, &vacant.cursor), "nothing was ever published: {again:?}");
+
+        // A life without events after one with: both its start and the last cursor before it
+        // missed nothing.
+        let last = publish_ok(s, "lived", "one");
+        forgotten("the topic to be forgotten");
+        let start = poll(s, &sub_path("lived", Some(&last), "timeout=0.3"));
+        assert_eq!(start.status, 204, "the last cursor missed nothing: {start:?}");
+        assert_ne!(start.cursor, last, "a new life");
+        forgotten("its empty life to be forgotten");
+        churn("b");
+        for cursor in [&start.cursor, &last] {
+            let p = poll(s, &sub_path("lived", Some(cursor), "timeout=0.3"));
+            assert_eq!((p.status, &p.cursor), (204, &start.cursor), "from {cursor}: nothing published since");
+        }
+        let next = publish_ok(s, "lived", "two");
+        for cursor in [&start.cursor, &last] {
+            let p = poll(s, &sub_path("lived", Some(cursor), "timeout=30"));
+            expect_exact(&p, "lived", std::slice::from_ref(&next), &["two".to_string()], cursor);
+        }
     });
 }
 

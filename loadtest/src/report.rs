@@ -133,7 +133,13 @@ pub fn run(args: &Args) {
             let figs: Vec<Figure> = rs.iter().map(|r| figure(r)).collect();
             let unit = figs.first().map_or("", |f| f.unit);
             let values: Vec<f64> = figs.iter().filter_map(|f| f.value).collect();
-            let notes: Vec<&str> = figs.iter().map(|f| f.note.as_str()).filter(|n| !n.is_empty()).collect();
+            let mut notes: Vec<&str> = Vec::new();
+            // Rounds that say the same thing say it once.
+            for n in figs.iter().map(|f| f.note.as_str()).filter(|n| !n.is_empty()) {
+                if !notes.contains(&n) {
+                    notes.push(n);
+                }
+            }
             let m = median(values.clone());
             let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
             row.push_str(&format!(" {} {unit}{notes} |", shown(m)));

@@ -116,14 +116,21 @@ async fn published(a: &Args, run: u64) -> Value {
     let t1 = Instant::now();
     let gauge = forgotten(a).await;
     let forget_secs = t1.elapsed().as_secs_f64();
-    // What a sweep frees is given back over the next ticks: read RSS once it stops falling.
+    // What a sweep frees is given back over the next ticks (the last trim comes at the first
+    // tick, a second apart, that forgets none): read RSS until it has not fallen for 2 s.
     let mut after = settled_rss(a.server_pid).await;
-    for _ in 0..10 {
+    let mut steady = 0;
+    for _ in 0..30 {
         let next = settled_rss(a.server_pid).await;
-        if next >= after {
-            break;
+        if next < after {
+            after = next;
+            steady = 0;
+        } else {
+            steady += 1;
+            if steady == 4 {
+                break;
+            }
         }
-        after = next;
     }
     eprintln!(
         "topics: after {forget_secs:.1} s ({}): RSS {:.1} MB (baseline {:.1} MB)",

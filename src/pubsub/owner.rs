@@ -49,31 +49,29 @@ impl OwnedTopic {
 /// topic's *life*. So two topics never share an epoch (a cursor of one is never a position in
 /// another), and a restarted server never reuses one.
 ///
-/// A topic forgotten after it had events leaves a tombstone (`Tombstones`, 8 bytes): 32 bits
-/// of a keyed hash of its name and 32 of a keyed hash of its name and last cursor, the
-/// *check*. When the name comes back, it starts a new life (a new epoch, numbered from 1)
-/// and takes its tombstone's check as `OwnedTopic::pred`: a client resuming from a cursor of
-/// another life whose check is `pred` saw everything before this life, and stands at its
-/// start (`{epoch}-0`): no gap if the life's events are all held. Any other cursor of an old
-/// life is a gap, as the forgotten events are gone. Taking the tombstone when the name comes
-/// back is what keeps a cursor from answering for more than one life: once that life is
-/// forgotten in turn, its own last cursor is the only one that resumes without a gap (a life
-/// forgotten without events puts its `pred` back). A check matching a cursor it was not made
-/// from is a chance of 2⁻³² per resume from a stale cursor (keyed, so nobody can aim for
-/// it); two names sharing 32 bits cost at most a needless gap notice. Tombstones are bounded
-/// (`TOMBSTONES` per owner, the oldest dropped first); a name whose tombstone was dropped
-/// comes back without `pred`, so every cursor of its old lives is a gap.
+/// A forgotten topic leaves a tombstone (`Tombstones`, 12 bytes): 64 bits of a keyed hash of
+/// its name and 32 of a keyed hash of its name and last cursor, the *check*. When the name
+/// comes back, it starts a new life (numbered from 1) and takes its tombstone's check as
+/// `OwnedTopic::pred`: a client resuming from a cursor of another life whose check is `pred`
+/// saw everything before this life, and stands at its start (`{epoch}-0`): no gap if the
+/// life's events are all held. Any other cursor of an old life is a gap, as the forgotten
+/// events are gone. Taking the tombstone when the name comes back is what keeps a cursor from
+/// answering for more than one life: once that life is forgotten in turn, its own last cursor
+/// is the only one that resumes without a gap. A check matching a cursor it was not made from
+/// is a chance of 2⁻³² per resume from a stale cursor (keyed, so nobody can aim for it).
 ///
-/// Lives are counted per slot of a fixed table, indexed by a hash of the name: forgetting a
-/// topic that had events moves its slot on, so a later life of a name in that slot gets a new
-/// epoch. Forgetting a topic that never had an event does not: it comes back under the same
-/// epoch, and a subscriber holding its `{epoch}-0` cursor (what a stream of an empty topic
-/// has) misses nothing and is told no gap. Two names sharing a slot cost at most a needless
-/// gap notice, never a missed one.
+/// A life that took a tombstone is named by its check: its epoch is a hash of it. A life
+/// forgotten without events puts its `pred` back, so the next life has the same epoch, and a
+/// client holding that life's `{epoch}-0` (what a stream of an empty topic, a long-poll that
+/// timed out, or a gap notice hands out) stands at the start of the next one, as does one
+/// holding the last cursor before it. A life without a tombstone is named by the number of
+/// tombstone generations dropped so far: a topic that never had events comes back under the
+/// same epoch, and one whose tombstone was dropped (the oldest go first, `TOMBSTONES` per
+/// owner are bounded) under a new one, with every cursor of its old lives a gap. Two lives of
+/// one topic share an epoch (other than on purpose, above) only if their checks do: 2⁻³².
 struct Epochs {
     hasher: foldhash::quality::FixedState,
     owner: usize,
-    lives: Box<[u32]>,
     tombstones: Tombstones,
 }
 
@@ -86,10 +84,7 @@ fn sweep_period(ttl: Duration) -> Duration {
 /// the kernel (and at the first tick that forgets none).
 const TRIM_AFTER: usize = 1024;
 
-/// Slots of the lives table: 256 KiB per owner.
-const LIVES: usize = 1 << 16;
-
-/// Tombstones kept per owner: 8 bytes each, so at most ~4 MiB per owner (a million forgotten
+/// Tombstones kept per owner: 12 bytes each, so at most ~6 MiB per owner (a million forgotten
 /// topics on a node of two workers), against ~500 bytes for a topic kept alive.
 const TOMBSTONES: usize = 1 << 19;
 
@@ -98,39 +93,37 @@ impl Epochs {
         Epochs {
             hasher: foldhash::quality::FixedState::with_seed(run_key),
             owner,
-            lives: vec![0; LIVES].into(),
             tombstones: Tombstones::new(TOMBSTONES),
         }
     }
 
-    fn slot(&self, topic: &str) -> usize {
-        (self.hasher.hash_one(topic) as usize) & (LIVES - 1)
-    }
-
-    /// The epoch of `topic`'s next life.
-    fn epoch(&self, topic: &str) -> u64 {
-        let life = self.lives[self.slot(topic)];
+    /// The epoch of `topic`'s next life, which follows the life whose last cursor's check is
+    /// `pred` (0: none kept).
+    fn epoch(&self, topic: &str, pred: u32) -> u64 {
+        let epoch = if pred != 0 {
+            self.hasher.hash_one((self.owner, topic, "after", pred))
+        } else {
+            self.hasher.hash_one((self.owner, topic, self.tombstones.dropped()))
+        };
         // Never 0: `0-0` is the position of a subscription before it is registered.
-        self.hasher.hash_one((self.owner, topic, life)).max(1)
+        epoch.max(1)
     }
 
-    fn name(&self, topic: &str) -> u32 {
-        (self.hasher.hash_one((topic, "tombstone")) >> 32) as u32
+    fn name(&self, topic: &str) -> u64 {
+        self.hasher.hash_one((topic, "tombstone"))
     }
 
     /// Where `topic`, being made, starts: the epoch of its next life, and the check of its
     /// last life's last cursor if its tombstone was kept (else 0).
     fn start(&mut self, topic: &str) -> (u64, u32) {
         let pred = self.tombstones.take(self.name(topic)).unwrap_or(0);
-        (self.epoch(topic), pred)
+        (self.epoch(topic, pred), pred)
     }
 
-    /// `topic` is forgotten: a life with events leaves the check of its last cursor, and its
-    /// next life must not reuse its epoch; one without events passes on its `pred`.
+    /// `topic` is forgotten: a life with events leaves the check of its last cursor; one
+    /// without passes on its `pred` (if it has none, its next life has its epoch anyway).
     fn forget(&mut self, topic: &str, t: &OwnedTopic) {
         if t.head > 0 {
-            let slot = self.slot(topic);
-            self.lives[slot] = self.lives[slot].wrapping_add(1);
             self.tombstones.put(self.name(topic), check(&self.hasher, topic, t.cursor(t.head)));
         } else if t.pred != 0 {
             self.tombstones.put(self.name(topic), t.pred);
@@ -715,6 +708,71 @@ mod tests {
         assert!(ack.gap.is_none(), "nothing was published since");
     }
 
+    /// Publishes one event to each of `n` topics named after `tag`, and forgets them all.
+    fn churn(o: &mut Owner, tag: &str, n: usize, at: Instant) {
+        let mut out = Vec::new();
+        for i in 0..n {
+            publish(o, &format!("{tag}{i}"), &mut out);
+        }
+        o.handle(ToOwner::Tick, at, &mut out);
+        assert!(o.topics.is_empty());
+    }
+
+    #[test]
+    fn an_empty_topic_forgotten_comes_back_where_it_was_whatever_was_forgotten_meanwhile() {
+        let (mut o, later) = forgetful();
+        let mut out = Vec::new();
+        let start = subscribe(&mut o, "empty", 1, None).head;
+        o.handle(ToOwner::Unsubscribe { topic: "empty".into(), worker: 1 }, later, &mut out);
+        assert!(o.topics.is_empty());
+        churn(&mut o, "other", 5_000, later);
+        let ack = subscribe(&mut o, "empty", 1, Some(start));
+        assert!(ack.gap.is_none(), "nothing was ever published to it");
+        assert_eq!(ack.head, start);
+        let first = publish(&mut o, "empty", &mut out);
+        assert_eq!(first, Cursor::new(start.epoch, 1));
+    }
+
+    #[test]
+    fn an_empty_life_after_a_forgotten_one_answers_for_both_of_their_cursors() {
+        let (mut o, later) = forgetful();
+        let mut out = Vec::new();
+        let last = publish(&mut o, "t", &mut out);
+        o.handle(ToOwner::Tick, later, &mut out);
+        let start = subscribe(&mut o, "t", 1, Some(last)).head;
+        assert_ne!(start.epoch, last.epoch);
+        o.handle(ToOwner::Unsubscribe { topic: "t".into(), worker: 1 }, later, &mut out);
+        churn(&mut o, "other", 5_000, later + Duration::from_secs(1));
+        for cursor in [start, last] {
+            let ack = subscribe(&mut o, "t", 1, Some(cursor));
+            assert!(ack.gap.is_none(), "{cursor}: nothing was published since");
+            assert_eq!(ack.head, start, "the same life again");
+        }
+        let next = publish(&mut o, "t", &mut out);
+        for cursor in [start, last] {
+            assert_eq!(cursors(&subscribe(&mut o, "t", 2, Some(cursor))), [next]);
+        }
+    }
+
+    #[test]
+    fn an_empty_topic_whose_tombstones_were_dropped_meanwhile_is_told_of_a_gap() {
+        let (mut o, later) = forgetful();
+        o.epochs.tombstones = Tombstones::new(4);
+        let mut out = Vec::new();
+        let last = publish(&mut o, "t", &mut out);
+        o.handle(ToOwner::Tick, later, &mut out);
+        let start = subscribe(&mut o, "t", 1, Some(last)).head;
+        o.handle(ToOwner::Unsubscribe { topic: "t".into(), worker: 1 }, later, &mut out);
+        churn(&mut o, "other", 20, later + Duration::from_secs(1));
+        let next = publish(&mut o, "t", &mut out);
+        assert_ne!(next.epoch, start.epoch, "never a position in a life that may have had events");
+        for cursor in [start, last] {
+            let ack = subscribe(&mut o, "t", 1, Some(cursor));
+            assert_eq!(missed(&ack), Some(&*cursor.to_string()), "its tombstone was dropped: a gap");
+            assert_eq!(cursors(&ack), [next]);
+        }
+    }
+
     #[test]
     fn a_forgotten_topic_without_its_tombstone_comes_back_with_a_new_epoch() {
         let (mut o, later) = forgetful();
@@ -878,7 +936,10 @@ mod tests {
         let ack = subscribe(&mut b, "b0", 1, Some(foreign));
         assert_eq!(missed(&ack), Some(&*foreign.to_string()), "another topic's cursor is a gap");
         assert_eq!(ack.replay.len(), 1, "then what history has");
-        assert_ne!(Owner::new(0, 100, &config).epochs.epoch("a0"), a.epochs.epoch("a0"), "another run");
+        for pred in [0, 7] {
+            let other_run = Owner::new(0, 100, &config).epochs.epoch("a0", pred);
+            assert_ne!(other_run, a.epochs.epoch("a0", pred), "another run");
+        }
     }
 
     #[test]
