@@ -84,8 +84,13 @@ fn sweep_period(ttl: Duration) -> Duration {
 /// the kernel (and at the first tick that forgets none).
 const TRIM_AFTER: usize = 1024;
 
-/// Tombstones kept per owner: 12 bytes each, so at most ~6 MiB per owner (a million forgotten
-/// topics on a node of two workers), against ~500 bytes for a topic kept alive.
+/// Fewer forgotten than this since the last trim are not worth a trim of their own when the
+/// wave ends: subscribers coming and going on topics of their own would have every tick trim.
+const TRIM_AT_END: usize = 64;
+
+/// Tombstones kept per owner before the oldest are dropped (a million forgotten topics on a
+/// node of two workers): 12 bytes each, at most ~9 MiB per owner with room for merging,
+/// against ~500 bytes for a topic kept alive.
 const TOMBSTONES: usize = 1 << 19;
 
 impl Epochs {
@@ -145,11 +150,12 @@ pub struct Owner {
     topics: Parts<OwnedTopic>,
     /// What `tenths` count from.
     started: Instant,
-    /// The part housekeeping visits next, when it last did, and topics forgotten since the
-    /// heap was last trimmed.
+    /// The part housekeeping visits next, when it last did, and topics forgotten (and whether
+    /// a part gave room back) since the heap was last trimmed.
     next_part: usize,
     last_sweep: Instant,
     forgotten_since_trim: usize,
+    room_given_back: bool,
     history: usize,
     history_ttl: Duration,
     /// Events held across this owner's rings (kept up to date, for the metrics gauge).
@@ -202,6 +208,7 @@ impl Owner {
             started: Instant::now(),
             last_sweep: Instant::now(),
             forgotten_since_trim: 0,
+            room_given_back: false,
             history: config.history,
             history_ttl: config.history_ttl,
             held: 0,
@@ -387,6 +394,8 @@ impl Owner {
                         self.epochs.forget(&topic, t);
                         self.topics.remove(&topic);
                         self.forgot(1, 1);
+                        // Given back at the next tick, as what housekeeping forgets is.
+                        self.forgotten_since_trim += 1;
                     }
                 }
             }
@@ -447,8 +456,13 @@ impl Owner {
         self.held_bytes -= expired_bytes;
         let swept = Instant::now();
         self.forgotten_since_trim += forgotten;
+        // A part that gave its room back (after subscribers left thousands of topics of their
+        // own, say) freed a table: given back at the first tick that forgets none.
+        self.room_given_back |= self.topics.take_shrunk();
         // Also when a wave of forgetting ends, so that its last few hundred give theirs back.
-        if self.forgotten_since_trim >= TRIM_AFTER || (forgotten == 0 && self.forgotten_since_trim > 0) {
+        let wave_ended = forgotten == 0 && (self.forgotten_since_trim >= TRIM_AT_END || self.room_given_back);
+        if self.forgotten_since_trim >= TRIM_AFTER || wave_ended {
+            self.room_given_back = false;
             self.forgotten_since_trim = 0;
             crate::sys::trim_heap();
         }
@@ -795,16 +809,19 @@ mod tests {
         let mut out = Vec::new();
         let a = publish(&mut o, "a", &mut out);
         o.handle(ToOwner::Tick, later, &mut out);
-        let b = publish(&mut o, "b", &mut out);
+        publish(&mut o, "b", &mut out);
         o.handle(ToOwner::Tick, later + Duration::from_secs(1), &mut out);
-        assert_eq!(o.epochs.tombstones.kept(), 1, "a's tombstone made room for b's");
+        assert_eq!(o.epochs.tombstones.kept(), 2, "two fit");
+        let c = publish(&mut o, "c", &mut out);
+        o.handle(ToOwner::Tick, later + Duration::from_secs(2), &mut out);
+        assert_eq!(o.epochs.tombstones.kept(), 1, "a's and b's tombstones made room for c's");
         let again = publish(&mut o, "a", &mut out);
         assert_ne!(again.epoch, a.epoch);
         let ack = subscribe(&mut o, "a", 0, Some(a));
         assert_eq!(missed(&ack), Some(&*a.to_string()), "a cursor of the old life is a gap");
         assert_eq!(cursors(&ack), [again], "never a position in the new");
-        let ack = subscribe(&mut o, "b", 0, Some(b));
-        assert!(ack.gap.is_none(), "b's tombstone was kept");
+        let ack = subscribe(&mut o, "c", 0, Some(c));
+        assert!(ack.gap.is_none(), "c's tombstone was kept");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const PARTS: usize = 64;
 pub struct Parts<V> {
     hasher: foldhash::quality::FixedState,
     parts: Box<[HashMap<Arc<str>, V>]>,
+    /// A part gave room back since `take_shrunk` last asked.
+    shrunk: bool,
 }
 
 impl<V> Parts<V> {
@@ -23,6 +25,7 @@ impl<V> Parts<V> {
             // Not the owner's other hashers' seed: the split is independent of the buckets.
             hasher: foldhash::quality::FixedState::with_seed(seed.rotate_left(32) ^ 0x0070_6172_7473),
             parts: (0..PARTS).map(|_| HashMap::default()).collect(),
+            shrunk: false,
         }
     }
 
@@ -72,8 +75,14 @@ impl<V> Parts<V> {
         // back on every forgetting.
         if part.capacity() > 4 * part.len() + 16 {
             part.shrink_to(2 * part.len());
+            self.shrunk = true;
         }
         before - part.len()
+    }
+
+    /// Whether a part gave room back since the last time this was asked.
+    pub fn take_shrunk(&mut self) -> bool {
+        std::mem::take(&mut self.shrunk)
     }
 }
 
