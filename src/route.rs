@@ -26,6 +26,8 @@ pub enum Route<'a> {
     EventSource(&'a str),
     /// Seed 003: `POST /admin/pause?delay_ms=N`.
     AdminPause,
+    /// `GET /topics/{topic}` (still percent-encoded): its subscribers and history.
+    TopicInfo(&'a str),
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -102,6 +104,11 @@ pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) ->
     if path == "/admin/pause" {
         return allow("POST", post, Route::AdminPause);
     }
+    if let Some(topic) = path.strip_prefix("/topics/")
+        && !topic.contains('/')
+    {
+        return allow("GET, HEAD", get, Route::TopicInfo(topic));
+    }
     Route::NotFound
 }
 
@@ -118,6 +125,14 @@ mod tests {
         assert_eq!(route(&Method::Get, "/api/events", None), Route::NotFound);
         assert_eq!(route(&Method::Get, "/eventsource/a,b", None), Route::EventSource("a,b"));
         assert_eq!(route(&Method::Get, "/admin/pause", None), Route::MethodNotAllowed("POST"));
+    }
+
+    #[test]
+    fn topic_information() {
+        assert_eq!(route(&Method::Get, "/topics/a", None), Route::TopicInfo("a"));
+        assert_eq!(route(&Method::Head, "/topics/a%3Ab", None), Route::TopicInfo("a%3Ab"));
+        assert_eq!(route(&Method::Post, "/topics/a", None), Route::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(route(&Method::Get, "/topics/a/presence", None), Route::NotFound, "not yet");
     }
 
     #[test]

@@ -445,6 +445,33 @@ fn publish_needs_the_key_when_one_is_set() {
 }
 
 #[test]
+fn topic_information_needs_the_right_to_publish_to_the_topic() {
+    each_driver(2, &["--jwt-secret", SECRET, "--publish-key", KEY], |s| {
+        let info = |topic: &str, extra: &[&str]| {
+            let mut raw = format!("GET /topics/{topic} HTTP/1.1\r\nHost: t\r\n");
+            for h in extra {
+                raw.push_str(&format!("{h}\r\n"));
+            }
+            request(s, &format!("{raw}\r\n"))
+        };
+        let key = format!("Authorization: Bearer {KEY}");
+        assert_json_error(&info("t", &[]), 401);
+        assert_json_error(&info("t", &["Authorization: Bearer nope"]), 403);
+        assert_eq!(info("t", &[&key]).status, 200);
+        let tok = jwt(json!({"sub": "9", "publish": ["news:*"]}));
+        let bearer = format!("Authorization: Bearer {tok}");
+        assert_eq!(info("news:1", &[&bearer]).status, 200);
+        assert_json_error_at(&info("other", &[&bearer]), 403, "/topic", "a topic the token may not publish to");
+        // A subscriber's token (no publish claim) learns nothing either.
+        let reader = format!("Authorization: Bearer {}", jwt(json!({"sub": "9"})));
+        assert_json_error(&info("user:9", &[&reader]), 403);
+        assert_json_error_at(&info("bad%20topic", &[&key]), 400, "/topic", "a bad topic");
+        let r = request(s, "POST /topics/t HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")), "{}", r.text());
+    });
+}
+
+#[test]
 fn jwt_publish_claims_cover_their_topics_only() {
     each_driver(2, &["--jwt-secret", SECRET, "--publish-key", KEY], |s| {
         let tok = jwt(json!({"sub": "9", "publish": ["news:*", "alerts"]}));

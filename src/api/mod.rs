@@ -4,6 +4,7 @@
 pub mod ctx;
 pub mod publish;
 pub mod subscribe;
+pub mod topics;
 pub mod ws;
 
 use crate::proto::http1::{Response, Status};

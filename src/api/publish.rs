@@ -256,13 +256,17 @@ pub enum NotPrepared {
     Invalid(Response),
 }
 
-/// Validates the head of a `POST /pub/{topic}`: rights, topic and type.
-pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepared, NotPrepared> {
-    let topic = || match percent_decode(raw_topic, false) {
+/// The topic a path names (`raw`, still percent-encoded), or the 400 for a bad one.
+pub fn path_topic(raw: &str) -> Result<Arc<str>, Response> {
+    match percent_decode(raw, false) {
         Some(t) if valid_topic(&t) => Ok(Arc::from(&*t)),
         _ => Err(bad_request("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", "/topic")),
-    };
-    let mut prepared = prepare_for(ctx, head, topic, "/topic")?;
+    }
+}
+
+/// Validates the head of a `POST /pub/{topic}`: rights, topic and type.
+pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepared, NotPrepared> {
+    let mut prepared = prepare_for(ctx, head, || path_topic(raw_topic), "/topic")?;
     prepared.kind = match param(head.query(), "type") {
         Some(Ok(t)) if valid_type(&t) => Some(t.into()),
         Some(_) => {

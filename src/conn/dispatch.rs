@@ -56,6 +56,7 @@ pub fn admit(ctx: &Ctx, head: &RequestHead, route: &Route<'_>) -> Result<Admitte
         Route::WaveEvents(token) if post => Decided::one(seeds::wave::prepare(ctx, head, token))?,
         Route::MemberEvents if post => Decided::one(seeds::member::prepare(ctx, head))?,
         Route::AdminPause => Decided::Publisher(seeds::push::admit_pause(ctx, head)?),
+        Route::TopicInfo(raw) => Decided::one(api::topics::prepare(ctx, head, raw))?,
         _ => Decided::Nothing,
     };
     let limit = route.body_limit(&head.method, ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
@@ -221,6 +222,10 @@ pub async fn dispatch(
             let req = seeds::push::subscribe(ctx, head, types)?;
             return stream(req, cors);
         }
+        Route::TopicInfo(_) => match decided {
+            Decided::One(prepared) => api::topics::info(ctx, prepared.topic).await,
+            _ => Response::error(Status::Internal, "request not admitted", "/"),
+        },
         Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),
         Route::MethodNotAllowed(allow) => {
             Response::error(Status::MethodNotAllowed, &format!("method not allowed; allowed: {allow}"), "/method")

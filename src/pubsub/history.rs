@@ -99,6 +99,11 @@ impl History {
         self.held.as_ref().map_or(0, |h| h.ring.len())
     }
 
+    /// The bytes of the data of the events held (what a client would receive as `data`).
+    pub fn data_bytes(&self) -> usize {
+        self.frames().map(|f| f.data.len()).sum()
+    }
+
     /// What the events held cost, in bytes.
     pub fn bytes(&self) -> usize {
         self.held.as_ref().map_or(0, |h| h.bytes)

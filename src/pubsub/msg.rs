@@ -7,6 +7,7 @@ use bytes::Bytes;
 use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
 use crate::keys::{PublishKey, SubscriptionKey};
+use crate::pubsub::probe::ProbePart;
 
 /// Where a reply goes: a worker, the key of the slot there that waits for it (`PublishKey`
 /// for a publish, `SubscriptionKey` for a subscription), and an index within it (a batch line, a
@@ -42,6 +43,8 @@ pub enum ToOwner {
     Unsubscribe { topic: Arc<str>, worker: u16 },
     /// Periodic housekeeping: expire history by TTL, forget idle topics.
     Tick,
+    /// Write `topic`'s newest cursor and what its history holds into `part` (`GET /topics`).
+    Describe { topic: Arc<str>, part: ProbePart },
 }
 
 /// Work for a worker hosting subscribers.
@@ -56,6 +59,8 @@ pub enum ToWorker {
     /// Shed every stream that may be shed and whose groups are not in `except`: tell it to
     /// come back in `delay_ms`, and close it (load shedding, maintenance).
     Shed { delay_ms: u64, except: Arc<[String]> },
+    /// Count `topic`'s subscribers here, by transport, into `part` (`GET /topics`).
+    Count { topic: Arc<str>, part: ProbePart },
 }
 
 /// A resume history could not cover.

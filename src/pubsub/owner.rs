@@ -400,6 +400,16 @@ impl Owner {
                 }
             }
             ToOwner::Tick => self.housekeep(now),
+            ToOwner::Describe { topic, part } => {
+                // Only looked at: asking about a topic does not make it.
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    let before_bytes = t.history.bytes();
+                    self.held -= t.history.expire(now, self.history_ttl);
+                    self.held_bytes -= before_bytes - t.history.bytes();
+                    let head = (t.head > 0).then(|| t.cursor(t.head));
+                    part.describe(head, t.history.len(), t.history.data_bytes());
+                }
+            }
         }
     }
 
@@ -542,6 +552,7 @@ mod tests {
     use super::*;
     use crate::keys::Key;
     use crate::pubsub::msg::ReplyTo;
+    use crate::pubsub::probe::{Answer, TopicProbe};
     use bytes::Bytes;
 
     #[test]
@@ -745,6 +756,27 @@ mod tests {
         let gaps: Vec<usize> =
             (0..n).filter(|&i| subscribe(&mut o, &format!("t{i}"), 1, Some(last[i])).gap.is_some()).collect();
         assert!(gaps.is_empty(), "{} false gaps, e.g. t{}", gaps.len(), gaps[0]);
+    }
+
+    #[test]
+    fn describing_a_topic_expires_its_history_first_and_never_makes_one() {
+        let (mut o, later) = forgetful();
+        let mut out = Vec::new();
+        let describe = |o: &mut Owner, topic: &str, at: Instant| {
+            let (probe, mut parts) = TopicProbe::new(1);
+            let part = parts.pop().expect("one part");
+            o.handle(ToOwner::Describe { topic: topic.into(), part }, at, &mut Vec::new());
+            probe.answered_now().expect("the owner let go of its part")
+        };
+        assert_eq!(describe(&mut o, "none", later), Answer::default());
+        assert!(o.topics.is_empty(), "asking made nothing");
+        publish(&mut o, "t", &mut out);
+        let last = publish(&mut o, "t", &mut out);
+        let now = describe(&mut o, "t", Instant::now());
+        assert_eq!((now.head, now.events), (Some(last), 2));
+        let expired = describe(&mut o, "t", later);
+        assert_eq!((expired.head, expired.events, expired.bytes), (Some(last), 0, 0), "past the TTL");
+        assert_eq!(o.stats().history_events, 0, "and counted as expired");
     }
 
     #[test]

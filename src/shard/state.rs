@@ -34,6 +34,7 @@ use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::proto::ws::frame::close_frame;
 use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::probe::{ProbePart, Via};
 use crate::pubsub::topic::{owner_of, shrink_if_sparse};
 use crate::shard::conn::{Conn, ConnKey, Notices, Phase, TOO_MANY_TOPICS};
 use crate::shard::outbox::Flushed;
@@ -492,6 +493,24 @@ impl Shard {
             ToWorker::Published { reply, cursor } => self.on_published(reply.key, reply.index as usize, cursor),
             ToWorker::Subscribed(ack) => self.on_subscribed(*ack),
             ToWorker::Shed { delay_ms, except } => self.shed(delay_ms, &except),
+            ToWorker::Count { topic, part } => self.count(&topic, &part),
+        }
+    }
+
+    /// Counts the subscribers of `topic` here by transport: a walk over its subscribers when
+    /// asked, so nothing is counted on subscribing, leaving or delivering.
+    fn count(&self, topic: &str, part: &ProbePart) {
+        let Some(t) = self.topics.get(topic) else { return };
+        let mut by_via = [0; 3];
+        for (token, _) in t.subs.iter() {
+            let key = ConnKey::from_token(token);
+            let conn = self.conns.get(key.index as usize).filter(|c| c.generation() == key.generation);
+            if let Some(sub) = conn.and_then(|c| c.sub.as_ref()) {
+                by_via[sub.delivery.via() as usize] += 1;
+            }
+        }
+        for (via, n) in [Via::Sse, Via::Ws, Via::Poll].into_iter().zip(by_via) {
+            part.count(via, n);
         }
     }
 

@@ -13,6 +13,7 @@ use crate::clock::Stamp;
 use crate::cursor::Cursor;
 use crate::frames::Frame;
 use crate::proto::{longpoll, sse, ws};
+use crate::pubsub::probe::Via;
 use crate::shard::outbox::Outbox;
 use crate::shard::subscribers::Subscribers;
 
@@ -29,6 +30,17 @@ pub enum Delivery {
     /// A WebSocket that is sent each event's data alone, as it is: no JSON envelope, no id
     /// (for clients that take the publisher's own message format).
     WsData,
+}
+
+impl Delivery {
+    /// The transport `GET /topics/{topic}` counts this subscriber under.
+    pub fn via(&self) -> Via {
+        match self {
+            Delivery::Sse { .. } => Via::Sse,
+            Delivery::Ws | Delivery::WsData => Via::Ws,
+            Delivery::Held(_) => Via::Poll,
+        }
+    }
 }
 
 /// What a held long-poll has collected. Inline in the subscription, not boxed: a box made

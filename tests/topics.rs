@@ -1,0 +1,94 @@
+//! Topic information (API.md §9): `GET /topics/{topic}` counts a topic's subscribers by
+//! transport across workers, gives its newest cursor and what its history holds, and never
+//! makes the topic. Its rights are checked in tests/auth.rs.
+mod common;
+
+use common::ws::ws_with;
+use common::*;
+use serde_json::{Value, json};
+use std::io::Write;
+
+fn info(s: &Server, topic: &str, extra: &[&str]) -> Response {
+    let mut raw = format!("GET /topics/{topic} HTTP/1.1\r\nHost: t\r\n");
+    for h in extra {
+        raw.push_str(h);
+        raw.push_str("\r\n");
+    }
+    raw.push_str("\r\n");
+    request(s, &raw)
+}
+
+fn info_ok(s: &Server, topic: &str) -> Value {
+    let r = info(s, topic, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// (sse, ws, poll) and their sum, as the answer gives them.
+fn counts(v: &Value) -> (u64, u64, u64) {
+    let by = &v["by_transport"];
+    let n = |k: &str| by[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let c = (n("sse"), n("ws"), n("poll"));
+    assert_eq!(v["subscribers"].as_u64(), Some(c.0 + c.1 + c.2), "{v}");
+    c
+}
+
+#[test]
+fn an_unknown_topic_is_zeros_and_asking_does_not_make_it() {
+    each_driver(2, &[], |s| {
+        let v = info_ok(s, "nobody");
+        assert_eq!(
+            v,
+            json!({"topic": "nobody", "subscribers": 0, "by_transport": {"sse": 0, "ws": 0, "poll": 0},
+                   "last_event_id": null, "history": {"events": 0, "bytes": 0}})
+        );
+        assert_eq!(metric(s, "herald_topics"), 0.0, "asking made no topic");
+        let decoded = info_ok(s, "a%3Ab");
+        assert_eq!(decoded["topic"], "a:b", "the path is percent-decoded");
+    });
+}
+
+#[test]
+fn history_and_the_newest_cursor() {
+    each_driver(2, &["--history", "2"], |s| {
+        publish_ok(s, "kept", "one");
+        publish_ok(s, "kept", "two");
+        let last = publish_ok(s, "kept", "three!");
+        let v = info_ok(s, "kept");
+        assert_eq!(v["last_event_id"], last.as_str());
+        assert_eq!(v["history"], json!({"events": 2, "bytes": 9}), "the two newest: data bytes");
+        assert_eq!(counts(&v), (0, 0, 0));
+    });
+}
+
+#[test]
+fn subscribers_are_counted_by_transport_across_workers_and_leave() {
+    each_driver(2, &[], |s| {
+        // Enough connections that both workers host some.
+        let sse: Vec<SseClient> = (0..6).map(|_| SseClient::open(s, "/sub/watched", &[])).collect();
+        let workers: std::collections::HashSet<String> =
+            sse.iter().filter_map(|c| c.header("herald-worker").map(str::to_string)).collect();
+        let ws: Vec<_> = (0..4).map(|_| ws_with(s, "/sub/watched", &[])).collect();
+        let mut polls: Vec<_> = (0..3)
+            .map(|_| {
+                let mut c = s.connect();
+                c.write_all(b"GET /sub/watched?timeout=60 HTTP/1.1\r\nHost: t\r\n\r\n").expect("poll");
+                c
+            })
+            .collect();
+        // An SSE stream's head comes after it is registered: those are counted at once.
+        assert_eq!(counts(&info_ok(s, "watched")).0, 6, "workers hosting streams: {workers:?}");
+        wait_until("every subscriber counted", || counts(&info_ok(s, "watched")) == (6, 4, 3));
+        // A held poll is answered by an event and counts no more; the streams stay.
+        publish_ok(s, "watched", "x");
+        for c in polls.iter_mut() {
+            let r = read_response(c).expect("poll answer");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        wait_until("the answered polls to leave", || counts(&info_ok(s, "watched")) == (6, 4, 0));
+        drop(sse);
+        wait_until("the streams to leave", || counts(&info_ok(s, "watched")) == (0, 4, 0));
+        drop(ws);
+        wait_until("the WebSockets to leave", || counts(&info_ok(s, "watched")) == (0, 0, 0));
+    });
+}
