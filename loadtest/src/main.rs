@@ -22,6 +22,7 @@
 mod coldstart;
 mod conn;
 mod floor;
+mod occupancy;
 mod procstat;
 mod publisher;
 mod report;
@@ -277,6 +278,32 @@ async fn open_subscribers(
 const CDF_QUANTILES: [f64; 16] =
     [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0];
 
+/// Checks the server's count of subscribers against the harness's at the end of a scenario
+/// (`occupancy::check`): every subscriber on the one topic, or, one topic each, the first 100
+/// topics with one subscriber each. Not checked where the harness cannot know the answer: a
+/// subscribe path that names no topic, subscribers that failed (which ones is not kept), or
+/// long-polls (counted only while held).
+async fn occupancy_check(c: &Common, targeted: bool, connected: usize, failures: usize) -> Value {
+    let why = if !c.sub_path.contains("{topic}") {
+        Some("the subscribe path names no topic")
+    } else if c.transport == Transport::Longpoll {
+        Some("long-polls are counted only while held")
+    } else if failures > 0 {
+        Some("some subscribers failed to connect")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return json!({"checked": false, "why": why});
+    }
+    let expected: Vec<(String, u64)> = if targeted {
+        (0..connected.min(100)).map(|k| (topic_of(k, true), 1)).collect()
+    } else {
+        vec![(topic_of(0, false), connected as u64)]
+    };
+    occupancy::check(c.addr, &c.pub_header, &expected).await
+}
+
 fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Value {
     let ms = |v: u64| v as f64 / 1000.0;
     json!({
@@ -340,6 +367,8 @@ async fn idle(c: Common) -> String {
     open_subscribers(&c, &rec, c.sub_path.contains("{i}"), &stop).await;
     tokio::time::sleep(Duration::from_secs_f64(c.hold)).await;
     let after = c.server_pid.and_then(procstat::rss_kib);
+    let (connected, failures) = (rec.borrow().connected, rec.borrow().failures);
+    let occupancy = occupancy_check(&c, c.sub_path.contains("{i}"), connected, failures).await;
     let r = rec.borrow();
     let per = match (before, after) {
         (Some(b), Some(a)) => Some((a.saturating_sub(b) * 1024) as f64 / r.connected.max(1) as f64),
@@ -356,7 +385,8 @@ async fn idle(c: Common) -> String {
     finish(
         json!({"scenario": "idle", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "connections": r.connected, "failures": r.failures,
-               "rss_before_kib": before, "rss_after_kib": after, "rss_bytes_per_conn": per}),
+               "rss_before_kib": before, "rss_after_kib": after, "rss_bytes_per_conn": per,
+               "occupancy": occupancy}),
         None,
         started,
     )
@@ -420,6 +450,8 @@ async fn delivery(c: Common, targeted: bool) -> String {
     let cpu_server_secs = procstat::used(cpu_server, c.server_pid.and_then(|p| procstat::cpu_secs(Some(p))));
     let cpu_server = cpu_server_secs.map(|s| s / wall.max(1e-9));
     let cpu_client = procstat::share(cpu_client, procstat::cpu_secs(None), wall);
+    let (connected, failures) = (rec.borrow().connected, rec.borrow().failures);
+    let occupancy = occupancy_check(&c, targeted, connected, failures).await;
     let _ = stop_tx.send(u64::MAX);
     let r = rec.borrow();
     let received: u64 = r.subs.iter().map(|s| s.received).sum();
@@ -454,7 +486,7 @@ async fn delivery(c: Common, targeted: bool) -> String {
                "expected": expected, "received": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
                "deliveries_per_sec": rate, "delivery_secs": span, "latency": lat, "server_cpu": cpu_server,
                "server_rss_kib": c.server_pid.and_then(procstat::rss_kib), "complete": drained,
-               "pub_connections": c.pub_connections, "window": c.window});
+               "pub_connections": c.pub_connections, "window": c.window, "occupancy": occupancy});
     publish_figures(&mut report, &published, cpu_server_secs, Some(received));
     finish(report, cpu_client, started)
 }

@@ -212,12 +212,8 @@ async fn forgotten(a: &Args) -> Option<bool> {
 
 /// The sum of `herald_topics` over the workers, if the server exposes it.
 async fn topics_gauge(addr: SocketAddr) -> Option<u64> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n").await.ok()?;
-    let mut text = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut text)).await.ok()?.ok()?;
-    let text = String::from_utf8_lossy(&text);
-    if !text.starts_with("HTTP/1.1 200") {
+    let (status, text) = crate::occupancy::get(addr, "/metrics", &[]).await?;
+    if status != 200 {
         return None;
     }
     let values: Vec<f64> = text
