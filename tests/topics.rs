@@ -92,3 +92,41 @@ fn subscribers_are_counted_by_transport_across_workers_and_leave() {
         wait_until("the WebSockets to leave", || counts(&info_ok(s, "watched")) == (0, 0, 0));
     });
 }
+
+#[test]
+fn counts_are_exact_after_a_thousand_connects_and_disconnects_across_transports() {
+    each_driver(2, &[], |s| {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let (mut sse, mut ws, mut polls) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..1000 {
+            match i % 3 {
+                0 => sse.push(SseClient::open(s, "/sub/churn", &[])),
+                1 => ws.push(ws_with(s, "/sub/churn", &[])),
+                _ => {
+                    let mut c = s.connect();
+                    c.write_all(b"GET /sub/churn?timeout=120 HTTP/1.1\r\nHost: t\r\n\r\n").expect("poll");
+                    polls.push(c);
+                }
+            }
+            // About one in three leaves again, of any transport, in any order.
+            if next() % 3 == 0 {
+                match next() % 3 {
+                    0 if !sse.is_empty() => drop(sse.swap_remove(next() % sse.len())),
+                    1 if !ws.is_empty() => drop(ws.swap_remove(next() % ws.len())),
+                    _ if !polls.is_empty() => drop(polls.swap_remove(next() % polls.len())),
+                    _ => {}
+                }
+            }
+        }
+        let held = (sse.len() as u64, ws.len() as u64, polls.len() as u64);
+        wait_until("the counts to equal what is held open", || counts(&info_ok(s, "churn")) == held);
+        drop((sse, ws, polls));
+        wait_until("every subscriber to be gone", || counts(&info_ok(s, "churn")) == (0, 0, 0));
+    });
+}
