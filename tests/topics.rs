@@ -62,6 +62,17 @@ fn history_and_the_newest_cursor() {
 }
 
 #[test]
+fn a_forgotten_topic_has_no_newest_cursor() {
+    each_driver(2, &["--history-ttl", "0.5"], |s| {
+        let last = publish_ok(s, "brief", "x");
+        assert_eq!(info_ok(s, "brief")["last_event_id"], last.as_str());
+        wait_until("the topic to be forgotten", || metric(s, "herald_topics") == 0.0);
+        let v = info_ok(s, "brief");
+        assert_eq!((&v["last_event_id"], &v["history"]["events"]), (&Value::Null, &json!(0)), "{v}");
+    });
+}
+
+#[test]
 fn subscribers_are_counted_by_transport_across_workers_and_leave() {
     each_driver(2, &[], |s| {
         // Enough connections that both workers host some.
