@@ -28,6 +28,8 @@ pub enum Route<'a> {
     AdminPause,
     /// `GET /topics/{topic}` (still percent-encoded): its subscribers and history.
     TopicInfo(&'a str),
+    /// `GET /topics?prefix=…`: the topics with subscribers or history, a page at a time.
+    TopicList,
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -104,6 +106,9 @@ pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) ->
     if path == "/admin/pause" {
         return allow("POST", post, Route::AdminPause);
     }
+    if path == "/topics" {
+        return allow("GET, HEAD", get, Route::TopicList);
+    }
     if let Some(topic) = path.strip_prefix("/topics/")
         && !topic.contains('/')
     {
@@ -133,6 +138,8 @@ mod tests {
         assert_eq!(route(&Method::Head, "/topics/a%3Ab", None), Route::TopicInfo("a%3Ab"));
         assert_eq!(route(&Method::Post, "/topics/a", None), Route::MethodNotAllowed("GET, HEAD"));
         assert_eq!(route(&Method::Get, "/topics/a/presence", None), Route::NotFound, "not yet");
+        assert_eq!(route(&Method::Get, "/topics", None), Route::TopicList);
+        assert_eq!(route(&Method::Delete, "/topics", None), Route::MethodNotAllowed("GET, HEAD"));
     }
 
     #[test]

@@ -468,6 +468,23 @@ fn topic_information_needs_the_right_to_publish_to_the_topic() {
         assert_json_error_at(&info("bad%20topic", &[&key]), 400, "/topic", "a bad topic");
         let r = request(s, "POST /topics/t HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
         assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")), "{}", r.text());
+        // A listing names only the topics its asker may publish to.
+        for t in ["news:1", "other", "user:9"] {
+            assert_eq!(post(s, &format!("/pub/{t}"), &[&key], None, "x").status, 200);
+        }
+        let list = |extra: &str| {
+            let r = request(s, &format!("GET /topics HTTP/1.1\r\nHost: t\r\n{extra}\r\n"));
+            let names: Vec<String> = r.json()["topics"]
+                .as_array()
+                .map(|a| a.iter().map(|t| t["topic"].as_str().unwrap_or("").to_string()).collect())
+                .unwrap_or_default();
+            (r.status, names)
+        };
+        assert_eq!(list(&format!("{key}\r\n")), (200, vec!["news:1".into(), "other".into(), "user:9".into()]));
+        assert_eq!(list(&format!("{bearer}\r\n")), (200, vec!["news:1".to_string()]));
+        assert_eq!(list(&format!("{reader}\r\n")).0, 403, "no publish claim: no listing");
+        assert_eq!(list("").0, 401);
+        assert_eq!(list("Authorization: Bearer nope\r\n").0, 403);
     });
 }
 

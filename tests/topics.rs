@@ -141,3 +141,60 @@ fn counts_are_exact_after_a_thousand_connects_and_disconnects_across_transports(
         wait_until("every subscriber to be gone", || counts(&info_ok(s, "churn")) == (0, 0, 0));
     });
 }
+
+/// Every page of `GET /topics?{query}` followed to the end: (topic, subscribers) in order.
+fn list_all(s: &Server, query: &str, limit: usize) -> Vec<(String, u64)> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..1000 {
+        let from = after.as_ref().map(|a| format!("&after={}", pct(a))).unwrap_or_default();
+        let r = request(s, &format!("GET /topics?{query}&limit={limit}{from} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        let page = v["topics"].as_array().unwrap_or_else(|| panic!("{v}"));
+        assert!(page.len() <= limit, "{v}");
+        all.extend(
+            page.iter()
+                .map(|t| (t["topic"].as_str().unwrap_or("").to_string(), t["subscribers"].as_u64().unwrap_or(0))),
+        );
+        match v["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return all,
+        }
+    }
+    panic!("no last page after 1000 pages");
+}
+
+#[test]
+fn topics_are_listed_by_name_a_page_at_a_time_with_their_subscribers() {
+    each_driver(2, &[], |s| {
+        for t in ["news:3", "news:1", "sport:1", "news:5", "news:2", "news:4"] {
+            publish_ok(s, t, "x");
+        }
+        let _watching = [SseClient::open(s, "/sub/news:2,quiet", &[]), SseClient::open(s, "/sub/quiet", &[])];
+        // A topic named only by a subscriber who left is not kept, so not listed.
+        drop(SseClient::open(s, "/sub/gone", &[]));
+        let news: Vec<(String, u64)> = (1..=5).map(|i| (format!("news:{i}"), u64::from(i == 2))).collect();
+        wait_until("the lists to settle", || list_all(s, "prefix=news:", 2) == news);
+        assert_eq!(list_all(s, "prefix=news:", 1000), news, "one page");
+        let everything = list_all(s, "prefix=", 3);
+        let names: Vec<&str> = everything.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["news:1", "news:2", "news:3", "news:4", "news:5", "quiet", "sport:1"]);
+        assert_eq!(everything[5], ("quiet".to_string(), 2), "topics with subscribers and no history are listed");
+        let v = request(s, "GET /topics?prefix=zzz HTTP/1.1\r\nHost: t\r\n\r\n").json();
+        assert_eq!(v, json!({"topics": [], "next": null}));
+        for (query, path) in [
+            ("limit=0", "/query/limit"),
+            ("limit=1001", "/query/limit"),
+            ("limit=x", "/query/limit"),
+            ("after=bad%20name", "/query/after"),
+            ("prefix=%zz", "/query/prefix"),
+        ] {
+            let r = request(s, &format!("GET /topics?{query} HTTP/1.1\r\nHost: t\r\n\r\n"));
+            assert_json_error_at(&r, 400, path, query);
+        }
+        let long = "p".repeat(129);
+        let r = request(s, &format!("GET /topics?prefix={long} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_json_error_at(&r, 400, "/query/prefix", "a prefix longer than a topic");
+    });
+}

@@ -163,6 +163,14 @@ impl Publisher {
         }
     }
 
+    /// May publish to some topic: a token without a `publish` claim may not.
+    pub fn may_publish_somewhere(&self) -> bool {
+        match self {
+            Publisher::Trusted => true,
+            Publisher::Token(c) => !c.publish.is_empty(),
+        }
+    }
+
     /// May act on every topic at once (`/admin/pause`): the publish key (or loopback when no
     /// key is set), or a token whose `publish` claim is `*`.
     pub fn may_administer(&self) -> bool {

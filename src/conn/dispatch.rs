@@ -57,6 +57,7 @@ pub fn admit(ctx: &Ctx, head: &RequestHead, route: &Route<'_>) -> Result<Admitte
         Route::MemberEvents if post => Decided::one(seeds::member::prepare(ctx, head))?,
         Route::AdminPause => Decided::Publisher(seeds::push::admit_pause(ctx, head)?),
         Route::TopicInfo(raw) => Decided::one(api::topics::prepare(ctx, head, raw))?,
+        Route::TopicList => Decided::Publisher(api::topics::admit_list(ctx, head)?),
         _ => Decided::Nothing,
     };
     let limit = route.body_limit(&head.method, ctx.config.max_event_bytes, ctx.config.max_batch_bytes);
@@ -224,6 +225,10 @@ pub async fn dispatch(
         }
         Route::TopicInfo(_) => match decided {
             Decided::One(prepared) => api::topics::info(ctx, prepared.topic).await,
+            _ => Response::error(Status::Internal, "request not admitted", "/"),
+        },
+        Route::TopicList => match decided {
+            Decided::Publisher(who) => api::topics::list(ctx, head, &who).await,
             _ => Response::error(Status::Internal, "request not admitted", "/"),
         },
         Route::NotFound => Response::error(Status::NotFound, &format!("no route for {path}"), "/path"),

@@ -45,6 +45,9 @@ pub enum ToOwner {
     Tick,
     /// Write `topic`'s newest cursor and what its history holds into `part` (`GET /topics`).
     Describe { topic: Arc<str>, part: ProbePart },
+    /// List into `part` the first `limit` names, by name, of the topics here that start with
+    /// `prefix`, come after `after`, and have subscribers or history (`GET /topics?prefix=`).
+    List { prefix: Box<str>, after: Option<Box<str>>, limit: usize, part: ProbePart },
 }
 
 /// Work for a worker hosting subscribers.
@@ -59,8 +62,9 @@ pub enum ToWorker {
     /// Shed every stream that may be shed and whose groups are not in `except`: tell it to
     /// come back in `delay_ms`, and close it (load shedding, maintenance).
     Shed { delay_ms: u64, except: Arc<[String]> },
-    /// Count `topic`'s subscribers here, by transport, into `part` (`GET /topics`).
-    Count { topic: Arc<str>, part: ProbePart },
+    /// Count the subscribers here of each of `topics`, by transport, into `part` (`GET
+    /// /topics`).
+    Count { topics: Arc<[Arc<str>]>, part: ProbePart },
 }
 
 /// A resume history could not cover.

@@ -56,6 +56,10 @@ impl<V> Parts<V> {
         self.parts.iter().all(|p| p.is_empty())
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V)> {
+        self.parts.iter().flat_map(|p| p.iter())
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.parts.iter().flat_map(|p| p.values())
     }

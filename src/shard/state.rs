@@ -493,13 +493,18 @@ impl Shard {
             ToWorker::Published { reply, cursor } => self.on_published(reply.key, reply.index as usize, cursor),
             ToWorker::Subscribed(ack) => self.on_subscribed(*ack),
             ToWorker::Shed { delay_ms, except } => self.shed(delay_ms, &except),
-            ToWorker::Count { topic, part } => self.count(&topic, &part),
+            ToWorker::Count { topics, part } => {
+                for (i, topic) in topics.iter().enumerate() {
+                    self.count(i, topic, &part);
+                }
+            }
         }
     }
 
-    /// Counts the subscribers of `topic` here by transport: a walk over its subscribers when
-    /// asked, so nothing is counted on subscribing, leaving or delivering.
-    fn count(&self, topic: &str, part: &ProbePart) {
+    /// Counts the subscribers of `topic` (the `i`-th asked about) here by transport: a walk
+    /// over its subscribers when asked, so nothing is counted on subscribing, leaving or
+    /// delivering.
+    fn count(&self, i: usize, topic: &str, part: &ProbePart) {
         let Some(t) = self.topics.get(topic) else { return };
         let mut by_via = [0; 3];
         for (token, _) in t.subs.iter() {
@@ -510,7 +515,7 @@ impl Shard {
             }
         }
         for (via, n) in [Via::Sse, Via::Ws, Via::Poll].into_iter().zip(by_via) {
-            part.count(via, n);
+            part.count(i, via, n);
         }
     }
 
