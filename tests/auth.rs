@@ -483,6 +483,25 @@ fn topic_information_needs_the_right_to_publish_to_the_topic() {
         assert_eq!(list(&format!("{key}\r\n")), (200, vec!["news:1".into(), "other".into(), "user:9".into()]));
         assert_eq!(list(&format!("{bearer}\r\n")), (200, vec!["news:1".to_string()]));
         assert_eq!(list(&format!("{reader}\r\n")).0, 403, "no publish claim: no listing");
+        let empty = format!("Authorization: Bearer {}", jwt(json!({"sub": "9", "publish": [""]})));
+        assert_eq!(list(&format!("{empty}\r\n")).0, 403, "a claim that covers no topic: no listing");
+        // Paging one at a time, `next` never names a topic outside the claim (an outside
+        // test's reproducer: it named every other topic, private ones too).
+        let mut after = String::new();
+        for _ in 0..10 {
+            let r = request(s, &format!("GET /topics?limit=1{after} HTTP/1.1\r\nHost: t\r\n{bearer}\r\n\r\n"));
+            let v = r.json();
+            for t in v["topics"].as_array().into_iter().flatten() {
+                assert_eq!(t["topic"], "news:1", "{v}");
+            }
+            match v["next"].as_str() {
+                Some(next) => {
+                    assert!(next.starts_with("news:"), "next names a topic outside the claim: {v}");
+                    after = format!("&after={next}");
+                }
+                None => break,
+            }
+        }
         assert_eq!(list("").0, 401);
         assert_eq!(list("Authorization: Bearer nope\r\n").0, 403);
     });

@@ -189,6 +189,8 @@ fn topics_are_listed_by_name_a_page_at_a_time_with_their_subscribers() {
             ("limit=x", "/query/limit"),
             ("after=bad%20name", "/query/after"),
             ("prefix=%zz", "/query/prefix"),
+            ("prefix=a%2Fb", "/query/prefix"),
+            ("prefix=a%20b", "/query/prefix"),
         ] {
             let r = request(s, &format!("GET /topics?{query} HTTP/1.1\r\nHost: t\r\n\r\n"));
             assert_json_error_at(&r, 400, path, query);

@@ -167,7 +167,7 @@ impl Publisher {
     pub fn may_publish_somewhere(&self) -> bool {
         match self {
             Publisher::Trusted => true,
-            Publisher::Token(c) => !c.publish.is_empty(),
+            Publisher::Token(c) => c.publish.iter().any(|p| !p.is_empty()),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::api::ctx::Ctx;
 use crate::api::publish::{NotPrepared, Prepared, Publisher, check_rights, path_topic, prepare_for};
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::param;
-use crate::pubsub::msg::{ToOwner, ToWorker};
+use crate::pubsub::msg::{Shows, ToOwner, ToWorker};
 use crate::pubsub::probe::TopicProbe;
 use crate::pubsub::topic::{owner_of, valid_topic};
 
@@ -74,8 +74,8 @@ pub async fn info(ctx: &Ctx, topic: Arc<str>) -> Response {
 
 /// `GET /topics?prefix=P&limit=N&after=T` (rights checked at admission): every owner lists its
 /// first `limit` names after `after`; the first `limit` of all of them are the page, counted
-/// by every worker. `next` is where the following page starts, null after the last one. A
-/// page holds fewer than `limit` when some of its names are topics `who` may not publish to.
+/// by every worker. `next` is where the following page starts, null after the last one. The
+/// owners leave out the topics `who` may not publish to, before the page is cut.
 pub async fn list(ctx: &Ctx, head: &RequestHead, who: &Publisher) -> Response {
     let query = head.query();
     let text = |key: &str| match param(query, key) {
@@ -87,8 +87,8 @@ pub async fn list(ctx: &Ctx, head: &RequestHead, who: &Publisher) -> Response {
         (Ok(p), Ok(a), Ok(l)) => (p.unwrap_or_default(), a, l),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
-    if prefix.len() > 128 {
-        return bad_request("prefix is longer than a topic may be (128)", "/query/prefix");
+    if !prefix.is_empty() && !valid_topic(&prefix) {
+        return bad_request("prefix must be the start of a topic name: up to 128 of [A-Za-z0-9_.:@-]", "/query/prefix");
     }
     if after.as_deref().is_some_and(|a| !valid_topic(a)) {
         return bad_request("after must be a topic name (from a page's next)", "/query/after");
@@ -100,16 +100,17 @@ pub async fn list(ctx: &Ctx, head: &RequestHead, who: &Publisher) -> Response {
     };
     let workers = ctx.mesh.workers;
     let (probe, parts) = TopicProbe::new(workers, 0);
+    let shown = who.clone();
+    let may = Shows(Arc::new(move |topic: &str| shown.may(topic)));
     for (inbox, part) in ctx.mesh.to_owner.iter().zip(parts) {
         let (prefix, after) = (prefix.as_str().into(), after.as_deref().map(Box::from));
-        inbox.send(ToOwner::List { prefix, after, limit, part }).await;
+        inbox.send(ToOwner::List { prefix, after, limit, may: may.clone(), part }).await;
     }
     probe.answered().await;
     let (mut names, owner_had_more) = probe.listed();
     let more = owner_had_more || names.len() > limit;
     names.truncate(limit);
     let next = if more { names.last().map(|n| n.to_string()) } else { None };
-    names.retain(|n| who.may(n));
     let names: Arc<[Arc<str>]> = names.into();
     let counted = count(ctx, names.clone(), false).await;
     let topics: Vec<_> = names

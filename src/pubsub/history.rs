@@ -99,6 +99,12 @@ impl History {
         self.held.as_ref().map_or(0, |h| h.ring.len())
     }
 
+    /// Whether an event held is younger than `ttl` (what the next expiry would leave).
+    pub fn holds_any_younger_than(&self, now: Instant, ttl: Duration) -> bool {
+        let newest = self.held.as_ref().and_then(|h| h.ring.back());
+        newest.is_some_and(|(at, _)| now.saturating_duration_since(*at) < ttl)
+    }
+
     /// The bytes of the data of the events held (what a client would receive as `data`).
     pub fn data_bytes(&self) -> usize {
         self.frames().map(|f| f.data.len()).sum()

@@ -28,6 +28,22 @@ pub enum Refusal {
     TooManyTopics,
 }
 
+/// Which topic names an asker may be shown.
+#[derive(Clone)]
+pub struct Shows(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Shows {
+    pub fn shows(&self, topic: &str) -> bool {
+        (self.0)(topic)
+    }
+}
+
+impl std::fmt::Debug for Shows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shows")
+    }
+}
+
 /// Work for a topic's owner.
 #[derive(Debug)]
 pub enum ToOwner {
@@ -46,8 +62,9 @@ pub enum ToOwner {
     /// Write `topic`'s newest cursor and what its history holds into `part` (`GET /topics`).
     Describe { topic: Arc<str>, part: ProbePart },
     /// List into `part` the first `limit` names, by name, of the topics here that start with
-    /// `prefix`, come after `after`, and have subscribers or history (`GET /topics?prefix=`).
-    List { prefix: Box<str>, after: Option<Box<str>>, limit: usize, part: ProbePart },
+    /// `prefix`, come after `after`, have subscribers or history, and that `may` shows (the
+    /// asker's rights) (`GET /topics?prefix=`).
+    List { prefix: Box<str>, after: Option<Box<str>>, limit: usize, may: Shows, part: ProbePart },
 }
 
 /// Work for a worker hosting subscribers.

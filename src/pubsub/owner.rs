@@ -410,7 +410,8 @@ impl Owner {
                     part.describe(head, t.history.len(), t.history.data_bytes());
                 }
             }
-            ToOwner::List { prefix, after, limit, part } => {
+            ToOwner::List { prefix, after, limit, may, part } => {
+                let ttl = self.history_ttl;
                 // The `limit` smallest names, kept in a max-heap: one pass over the topics, and
                 // memory for `limit` names only.
                 let mut first = std::collections::BinaryHeap::with_capacity(limit + 1);
@@ -418,7 +419,10 @@ impl Owner {
                 let listed = self.topics.iter().filter(|(name, t)| {
                     name.starts_with(&*prefix)
                         && after.as_deref().is_none_or(|a| &***name > a)
-                        && (!t.workers.is_empty() || !t.history.is_empty())
+                        && (!t.workers.is_empty() || t.history.holds_any_younger_than(now, ttl))
+                        // Before the page is cut, so that `next` never names a topic the
+                        // asker may not see.
+                        && may.shows(name)
                 });
                 for (name, _) in listed {
                     first.push(name.clone());
@@ -570,7 +574,7 @@ fn water_level(sorted: &[usize], excess: usize) -> usize {
 mod tests {
     use super::*;
     use crate::keys::Key;
-    use crate::pubsub::msg::ReplyTo;
+    use crate::pubsub::msg::{ReplyTo, Shows};
     use crate::pubsub::probe::{Answer, TopicProbe};
     use bytes::Bytes;
 
@@ -800,6 +804,25 @@ mod tests {
         let expired = describe(&mut o, "t", later);
         assert_eq!((expired.head, expired.events, expired.bytes), (Some(last), 0, 0), "past the TTL");
         assert_eq!(o.stats().history_events, 0, "and counted as expired");
+    }
+
+    #[test]
+    fn a_listing_leaves_out_expired_history_and_what_the_asker_may_not_see() {
+        let (mut o, later) = forgetful();
+        let mut out = Vec::new();
+        let list = |o: &mut Owner, at: Instant| {
+            let (probe, mut parts) = TopicProbe::new(1, 0);
+            let (part, may) = (parts.pop().expect("one part"), Shows(Arc::new(|t: &str| t != "hidden")));
+            o.handle(ToOwner::List { prefix: "".into(), after: None, limit: 10, may, part }, at, &mut Vec::new());
+            assert!(probe.answered_now().is_some());
+            probe.listed().0.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+        };
+        for t in ["a", "hidden", "b"] {
+            publish(&mut o, t, &mut out);
+        }
+        assert_eq!(list(&mut o, Instant::now()), ["a", "b"]);
+        // Past the TTL and before any sweep: nothing is held any more.
+        assert_eq!(list(&mut o, later), Vec::<String>::new());
     }
 
     #[test]
