@@ -40,7 +40,8 @@ pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepare
     prepare_for(ctx, head, || path_topic(raw_topic), "/topic")
 }
 
-/// Asks every worker to count `topics`' subscribers; resolves once all have.
+/// Asks every worker to count `topics`' subscribers (and, with `owner_too`, the first topic's
+/// owner to describe it); resolves once all have answered.
 async fn count(ctx: &Ctx, topics: Arc<[Arc<str>]>, owner_too: bool) -> Arc<TopicProbe> {
     let workers = ctx.mesh.workers;
     let (probe, mut parts) = TopicProbe::new(workers + usize::from(owner_too), topics.len());
