@@ -57,6 +57,9 @@ pub struct Flags {
     /// Seconds of silence before a stream gets a heartbeat [default: 15].
     #[arg(long, value_name = "SECS")]
     pub heartbeat: Option<f64>,
+    /// Least seconds between two events of an `$occupancy:` topic [default: 1].
+    #[arg(long, value_name = "SECS")]
+    pub occupancy_interval: Option<f64>,
     /// Largest event data in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_event_bytes: Option<usize>,
@@ -124,6 +127,7 @@ struct File {
     history_ttl: Option<f64>,
     max_history_bytes: Option<u64>,
     heartbeat: Option<f64>,
+    occupancy_interval: Option<f64>,
     max_event_bytes: Option<usize>,
     max_batch_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
@@ -171,6 +175,9 @@ pub struct Config {
     /// Memory all topics' history may take (split evenly between the owners).
     pub max_history_bytes: u64,
     pub heartbeat: Duration,
+    /// Least time between two events of an `$occupancy:` topic, and how often watched topics
+    /// are counted.
+    pub occupancy_interval: Duration,
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_pending_bytes: usize,
@@ -339,6 +346,11 @@ impl Config {
             },
         };
         let heartbeat = secs("heartbeat", flags.heartbeat.or(file.heartbeat), 15.0, 0.01)?;
+        let occupancy_interval =
+            secs("occupancy_interval", flags.occupancy_interval.or(file.occupancy_interval), 1.0, 0.01)?;
+        if occupancy_interval > Duration::from_secs(3600) {
+            return Err(bad("occupancy_interval", "at most 3600 seconds"));
+        }
         // Connection stamps measure spans of up to 24 days (`shard::clock`); the liveness
         // check spans two heartbeats.
         if heartbeat > Duration::from_secs(86_400) {
@@ -406,6 +418,7 @@ impl Config {
             history_ttl,
             max_history_bytes,
             heartbeat,
+            occupancy_interval,
             max_event_bytes,
             max_batch_bytes,
             max_pending_bytes,
@@ -484,6 +497,8 @@ mod tests {
             (&["--heartbeat", "-1"][..], "heartbeat"),
             (&["--heartbeat", "NaN"][..], "heartbeat"),
             (&["--heartbeat", "100000"][..], "heartbeat"),
+            (&["--occupancy-interval", "0"][..], "occupancy_interval"),
+            (&["--occupancy-interval", "7200"][..], "occupancy_interval"),
             (&["--listen", "nowhere"][..], "listen"),
             (&["--max-event-bytes", "0"][..], "max_event_bytes"),
             (&["--log-level", "loud"][..], "log_level"),

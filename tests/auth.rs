@@ -328,6 +328,30 @@ fn subscribe_pattern_claims_grant_matching_topics() {
 }
 
 #[test]
+fn an_occupancy_topic_is_read_with_the_rights_of_the_topic_it_counts() {
+    each_driver(2, &jwt_flags(), |s| {
+        let own = jwt(json!({"sub": "42", "groups": ["g1"], "subscribe": ["room:*"]}));
+        for t in TRANSPORTS {
+            expect_refused(s, "$occupancy:user:42", t, None, 401, "/topics/0", "no token");
+            expect_refused(s, "news,$occupancy:member:42", t, None, 401, "/topics/1", "no token");
+            for via in VIAS {
+                let tok = Some((own.as_str(), via));
+                expect_ok(s, "$occupancy:user:42,$occupancy:group:g1,$occupancy:news", t, tok, "own topics' counts");
+                expect_refused(s, "$occupancy:user:43", t, tok, 403, "/topics/0", "another user's count");
+                expect_refused(s, "$occupancy:group:g2", t, tok, 403, "/topics/0", "another group's count");
+            }
+        }
+        let mut w = ws_with(s, "/sub/news", &[&format!("Authorization: Bearer {own}")]);
+        for topic in ["$occupancy:user:43", "$occupancy:session:x"] {
+            let req = json!({"method": "subscribe", "id": 1, "topics": [topic]});
+            assert_errors(&w.call(req.clone()), &req, "subscribed", &["/topics/0"]);
+        }
+        let v = w.call(json!({"method": "subscribe", "id": 2, "topics": ["$occupancy:user:42"]}));
+        assert_eq!(v["event"], "subscribed", "{v}");
+    });
+}
+
+#[test]
 fn ws_subscribe_method_checks_rights_on_an_open_socket() {
     each_driver(2, &jwt_flags(), |s| {
         let tok = jwt(json!({"sub": "42", "groups": ["g1"]}));

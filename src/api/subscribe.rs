@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
-use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
+use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, rights_name, valid_subscription, valid_type};
 use crate::shard::subscription::Namer;
 
 /// The transport a subscribe request asks for, chosen like nchan does.
@@ -58,10 +58,12 @@ pub fn parse_topics(raw: &str) -> Result<Vec<Arc<str>>, Response> {
             ));
         }
         let topic = match percent_decode(part, false) {
-            Some(t) if valid_topic(&t) => t,
+            Some(t) if valid_subscription(&t) => t,
             _ => {
                 return Err(bad_request(
-                    format!("invalid topic {part:?}: expected 1-128 of [A-Za-z0-9_.:@-]"),
+                    format!(
+                        "invalid topic {part:?}: expected 1-128 of [A-Za-z0-9_.:@-], or $occupancy: and such a name"
+                    ),
                     &format!("/topics/{i}"),
                 ));
             }
@@ -153,7 +155,8 @@ pub fn authorize_from(
 
 /// May `who` read `topic`? The refusal's status and message.
 pub fn check_topic(who: &Identity, topic: &str) -> Result<(), (Status, String)> {
-    match rights::may_subscribe(who, topic) {
+    // An `$occupancy:` topic is read with the rights of the topic it counts (API.md §9).
+    match rights::may_subscribe(who, rights_name(topic)) {
         Ok(()) => Ok(()),
         Err(Denied::NeedToken) => Err((Status::Unauthorized, format!("topic {topic:?} is private: a token is needed"))),
         Err(Denied::NoClaim) => Err((Status::Forbidden, format!("this token may not subscribe to {topic:?}"))),

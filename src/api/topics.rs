@@ -13,9 +13,9 @@ use crate::api::ctx::Ctx;
 use crate::api::publish::{NotPrepared, Prepared, Publisher, check_rights, path_topic, prepare_for};
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::param;
-use crate::pubsub::msg::{Shows, ToOwner, ToWorker};
+use crate::pubsub::msg::{Shows, ToOwner};
 use crate::pubsub::probe::TopicProbe;
-use crate::pubsub::topic::{owner_of, valid_topic};
+use crate::pubsub::topic::valid_topic;
 
 /// Topics in a page of `GET /topics` unless `limit` says otherwise, and the most it may ask.
 const PAGE: usize = 100;
@@ -40,25 +40,9 @@ pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepare
     prepare_for(ctx, head, || path_topic(raw_topic), "/topic")
 }
 
-/// Asks every worker to count `topics`' subscribers (and, with `owner_too`, the first topic's
-/// owner to describe it); resolves once all have answered.
-async fn count(ctx: &Ctx, topics: Arc<[Arc<str>]>, owner_too: bool) -> Arc<TopicProbe> {
-    let workers = ctx.mesh.workers;
-    let (probe, mut parts) = TopicProbe::new(workers + usize::from(owner_too), topics.len());
-    let owner_part = if owner_too { parts.pop() } else { None };
-    for (inbox, part) in ctx.mesh.to_worker.iter().zip(parts) {
-        inbox.send(ToWorker::Count { topics: topics.clone(), part }).await;
-    }
-    if let (Some(part), Some(topic)) = (owner_part, topics.first()) {
-        ctx.mesh.to_owner[owner_of(topic, workers)].send(ToOwner::Describe { topic: topic.clone(), part }).await;
-    }
-    probe.answered().await;
-    probe
-}
-
 /// `GET /topics/{topic}`: asks every worker and the topic's owner at once.
 pub async fn info(ctx: &Ctx, topic: Arc<str>) -> Response {
-    let probe = count(ctx, Arc::from([topic.clone()]), true).await;
+    let probe = ctx.mesh.count(Arc::from([topic.clone()]), true).await;
     let answer = probe.answer(0);
     let [sse, ws, poll] = answer.by_via;
     Response::json(
@@ -113,7 +97,7 @@ pub async fn list(ctx: &Ctx, head: &RequestHead, who: &Publisher) -> Response {
     names.truncate(limit);
     let next = if more { names.last().map(|n| n.to_string()) } else { None };
     let names: Arc<[Arc<str>]> = names.into();
-    let counted = count(ctx, names.clone(), false).await;
+    let counted = ctx.mesh.count(names.clone(), false).await;
     let topics: Vec<_> = names
         .iter()
         .enumerate()

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cursor::Resume;
 use crate::proto::ws::{Opcode, encode_frame};
-use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_topic, valid_type};
+use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_subscription, valid_topic, valid_type};
 
 /// A client request that passed validation.
 #[derive(Debug, PartialEq)]
@@ -80,11 +80,14 @@ fn topics_of(input: &Map<String, Value>) -> Result<Vec<Arc<str>>, Vec<(String, S
     let mut topics: Vec<Arc<str>> = Vec::new();
     for (i, t) in list.iter().enumerate() {
         match t.as_str() {
-            Some(t) if valid_topic(t) && !topics.iter().any(|x| &**x == t) => topics.push(t.into()),
-            Some(t) if valid_topic(t) => {
+            Some(t) if valid_subscription(t) && !topics.iter().any(|x| &**x == t) => topics.push(t.into()),
+            Some(t) if valid_subscription(t) => {
                 errors.push(err(format!("topic {t:?} is listed twice"), format!("/topics/{i}")))
             }
-            _ => errors.push(err("invalid topic: expected 1-128 of [A-Za-z0-9_.:@-]", format!("/topics/{i}"))),
+            _ => errors.push(err(
+                "invalid topic: expected 1-128 of [A-Za-z0-9_.:@-], or $occupancy: and such a name",
+                format!("/topics/{i}"),
+            )),
         }
     }
     if errors.is_empty() { Ok(topics) } else { Err(errors) }

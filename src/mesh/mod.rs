@@ -20,7 +20,11 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
+use std::sync::Arc;
+
 use crate::pubsub::msg::{ToOwner, ToWorker};
+use crate::pubsub::probe::TopicProbe;
+use crate::pubsub::topic::owner_of;
 
 /// Capacity of each inbox.
 pub const INBOX_CAPACITY: usize = 16 * 1024;
@@ -142,6 +146,21 @@ impl Mesh {
                 delivery_full: self.to_worker[w].full_waits.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Asks every worker to count `topics`' subscribers (and, with `owner_too`, the first
+    /// topic's owner to describe it); resolves once all have answered.
+    pub async fn count(&self, topics: Arc<[Arc<str>]>, owner_too: bool) -> Arc<TopicProbe> {
+        let (probe, mut parts) = TopicProbe::new(self.workers + usize::from(owner_too), topics.len());
+        let owner_part = if owner_too { parts.pop() } else { None };
+        for (inbox, part) in self.to_worker.iter().zip(parts) {
+            inbox.send(ToWorker::Count { topics: topics.clone(), part }).await;
+        }
+        if let (Some(part), Some(topic)) = (owner_part, topics.first()) {
+            self.to_owner[owner_of(topic, self.workers)].send(ToOwner::Describe { topic: topic.clone(), part }).await;
+        }
+        probe.answered().await;
+        probe
     }
 
     /// Starts the graceful stop on every worker.

@@ -105,6 +105,11 @@ impl History {
         newest.is_some_and(|(at, _)| now.saturating_duration_since(*at) < ttl)
     }
 
+    /// The newest event held, and when it was kept.
+    pub fn newest(&self) -> Option<(Instant, &Arc<Frame>)> {
+        self.held.as_ref().and_then(|h| h.ring.back()).map(|(at, f)| (*at, f))
+    }
+
     /// The bytes of the data of the events held (what a client would receive as `data`).
     pub fn data_bytes(&self) -> usize {
         self.frames().map(|f| f.data.len()).sum()

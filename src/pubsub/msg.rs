@@ -65,6 +65,11 @@ pub enum ToOwner {
     /// `prefix`, come after `after`, have subscribers or history, and that `may` shows (the
     /// asker's rights) (`GET /topics?prefix=`).
     List { prefix: Box<str>, after: Option<Box<str>>, limit: usize, may: Shows, part: ProbePart },
+    /// Subscriber counts, taken at `asked` (`ts_micros` on the wall clock), of the topics that
+    /// `$occupancy:` topics owned here watch, by the `$occupancy:` name: each is published
+    /// (type `occupancy`) if it changed and its topic's last value was taken an
+    /// `occupancy_interval` before.
+    Report { counts: Vec<(Arc<str>, u64)>, ts_micros: u64, asked: std::time::Instant },
 }
 
 /// Work for a worker hosting subscribers.
@@ -82,6 +87,11 @@ pub enum ToWorker {
     /// Count the subscribers here of each of `topics`, by transport, into `part` (`GET
     /// /topics`).
     Count { topics: Arc<[Arc<str>]>, part: ProbePart },
+    /// From this worker's own owner: the `$occupancy:` topic `meta` has subscribers now; count
+    /// what it watches every `occupancy_interval`, and at once if `now` (it holds no value).
+    Watched { meta: Arc<str>, now: bool },
+    /// From this worker's own owner: `meta` has no subscribers left; stop counting for it.
+    Unwatched { meta: Arc<str> },
 }
 
 /// A resume history could not cover.

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use bytes::Bytes;
+
 use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
 use crate::pubsub::history::History;
@@ -19,6 +21,7 @@ use crate::pubsub::msg::{Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::parts::{PARTS, Parts};
 use crate::pubsub::sequencer::{Sequencer, Stats};
 use crate::pubsub::tombstones::Tombstones;
+use crate::pubsub::topic::occupancy_of;
 use crate::pubsub::workers::WorkerSet;
 
 struct OwnedTopic {
@@ -158,6 +161,7 @@ pub struct Owner {
     room_given_back: bool,
     history: usize,
     history_ttl: Duration,
+    occupancy_interval: Duration,
     /// Events held across this owner's rings (kept up to date, for the metrics gauge).
     held: usize,
     /// What they cost (`Frame::cost`), and the most they may: this owner's share of
@@ -211,6 +215,7 @@ impl Owner {
             room_given_back: false,
             history: config.history,
             history_ttl: config.history_ttl,
+            occupancy_interval: config.occupancy_interval,
             held: 0,
             held_bytes: 0,
             max_held_bytes: usize::try_from(config.max_history_bytes / config.workers as u64).unwrap_or(usize::MAX),
@@ -288,39 +293,12 @@ impl Owner {
         let tenths = self.tenths(now);
         match msg {
             ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
-                let (history, ttl) = (self.history, self.history_ttl);
-                let Some((t, _)) = self.topic(&topic, tenths, Making::Publish) else {
-                    let refused = Err(Refusal::TooManyTopics);
-                    out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: refused }));
-                    return;
-                };
-                let (before, before_bytes) = (t.history.len(), t.history.bytes());
-                // A topic only named until now is a published one from here on.
-                let was_named = std::mem::take(&mut t.named);
-                t.history.expire(now, ttl);
-                t.head += 1;
-                let cursor = t.cursor(t.head);
-                let frame = Arc::new(Frame::new(topic, cursor, kind, data, ts_micros));
-                t.history.push(frame.clone(), now, history);
-                let (after, after_bytes) = (t.history.len(), t.history.bytes());
-                t.last_publish = tenths;
-                for w in t.workers.iter() {
-                    out.push((w, ToWorker::Event(frame.clone())));
-                }
-                out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor: Ok(cursor) }));
-                // Expiry and eviction above never take more than the ring held.
-                self.held = self.held + after - before;
-                self.held_bytes = self.held_bytes + after_bytes - before_bytes;
-                self.published += 1;
-                if was_named {
-                    self.count.named.fetch_sub(1, Ordering::Relaxed);
-                }
-                if self.held_bytes > self.max_held_bytes {
-                    self.evict();
-                }
+                let cursor = self.append(&topic, kind, data, ts_micros, now, out);
+                out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor }));
             }
             ToOwner::Subscribe { topic, resume, reply, open_name } => {
                 let (ttl, hasher) = (self.history_ttl, self.epochs.hasher.clone());
+                let (id, interval) = (self.id, self.occupancy_interval);
                 let Some((t, created)) = self.topic(&topic, tenths, Making::Subscribe { open_name }) else {
                     let none = Cursor::default();
                     let ack = SubscribeAck {
@@ -337,8 +315,19 @@ impl Owner {
                     return;
                 };
                 let before_bytes = t.history.bytes();
-                let expired = t.history.expire(now, ttl);
+                let mut expired = t.history.expire(now, ttl);
+                let meta = occupancy_of(&topic).is_some();
+                let first_watch = meta && t.workers.is_empty();
+                // Nobody kept an unwatched count current: a value older than an interval is
+                // not given to the first watcher as the count now.
+                if first_watch
+                    && t.history.newest().is_some_and(|(at, _)| now.saturating_duration_since(at) >= interval)
+                {
+                    expired += t.history.trim_to(0);
+                }
                 let expired_bytes = before_bytes - t.history.bytes();
+                // A watcher gets the count at once: counted now when there is no value to give.
+                let count_now = meta && t.history.is_empty();
                 t.workers.insert(usize::from(reply.worker));
                 let head = t.cursor(t.head);
                 // A cursor is a position only in the life of the topic it was issued for, or
@@ -364,6 +353,13 @@ impl Owner {
                     }
                 };
                 let (start, missed, replay) = match ours {
+                    // A count is a value, not a change: whoever does not stand at the newest
+                    // gets the newest, and has missed nothing.
+                    _ if meta => {
+                        let at_newest = matches!(ours, Some(Ok(c)) if c.seq == t.head);
+                        let replay = if at_newest { Vec::new() } else { t.history.all() };
+                        (replay.first().map_or(head, |f| t.cursor(f.cursor.seq - 1)), None, replay)
+                    }
                     None => (head, None, Vec::new()),
                     Some(Ok(c)) => {
                         let r = t.history.since(c.seq, t.head);
@@ -377,8 +373,12 @@ impl Owner {
                     let resume_at = replay.first().map_or(head, |f| t.cursor(f.cursor.seq - 1));
                     Gap { missed, resume_at }
                 });
+                let watch = (first_watch || count_now).then(|| topic.clone());
                 let ack = SubscribeAck { reply, topic, start, head, gap, replay, created, refused: false };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
+                if let Some(meta) = watch {
+                    out.push((id, ToWorker::Watched { meta, now: count_now }));
+                }
                 self.held -= expired;
                 self.held_bytes -= expired_bytes;
             }
@@ -387,6 +387,9 @@ impl Owner {
                     t.workers.remove(usize::from(worker));
                     if t.workers.is_empty() {
                         t.unwatched_since = tenths;
+                        if occupancy_of(&topic).is_some() {
+                            out.push((self.id, ToWorker::Unwatched { meta: topic.clone() }));
+                        }
                     }
                     // A name nobody publishes to or listens to any more costs nothing: anyone can
                     // name topics by subscribing, and must not be able to pile them up.
@@ -400,6 +403,7 @@ impl Owner {
                 }
             }
             ToOwner::Tick => self.housekeep(now),
+            ToOwner::Report { counts, ts_micros, asked } => self.report(counts, ts_micros, asked, out),
             ToOwner::Describe { topic, part } => {
                 // Only looked at: asking about a topic does not make it.
                 if let Some(t) = self.topics.get_mut(&topic) {
@@ -417,7 +421,9 @@ impl Owner {
                 let mut first = std::collections::BinaryHeap::with_capacity(limit + 1);
                 let mut more = false;
                 let listed = self.topics.iter().filter(|(name, t)| {
-                    name.starts_with(&*prefix)
+                    // `$occupancy:` topics are about topics, not topics anyone publishes to.
+                    !name.starts_with('$')
+                        && name.starts_with(&*prefix)
                         && after.as_deref().is_none_or(|a| &***name > a)
                         && (!t.workers.is_empty() || t.history.holds_any_younger_than(now, ttl))
                         // Before the page is cut, so that `next` never names a topic the
@@ -433,6 +439,75 @@ impl Owner {
                 }
                 part.list(first.into_vec(), more);
             }
+        }
+    }
+
+    /// Publishes an event to `topic` (made if need be): assigns its cursor, keeps it in
+    /// history, forwards it to the workers with subscribers.
+    fn append(
+        &mut self,
+        topic: &Arc<str>,
+        kind: Option<Box<str>>,
+        data: Bytes,
+        ts_micros: u64,
+        now: Instant,
+        out: &mut Vec<(usize, ToWorker)>,
+    ) -> Result<Cursor, Refusal> {
+        let tenths = self.tenths(now);
+        // An `$occupancy:` topic's history is its latest value (API.md §9).
+        let (history, ttl) = (if occupancy_of(topic).is_some() { 1 } else { self.history }, self.history_ttl);
+        let Some((t, _)) = self.topic(topic, tenths, Making::Publish) else { return Err(Refusal::TooManyTopics) };
+        let (before, before_bytes) = (t.history.len(), t.history.bytes());
+        // A topic only named until now is a published one from here on.
+        let was_named = std::mem::take(&mut t.named);
+        t.history.expire(now, ttl);
+        t.head += 1;
+        let cursor = t.cursor(t.head);
+        let frame = Arc::new(Frame::new(topic.clone(), cursor, kind, data, ts_micros));
+        t.history.push(frame.clone(), now, history);
+        let (after, after_bytes) = (t.history.len(), t.history.bytes());
+        t.last_publish = tenths;
+        for w in t.workers.iter() {
+            out.push((w, ToWorker::Event(frame.clone())));
+        }
+        // Expiry and eviction above never take more than the ring held.
+        self.held = self.held + after - before;
+        self.held_bytes = self.held_bytes + after_bytes - before_bytes;
+        self.published += 1;
+        if was_named {
+            self.count.named.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.held_bytes > self.max_held_bytes {
+            self.evict();
+        }
+        Ok(cursor)
+    }
+
+    /// Counts taken at `asked` for the `$occupancy:` topics owned here (`ToOwner::Report`):
+    /// each that is still watched, changed since its last value and was not taken within
+    /// `occupancy_interval` of it is published, kept in history as of `asked`. Comparing the
+    /// times counts were taken (the reporter takes them at least an interval apart) keeps the
+    /// interval without pushing every change to the round after next.
+    fn report(
+        &mut self,
+        counts: Vec<(Arc<str>, u64)>,
+        ts_micros: u64,
+        asked: Instant,
+        out: &mut Vec<(usize, ToWorker)>,
+    ) {
+        let interval = self.occupancy_interval;
+        for (meta, n) in counts {
+            let Some(watched) = occupancy_of(&meta) else { continue };
+            let Some(t) = self.topics.get_mut(&meta).filter(|t| !t.workers.is_empty()) else { continue };
+            // A topic's name needs no escaping in JSON.
+            let data = format!(r#"{{"topic":"{watched}","subscribers":{n}}}"#);
+            if let Some((at, last)) = t.history.newest()
+                && (last.data == data.as_bytes() || asked.saturating_duration_since(at) < interval)
+            {
+                continue;
+            }
+            // Watched, so kept: this makes no topic.
+            let _ = self.append(&meta, Some("occupancy".into()), Bytes::from(data), ts_micros, asked, out);
         }
     }
 
@@ -1093,5 +1168,109 @@ mod tests {
         publish(&mut o, "quiet", &mut out);
         o.handle(ToOwner::Unsubscribe { topic: "quiet".into(), worker: 1 }, Instant::now(), &mut Vec::new());
         assert_eq!(o.topics.len(), 1, "a topic with history stays");
+    }
+
+    /// Subscribes worker `worker` to `$occupancy:` topic `meta` from `from`: the ack, and what
+    /// the owner told its own worker (`Watched`'s `now`, if anything).
+    fn watch(
+        o: &mut Owner,
+        meta: &str,
+        worker: u16,
+        from: Option<Cursor>,
+        at: Instant,
+    ) -> (SubscribeAck, Option<bool>) {
+        let mut out = Vec::new();
+        let resume = from.map_or(Resume::Live, Resume::After);
+        o.handle(
+            ToOwner::Subscribe { topic: meta.into(), resume, reply: reply(worker), open_name: true },
+            at,
+            &mut out,
+        );
+        let mut ack = None;
+        let mut told = None;
+        for (w, msg) in out {
+            match msg {
+                ToWorker::Subscribed(a) => ack = Some(*a),
+                ToWorker::Watched { meta: m, now } if w == 0 && &*m == meta => told = Some(now),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (ack.expect("an ack"), told)
+    }
+
+    /// Reports `n` subscribers for `meta`, counted at `asked`: the events it published.
+    fn report(o: &mut Owner, meta: &str, n: u64, asked: Instant) -> Vec<Arc<Frame>> {
+        let mut out = Vec::new();
+        o.handle(ToOwner::Report { counts: vec![(meta.into(), n)], ts_micros: 7, asked }, asked, &mut out);
+        out.into_iter()
+            .map(|(_, m)| match m {
+                ToWorker::Event(f) => f,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn occupancy_topics_publish_changed_counts_at_most_once_an_interval() {
+        let mut o = owner(10);
+        let meta = "$occupancy:news";
+        let t0 = Instant::now();
+        let (ack, told) = watch(&mut o, meta, 1, None, t0);
+        assert!(ack.replay.is_empty() && ack.gap.is_none());
+        assert_eq!(told, Some(true), "no value yet: counted at once");
+        let first = report(&mut o, meta, 3, t0);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].data, r#"{"topic":"news","subscribers":3}"#.as_bytes());
+        assert_eq!(first[0].kind.as_deref(), Some("occupancy"));
+        let second = Duration::from_secs(1);
+        assert!(report(&mut o, meta, 4, t0 + second / 2).is_empty(), "within the interval");
+        assert!(report(&mut o, meta, 3, t0 + second).is_empty(), "unchanged");
+        let later = report(&mut o, meta, 5, t0 + second);
+        assert_eq!(later.len(), 1, "changed, an interval after the last value");
+        assert!(report(&mut o, "$occupancy:other", 5, t0 + second * 3).is_empty(), "nobody watches it");
+        assert!(report(&mut o, "news", 5, t0 + second * 3).is_empty(), "not an occupancy topic");
+
+        // Its history is the latest value, given to whoever does not stand at it, never as a gap.
+        let (ack, told) = watch(&mut o, meta, 2, None, t0 + second);
+        assert_eq!(told, None, "watched already, and it has a value");
+        assert_eq!(ack.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), [later[0].cursor]);
+        assert_eq!(ack.start.seq + 1, later[0].cursor.seq, "stands just before it");
+        for from in [first[0].cursor, Cursor::new(12345, 9), Cursor::default()] {
+            let (ack, _) = watch(&mut o, meta, 2, Some(from), t0 + second);
+            assert!(ack.gap.is_none(), "{from}");
+            assert_eq!(ack.replay.len(), 1, "{from}");
+        }
+        let (ack, _) = watch(&mut o, meta, 2, Some(later[0].cursor), t0 + second);
+        assert!(ack.replay.is_empty() && ack.gap.is_none(), "at the newest: nothing");
+
+        // The last watcher gone: the reporter is told; a stale value is not given as current.
+        let mut out = Vec::new();
+        for w in [1, 2] {
+            o.handle(ToOwner::Unsubscribe { topic: meta.into(), worker: w }, t0 + second, &mut out);
+        }
+        assert!(matches!(&out[..], [(0, ToWorker::Unwatched { meta: m })] if &**m == meta), "{out:?}");
+        let (ack, told) = watch(&mut o, meta, 1, None, t0 + second * 3);
+        assert!(ack.replay.is_empty(), "older than an interval when watched again");
+        assert_eq!(told, Some(true));
+        assert_eq!(o.stats().history_events, 0, "the stale value is dropped");
+        assert_eq!(report(&mut o, meta, 5, t0 + second * 3).len(), 1, "the same count, given again");
+    }
+
+    #[test]
+    fn occupancy_topics_are_not_listed() {
+        let mut o = owner(10);
+        let _ = watch(&mut o, "$occupancy:a", 1, None, Instant::now());
+        report(&mut o, "$occupancy:a", 1, Instant::now());
+        subscribe(&mut o, "a", 1, None);
+        let (probe, mut parts) = TopicProbe::new(1, 0);
+        let may = Shows(Arc::new(|_: &str| true));
+        let part = parts.pop().expect("one part");
+        o.handle(
+            ToOwner::List { prefix: "".into(), after: None, limit: 10, may, part },
+            Instant::now(),
+            &mut Vec::new(),
+        );
+        assert!(probe.answered_now().is_some());
+        assert_eq!(probe.listed().0, [Arc::from("a")]);
     }
 }

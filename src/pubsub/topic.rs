@@ -9,6 +9,26 @@ pub fn valid_topic(t: &str) -> bool {
         && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-'))
 }
 
+/// What a subscriber names to follow a topic's subscriber count (API.md §9): `$occupancy:`
+/// and the topic. `$` is in no topic's name, so no publisher can write to one.
+pub const OCCUPANCY: &str = "$occupancy:";
+
+/// The topic `name` watches the occupancy of, if it is an `$occupancy:` name.
+pub fn occupancy_of(name: &str) -> Option<&str> {
+    name.strip_prefix(OCCUPANCY)
+}
+
+/// Whose rights a subscription to `name` takes: the watched topic's for an `$occupancy:` name
+/// (and its privacy: `$occupancy:user:42` is as private as `user:42`), else its own.
+pub fn rights_name(name: &str) -> &str {
+    occupancy_of(name).unwrap_or(name)
+}
+
+/// A name a subscriber may use: a topic, or `$occupancy:` and a topic.
+pub fn valid_subscription(name: &str) -> bool {
+    valid_topic(rights_name(name))
+}
+
 /// `[A-Za-z0-9_.:-]{1,64}`
 pub fn valid_type(t: &str) -> bool {
     (1..=64).contains(&t.len())
@@ -57,6 +77,18 @@ mod tests {
         assert!(valid_type("herald.gap"));
         assert!(!valid_type("a@b"));
         assert!(!valid_type(&"t".repeat(65)));
+    }
+
+    #[test]
+    fn occupancy_names() {
+        assert!(valid_subscription("$occupancy:user:42") && valid_subscription("news"));
+        assert!(valid_subscription(&format!("$occupancy:{}", "x".repeat(128))));
+        for bad in ["$occupancy:", "$occupancy:a b", "$occupancy:$occupancy:a", "$presence:a", "$a", "occupancy:$"] {
+            assert!(!valid_subscription(bad), "{bad}");
+        }
+        assert!(!valid_topic("$occupancy:a"), "nobody publishes to one");
+        assert_eq!(rights_name("$occupancy:user:42"), "user:42");
+        assert_eq!(occupancy_of("user:42"), None);
     }
 
     #[test]

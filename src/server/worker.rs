@@ -28,7 +28,7 @@ use crate::shard::parked;
 use crate::shard::state::{Shard, ShardRef, Then};
 use crate::shard::subscription::Delivery;
 use crate::shard::waitset::WaitSet;
-use crate::shard::{delivery, owning, turns};
+use crate::shard::{delivery, occupancy, owning, turns};
 use crate::sys;
 
 /// io_uring submission queue size: every idle stream keeps one readiness wait in flight.
@@ -164,6 +164,7 @@ async fn main(args: Args, ready: mpsc::Sender<Result<&'static str, String>>, dri
     monoio::spawn(delivery::run(shard.clone()));
     monoio::spawn(parked::run(shard.clone(), set));
     monoio::spawn(ticker(shard.clone()));
+    monoio::spawn(occupancy::run(shard.clone()));
     let stop = Rc::new(Stop::default());
     for l in listeners {
         match TcpListener::from_std(l) {

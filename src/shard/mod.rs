@@ -8,11 +8,14 @@
 //! - `parked` (with `waitset`): connections waiting without a task, and their watcher;
 //! - `closing`: ending a connection cleanly;
 //! - `unsubscribes`: what the worker owes topic owners when it leaves topics;
+//! - `occupancy` (with `watching`): the task that counts the topics `$occupancy:` topics
+//!   watch;
 //! - `turns`: the yield relay that lets the other tasks of a worker run.
 
 pub mod closing;
 pub mod conn;
 pub mod delivery;
+pub mod occupancy;
 pub mod outbox;
 pub mod owning;
 pub mod parked;
@@ -22,5 +25,6 @@ pub mod subscription;
 pub mod turns;
 pub mod unsubscribes;
 pub mod waitset;
+pub mod watching;
 
 pub use turns::yield_now;

@@ -35,12 +35,13 @@ use crate::metrics::Transport;
 use crate::proto::ws::frame::close_frame;
 use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::probe::{ProbePart, Via};
-use crate::pubsub::topic::{owner_of, shrink_if_sparse};
+use crate::pubsub::topic::{occupancy_of, owner_of, shrink_if_sparse};
 use crate::shard::conn::{Conn, ConnKey, Notices, Phase, TOO_MANY_TOPICS};
 use crate::shard::outbox::Flushed;
 use crate::shard::subscription::{Delivery, IdMemo, Item, LocalTopic, MAX_PRELUDE, Prelude, Subscription, Taken};
 use crate::shard::unsubscribes::Unsubscribes;
 use crate::shard::waitset::WaitSet;
+use crate::shard::watching::Watching;
 
 pub type ShardRef = Rc<RefCell<Shard>>;
 
@@ -79,6 +80,8 @@ pub struct Shard {
     pub parked: WaitSet,
     pub notices: Notices,
     pub kept: HashMap<ConnKey, Box<dyn Kept>>,
+    /// The `$occupancy:` topics this worker owns that have subscribers (`shard::occupancy`).
+    pub watching: Watching,
 }
 
 /// What follows for a connection `Shard::each_conn` acted on (whoever looks after it was
@@ -120,6 +123,7 @@ impl Shard {
             parked,
             notices: Notices::default(),
             kept: HashMap::default(),
+            watching: Watching::default(),
         }
     }
 
@@ -428,8 +432,10 @@ impl Shard {
             // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
             unsubscribes.take_back(topic);
             // Live, or resuming from exactly the newest event seen here: nothing to replay,
-            // so no need to ask the owner.
-            if t.registered && (*resume == Resume::Live || resume.is_at(t.head)) {
+            // so no need to ask the owner. Except live on an `$occupancy:` topic: its newest
+            // value is given at once, and the owner has it.
+            let live = *resume == Resume::Live && occupancy_of(topic).is_none();
+            if t.registered && (live || resume.is_at(t.head)) {
                 sub.positions[i] = t.head;
                 t.subs.insert(key.to_token(), i);
                 continue;
@@ -498,6 +504,8 @@ impl Shard {
                     self.count(i, topic, &part);
                 }
             }
+            ToWorker::Watched { meta, now } => self.watching.watch(meta, now),
+            ToWorker::Unwatched { meta } => self.watching.unwatch(&meta),
         }
     }
 

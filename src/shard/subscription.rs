@@ -121,7 +121,8 @@ impl Namer {
     pub fn made_up(self, topic: &str) -> bool {
         match self {
             Namer::Client => true,
-            Namer::Identity => !crate::auth::rights::is_private(topic),
+            // `$occupancy:user:42` is as private as `user:42`.
+            Namer::Identity => !crate::auth::rights::is_private(crate::pubsub::topic::rights_name(topic)),
             Namer::Route => false,
         }
     }

@@ -1,0 +1,44 @@
+//! The occupancy reporter (API.md §9): counts, every `occupancy_interval`, the subscribers of
+//! the topics that this worker's `$occupancy:` topics watch, and hands the counts to its owner,
+//! which publishes those that changed (`ToOwner::Report`).
+//!
+//! The owner tells its own worker which of its `$occupancy:` topics have subscribers
+//! (`shard::watching`); only those are counted, with one probe of
+//! every worker per round for all of them. Nothing is counted on subscribing, leaving or
+//! delivering: the cost is one round per interval per worker that owns watched topics, and
+//! nothing at all while no `$occupancy:` topic has subscribers.
+
+use std::future::poll_fn;
+use std::time::Instant;
+
+use crate::pubsub::msg::ToOwner;
+use crate::shard::state::ShardRef;
+
+/// Runs the reporter of worker `shard` forever.
+pub async fn run(shard: ShardRef) {
+    let (mesh, id, interval) = {
+        let s = shard.borrow();
+        (s.mesh.clone(), s.id, s.config.occupancy_interval)
+    };
+    let mut next_round = Instant::now() + interval;
+    loop {
+        let due = poll_fn(|cx| shard.borrow_mut().watching.poll_due(cx.waker()));
+        let all = monoio::select! {
+            _ = monoio::time::sleep_until(next_round.into()) => true,
+            _ = due => false,
+        };
+        let asked = Instant::now();
+        let ts_micros = crate::clock::now_micros();
+        if all {
+            // Rounds start at least an interval apart (what the owner's check relies on).
+            next_round = asked + interval;
+        }
+        let (metas, topics) = shard.borrow_mut().watching.take(all);
+        if metas.is_empty() {
+            continue;
+        }
+        let probe = mesh.count(topics.into(), false).await;
+        let counts = metas.into_iter().enumerate().map(|(i, m)| (m, probe.answer(i).by_via.iter().sum())).collect();
+        mesh.to_owner[id].send(ToOwner::Report { counts, ts_micros, asked }).await;
+    }
+}
