@@ -60,6 +60,12 @@ pub struct Flags {
     /// Least seconds between two events of an `$occupancy:` topic [default: 1].
     #[arg(long, value_name = "SECS")]
     pub occupancy_interval: Option<f64>,
+    /// Topic prefixes whose subscribers' JWT `sub`s are kept as presence, comma-separated [default: none].
+    #[arg(long, value_name = "PREFIXES")]
+    pub presence_prefixes: Option<String>,
+    /// Seconds a user stays present after their last subscription ends [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub presence_linger: Option<f64>,
     /// Largest event data in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_event_bytes: Option<usize>,
@@ -128,6 +134,8 @@ struct File {
     max_history_bytes: Option<u64>,
     heartbeat: Option<f64>,
     occupancy_interval: Option<f64>,
+    presence_prefixes: Option<StringOrList>,
+    presence_linger: Option<f64>,
     max_event_bytes: Option<usize>,
     max_batch_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
@@ -178,6 +186,11 @@ pub struct Config {
     /// Least time between two events of an `$occupancy:` topic, and how often watched topics
     /// are counted.
     pub occupancy_interval: Duration,
+    /// Topic prefixes under which presence is kept (`Config::keeps_presence`).
+    pub presence_prefixes: Vec<String>,
+    /// How long a user stays present after their last subscription to a topic ends: a
+    /// reconnect within it is no leave and join.
+    pub presence_linger: Duration,
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_pending_bytes: usize,
@@ -198,6 +211,13 @@ pub struct Config {
     pub member_events_prefix: Option<String>,
     /// `GET /events` trusts `Member-ID` even with `jwt_secret` set (a gateway sets it).
     pub member_events_trust_header: bool,
+}
+
+impl Config {
+    /// Whether presence is kept for `topic`: it is under one of `presence_prefixes`.
+    pub fn keeps_presence(&self, topic: &str) -> bool {
+        self.presence_prefixes.iter().any(|p| topic.starts_with(p.as_str()))
+    }
 }
 
 impl Default for Config {
@@ -393,6 +413,21 @@ impl Config {
             .or(file.cors_origins.map(StringOrList::joined))
             .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
+        let presence_prefixes: Vec<String> = flags
+            .presence_prefixes
+            .or(file.presence_prefixes.map(StringOrList::joined))
+            .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default();
+        // The start of a topic name (API.md §1).
+        let topic_start =
+            |p: &str| p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b));
+        if let Some(p) = presence_prefixes.iter().find(|p| !topic_start(p)) {
+            return Err(bad("presence_prefixes", format!("{p:?} is not the start of a topic name")));
+        }
+        let presence_linger = secs("presence_linger", flags.presence_linger.or(file.presence_linger), 5.0, 0.0)?;
+        if presence_linger > Duration::from_secs(3600) {
+            return Err(bad("presence_linger", "at most 3600 seconds"));
+        }
         let log_level = flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(bad("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
@@ -419,6 +454,8 @@ impl Config {
             max_history_bytes,
             heartbeat,
             occupancy_interval,
+            presence_prefixes,
+            presence_linger,
             max_event_bytes,
             max_batch_bytes,
             max_pending_bytes,
@@ -499,6 +536,8 @@ mod tests {
             (&["--heartbeat", "100000"][..], "heartbeat"),
             (&["--occupancy-interval", "0"][..], "occupancy_interval"),
             (&["--occupancy-interval", "7200"][..], "occupancy_interval"),
+            (&["--presence-prefixes", "room/"][..], "presence_prefixes"),
+            (&["--presence-linger", "-1"][..], "presence_linger"),
             (&["--listen", "nowhere"][..], "listen"),
             (&["--max-event-bytes", "0"][..], "max_event_bytes"),
             (&["--log-level", "loud"][..], "log_level"),

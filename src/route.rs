@@ -30,6 +30,8 @@ pub enum Route<'a> {
     TopicInfo(&'a str),
     /// `GET /topics?prefix=…`: the topics with subscribers or history, a page at a time.
     TopicList,
+    /// `GET /topics/{topic}/presence` (still percent-encoded): the users subscribed to it.
+    TopicPresence(&'a str),
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -114,6 +116,11 @@ pub fn route<'a>(method: &Method, path: &'a str, member_prefix: Option<&str>) ->
     {
         return allow("GET, HEAD", get, Route::TopicInfo(topic));
     }
+    if let Some(topic) = path.strip_prefix("/topics/").and_then(|t| t.strip_suffix("/presence"))
+        && !topic.contains('/')
+    {
+        return allow("GET, HEAD", get, Route::TopicPresence(topic));
+    }
     Route::NotFound
 }
 
@@ -137,7 +144,9 @@ mod tests {
         assert_eq!(route(&Method::Get, "/topics/a", None), Route::TopicInfo("a"));
         assert_eq!(route(&Method::Head, "/topics/a%3Ab", None), Route::TopicInfo("a%3Ab"));
         assert_eq!(route(&Method::Post, "/topics/a", None), Route::MethodNotAllowed("GET, HEAD"));
-        assert_eq!(route(&Method::Get, "/topics/a/presence", None), Route::NotFound, "not yet");
+        assert_eq!(route(&Method::Get, "/topics/a/presence", None), Route::TopicPresence("a"));
+        assert_eq!(route(&Method::Get, "/topics/a/b/presence", None), Route::NotFound);
+        assert_eq!(route(&Method::Get, "/topics/a/other", None), Route::NotFound);
         assert_eq!(route(&Method::Get, "/topics", None), Route::TopicList);
         assert_eq!(route(&Method::Delete, "/topics", None), Route::MethodNotAllowed("GET, HEAD"));
     }

@@ -256,7 +256,7 @@ fn occupancy_names_are_checked_and_nobody_publishes_to_them() {
         common::ws::assert_errors(&w.call(req.clone()), &req, "subscribed", &["/topics/0"]);
         let r = request(s, "GET /topics/$occupancy:a HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_json_error(&r, 400);
-        // Presence is not built yet (README, "Not yet implemented").
+        // Without presence_prefixes no presence is kept.
         let r = request(s, "GET /topics/a/presence HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_json_error(&r, 404);
         // A watched count is not a topic of its own in the listing.

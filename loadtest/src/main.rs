@@ -10,6 +10,8 @@
 //! - `soak`: mixed transports, random cuts and resumes over a long run.
 //! - `topics`: memory per topic, holding one event or one subscriber, and after forgetting
 //!   (`topics.rs`).
+//! - `churn`: subscribers of one topic replaced all the time while others watch its
+//!   `$occupancy:` count: what the watching costs, and whether the counts keep up (`churn.rs`).
 //! - `coldstart`: herald started and stopped: exec → /healthz, exec → first event, and a
 //!   stop with many streams open (`coldstart.rs`).
 //! - `floor`: no server — the machine's own floor for a fan-out (`floor.rs`).
@@ -19,6 +21,7 @@
 //! duplicated and out-of-order deliveries, and publish→receive latency goes into an HDR
 //! histogram. The last line of output is the JSON report.
 
+mod churn;
 mod coldstart;
 mod conn;
 mod floor;
@@ -68,6 +71,9 @@ enum Scenario {
     /// Memory per topic: N topics of one small event each, then RSS once they are forgotten;
     /// or (--per-stream K) N topics with one subscriber each and no history.
     Topics(topics::Args),
+    /// Subscribers of one topic replaced at a steady rate while `$occupancy:` streams watch it:
+    /// server CPU per replacement, and the watchers' events checked.
+    Churn(churn::Args),
     /// Starts and stops herald (`--bin`): exec → first /healthz 200 and exec → first event
     /// delivered over many starts, then SIGTERM with many SSE streams open (exit time, how
     /// each stream ended). Exits non-zero when a check fails.
@@ -80,6 +86,29 @@ enum Scenario {
     FloorReader(floor::ReaderArgs),
     /// Summarises a comparison's JSON lines: a markdown table, a JSON summary and SVG plots.
     Report(report::Args),
+}
+
+/// What names a report within a comparison.
+#[derive(Args, Clone)]
+pub struct Tag {
+    /// Label for the report.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Name of the server under test, for comparisons (`compare.sh` sets it).
+    #[arg(long, default_value = "herald")]
+    pub server_name: String,
+    /// Round of a comparison run.
+    #[arg(long, default_value_t = 1)]
+    pub round: u32,
+}
+
+impl Tag {
+    /// Puts the tag into `report`.
+    pub fn mark(&self, report: &mut Value) {
+        report["label"] = json!(self.label);
+        report["server"] = json!(self.server_name);
+        report["round"] = json!(self.round);
+    }
 }
 
 #[derive(Args, Clone)]
@@ -140,15 +169,8 @@ struct Common {
     /// Seconds to let the server settle before reading its RSS (idle).
     #[arg(long, default_value_t = 1.0)]
     hold: f64,
-    /// Label for the report.
-    #[arg(long, default_value = "")]
-    label: String,
-    /// Name of the server under test, for comparisons (`compare.sh` sets it).
-    #[arg(long, default_value = "herald")]
-    server_name: String,
-    /// Round of a comparison run.
-    #[arg(long, default_value_t = 1)]
-    round: u32,
+    #[command(flatten)]
+    tag: Tag,
     /// Soak: seconds to run.
     #[arg(long, default_value_t = 600.0)]
     duration: f64,
@@ -173,6 +195,12 @@ fn main() {
             println!("{}", rt.block_on(topics::run(args.clone())));
             return;
         }
+        Scenario::Churn(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let local = tokio::task::LocalSet::new();
+            println!("{}", local.block_on(&rt, churn::run(args.clone())));
+            return;
+        }
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -182,6 +210,7 @@ fn main() {
         | Scenario::Floor(_)
         | Scenario::FloorReader(_)
         | Scenario::Coldstart(_)
+        | Scenario::Churn(_)
         | Scenario::Topics(_) => {
             unreachable!("handled above")
         }
@@ -190,7 +219,7 @@ fn main() {
         | Scenario::Targeted(c)
         | Scenario::Connect(c)
         | Scenario::Storm(c)
-        | Scenario::Soak(c) => (c.server_name.clone(), c.round),
+        | Scenario::Soak(c) => (c.tag.server_name.clone(), c.tag.round),
     };
     let report = local.block_on(&rt, async move {
         match cli.scenario {
@@ -198,6 +227,7 @@ fn main() {
             | Scenario::Floor(_)
             | Scenario::FloorReader(_)
             | Scenario::Coldstart(_)
+            | Scenario::Churn(_)
             | Scenario::Topics(_) => {
                 unreachable!("handled above")
             }
@@ -383,7 +413,7 @@ async fn idle(c: Common) -> String {
         );
     }
     finish(
-        json!({"scenario": "idle", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+        json!({"scenario": "idle", "label": c.tag.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "connections": r.connected, "failures": r.failures,
                "rss_before_kib": before, "rss_after_kib": after, "rss_bytes_per_conn": per,
                "occupancy": occupancy}),
@@ -480,7 +510,7 @@ async fn delivery(c: Common, targeted: bool) -> String {
     if let Some(s) = cpu_server {
         eprintln!("  server CPU {:.0}% of a core", s * 100.0);
     }
-    let mut report = json!({"scenario": name, "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+    let mut report = json!({"scenario": name, "label": c.tag.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "subscribers": open, "messages": c.messages, "rate": c.rate, "batch": c.batch, "payload": c.payload,
                "publish_requests": published.requests, "publish_failed": published.failed, "publish_secs": published.seconds,
                "expected": expected, "received": received, "lost": lost, "duplicated": dups, "out_of_order": ooo,
@@ -510,7 +540,7 @@ async fn connect(c: Common) -> String {
         c.transport, r.connected, r.failures, lat["p50_ms"], lat["p99_ms"]
     );
     finish(
-        json!({"scenario": "connect", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+        json!({"scenario": "connect", "label": c.tag.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "connections": r.connected, "failures": r.failures, "secs": secs, "per_sec": rate, "connect_latency": lat,
                "server_cpu": cpu_server}),
         cpu_client,
@@ -564,7 +594,7 @@ async fn storm(c: Common) -> String {
         recovery.unwrap_or(f64::NAN),
         published.requests
     );
-    let mut report = json!({"scenario": "storm", "label": c.label, "transport": format!("{:?}", c.transport).to_lowercase(),
+    let mut report = json!({"scenario": "storm", "label": c.tag.label, "transport": format!("{:?}", c.transport).to_lowercase(),
                "subscribers": open, "resumed": r.reconnected, "recovery_secs": recovery, "messages": c.messages,
                "lost": lost, "duplicated": dups, "all_resumed": all_back, "received": received});
     // The server's CPU here includes taking every subscriber back, not only the deliveries.
@@ -714,7 +744,7 @@ async fn soak(c: Common) -> String {
     }
     eprintln!("  server RSS KiB every 10 s: {:?}", rss_kib.iter().map(|v| v.unwrap_or(0)).collect::<Vec<_>>());
     let received: u64 = r.subs.iter().map(|s| s.received).sum();
-    let mut report = json!({"scenario": "soak", "label": c.label, "subscribers": n, "topics": c.topics, "messages": messages, "rate": rate,
+    let mut report = json!({"scenario": "soak", "label": c.tag.label, "subscribers": n, "topics": c.topics, "messages": messages, "rate": rate,
                "duration_secs": c.duration, "publish_failed": published.failed, "cuts": cuts, "reconnects": r.reconnected,
                "expected": expected, "lost": lost, "duplicated": dups, "by_transport": by_transport, "complete": complete,
                "latency": percentiles(&r.latency_us), "rss_kib_every_10s": rss_kib, "missing": missing,

@@ -47,15 +47,8 @@ pub struct Args {
     /// Published shape: the longest wait for the topics to be forgotten, in seconds.
     #[arg(long, default_value_t = 60.0)]
     forget_wait: f64,
-    /// Label for the report.
-    #[arg(long, default_value = "")]
-    label: String,
-    /// Name of the server under test, for comparisons (`compare.sh` sets it).
-    #[arg(long, default_value = "herald")]
-    server_name: String,
-    /// Round of a comparison run.
-    #[arg(long, default_value_t = 1)]
-    round: u32,
+    #[command(flatten)]
+    tag: crate::Tag,
 }
 
 /// The event published to each topic: 7 bytes, as small as per-user notices get.
@@ -72,9 +65,7 @@ pub async fn run(a: Args) -> Value {
         None => published(&a, run).await,
         Some(k) => subscribed(&a, run, k.max(1)).await,
     };
-    report["label"] = json!(a.label);
-    report["server"] = json!(a.server_name);
-    report["round"] = json!(a.round);
+    a.tag.mark(&mut report);
     report["wall_secs"] = json!(started.elapsed().as_secs_f64());
     report
 }

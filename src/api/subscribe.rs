@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::cursor::Resume;
 use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::{param, percent_decode};
-use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, rights_name, valid_subscription, valid_type};
+use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, presence_of, rights_name, valid_subscription, valid_type};
 use crate::shard::subscription::Namer;
 
 /// The transport a subscribe request asks for, chosen like nchan does.
@@ -45,6 +45,23 @@ pub struct StreamRequest {
     pub expires: Option<u64>,
     /// Whose its topic names are (which count as made up against `max_topics`).
     pub names: Namer,
+    /// Who the subscriber is (its token's `sub`): kept as presence on topics under
+    /// `presence_prefixes`.
+    pub user: Option<Arc<str>>,
+}
+
+impl StreamRequest {
+    /// The subscription is `who`'s: it ends when `who`'s token expires, names topics as `who`
+    /// does, and is `who`'s presence.
+    pub fn opened_by(&mut self, who: &Identity) {
+        (self.expires, self.names, self.user) = (who.expires(), Namer::of(who), who.user().map(Arc::from));
+    }
+
+    /// Whose presence the subscription is: its user, if it has topics under
+    /// `presence_prefixes` (others keep no user: no memory for presence outside them).
+    pub fn presence(&self, config: &Config) -> Option<Arc<str>> {
+        self.user.clone().filter(|_| self.topics.iter().any(|t| config.keeps_presence(t)))
+    }
 }
 
 /// Parses the comma-separated topic list of a path.
@@ -146,11 +163,24 @@ pub fn authorize_from(
     let who = rights::identify(head, config, now, cookie_ok)
         .map_err(|rights::Refused(e)| Response::error(Status::Unauthorized, &e.to_string(), "/token"))?;
     for (i, t) in topics.iter().enumerate() {
+        if let Err(message) = check_presence(config, t) {
+            return Err(bad_request(message, &format!("/topics/{i}")));
+        }
         if let Err((status, message)) = check_topic(&who, t) {
             return Err(Response::error(status, &message, &format!("/topics/{i}")));
         }
     }
     Ok(who)
+}
+
+/// A `$presence:` name is followed only for topics under `presence_prefixes` (API.md §9).
+pub fn check_presence(config: &Config, name: &str) -> Result<(), String> {
+    match presence_of(name) {
+        Some(topic) if !config.keeps_presence(topic) => {
+            Err(format!("no presence is kept for {topic:?}: it is under none of presence_prefixes"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// May `who` read `topic`? The refusal's status and message.
@@ -173,7 +203,7 @@ pub fn event_stream(head: &RequestHead, raw_topics: &str) -> Result<StreamReques
 fn stream_request(head: &RequestHead, topics: Vec<Arc<str>>, from: Vec<Resume>) -> Result<StreamRequest, Response> {
     let types = parse_types(head)?;
     let padding = matches!(param(head.query(), "padding"), Some(Ok(v)) if v == "1" || v == "true");
-    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None, names: Namer::Client })
+    Ok(StreamRequest { topics, from, types, padding, sheddable: None, expires: None, names: Namer::Client, user: None })
 }
 
 /// Most events one long-poll answer may carry.

@@ -1,8 +1,9 @@
 //! Topic information (API.md §9): `GET /topics/{topic}` — a topic's subscribers by transport,
 //! summed over every worker at the moment of the answer, its newest cursor and what its
-//! history holds — and `GET /topics?prefix=` — the topics with subscribers or history, by
-//! name, a page at a time. Asking needs publish rights (§6; a topic is listed only to who may
-//! publish to it), and never makes a topic.
+//! history holds —, `GET /topics?prefix=` — the topics with subscribers or history, by
+//! name, a page at a time — and `GET /topics/{topic}/presence` — who is subscribed. Asking
+//! needs publish rights (§6; a topic is listed only to who may publish to it), and never makes
+//! a topic.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::proto::http1::{RequestHead, Response, Status};
 use crate::proto::query::param;
 use crate::pubsub::msg::{Shows, ToOwner};
 use crate::pubsub::probe::TopicProbe;
-use crate::pubsub::topic::valid_topic;
+use crate::pubsub::topic::{presence_owner, valid_topic};
 
 /// Topics in a page of `GET /topics` unless `limit` says otherwise, and the most it may ask.
 const PAGE: usize = 100;
@@ -55,6 +56,27 @@ pub async fn info(ctx: &Ctx, topic: Arc<str>) -> Response {
             "history": {"events": answer.events, "bytes": answer.bytes},
         }),
     )
+}
+
+/// `GET /topics/{topic}/presence`: the users (JWT `sub`s) with subscriptions to `topic`, from
+/// its owner; 404 for a topic outside `presence_prefixes`, for which none are kept.
+pub async fn presence(ctx: &Ctx, topic: Arc<str>) -> Response {
+    if !ctx.config.keeps_presence(&topic) {
+        return Response::error(
+            Status::NotFound,
+            &format!("no presence is kept for {topic:?}: it is under none of presence_prefixes"),
+            "/topic",
+        );
+    }
+    let (probe, mut parts) = TopicProbe::new(1, 0);
+    if let Some(part) = parts.pop() {
+        let owner = presence_owner(&topic, ctx.mesh.workers);
+        ctx.mesh.to_owner[owner].send(ToOwner::Users { topic: topic.clone(), part }).await;
+    }
+    probe.answered().await;
+    let (users, _) = probe.listed();
+    let users: Vec<&str> = users.iter().map(|u| &**u).collect();
+    Response::json(Status::Ok, &json!({"topic": &*topic, "users": users, "count": users.len()}))
 }
 
 /// `GET /topics?prefix=P&limit=N&after=T` (rights checked at admission): every owner lists its

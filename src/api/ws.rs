@@ -85,7 +85,7 @@ fn topics_of(input: &Map<String, Value>) -> Result<Vec<Arc<str>>, Vec<(String, S
                 errors.push(err(format!("topic {t:?} is listed twice"), format!("/topics/{i}")))
             }
             _ => errors.push(err(
-                "invalid topic: expected 1-128 of [A-Za-z0-9_.:@-], or $occupancy: and such a name",
+                "invalid topic: expected 1-128 of [A-Za-z0-9_.:@-], or $occupancy: or $presence: and such a name",
                 format!("/topics/{i}"),
             )),
         }

@@ -24,6 +24,14 @@ impl Identity {
         matches!(self, Identity::Token(_))
     }
 
+    /// Who the identity's token says it is (its `sub`), if it says.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::Token(c) => c.sub.as_deref(),
+            Identity::Anonymous => None,
+        }
+    }
+
     /// When the identity's token expires (Unix milliseconds), if it does.
     pub fn expires(&self) -> Option<u64> {
         match self {

@@ -12,7 +12,6 @@ use crate::proto;
 use crate::proto::http1::{BodyKind, Method, RequestHead, Response, Status};
 use crate::route::Route;
 use crate::seeds;
-use crate::shard::subscription::Namer;
 
 /// What the request head decided, before any body is read.
 pub enum Admitted {
@@ -56,7 +55,7 @@ pub fn admit(ctx: &Ctx, head: &RequestHead, route: &Route<'_>) -> Result<Admitte
         Route::WaveEvents(token) if post => Decided::one(seeds::wave::prepare(ctx, head, token))?,
         Route::MemberEvents if post => Decided::one(seeds::member::prepare(ctx, head))?,
         Route::AdminPause => Decided::Publisher(seeds::push::admit_pause(ctx, head)?),
-        Route::TopicInfo(raw) => Decided::one(api::topics::prepare(ctx, head, raw))?,
+        Route::TopicInfo(raw) | Route::TopicPresence(raw) => Decided::one(api::topics::prepare(ctx, head, raw))?,
         Route::TopicList => Decided::Publisher(api::topics::admit_list(ctx, head)?),
         _ => Decided::Nothing,
     };
@@ -160,13 +159,13 @@ pub async fn dispatch(
             Transport::EventStream => {
                 let mut req = api::subscribe::event_stream(head, topics)?;
                 let who = api::subscribe::authorize(&ctx.config, head, &req.topics)?;
-                (req.expires, req.names) = (who.expires(), Namer::of(&who));
+                req.opened_by(&who);
                 return stream(req, cors);
             }
             Transport::LongPoll => {
                 let mut req = api::subscribe::long_poll(head, topics)?;
                 let who = api::subscribe::authorize(&ctx.config, head, &req.stream.topics)?;
-                (req.stream.expires, req.stream.names) = (who.expires(), Namer::of(&who));
+                req.stream.opened_by(&who);
                 let style = longpoll::Style::Events;
                 let framing = longpoll::Framing { minor_version: head.minor_version, keep_alive, cors, style };
                 return poll(req, framing);
@@ -177,7 +176,7 @@ pub async fn dispatch(
                 let cookie_ok = websocket_origin(ctx, head)?;
                 let mut req = api::subscribe::event_stream(head, topics)?;
                 let identity = api::subscribe::authorize_from(&ctx.config, head, &req.topics, cookie_ok)?;
-                (req.expires, req.names) = (identity.expires(), Namer::of(&identity));
+                req.opened_by(&identity);
                 // Publish rights: the key (or loopback) at the handshake, else the token's
                 // `publish` claim, wherever the token came from (a browser cannot set
                 // `Authorization` on a WebSocket).
@@ -225,6 +224,10 @@ pub async fn dispatch(
         }
         Route::TopicInfo(_) => match decided {
             Decided::One(prepared) => api::topics::info(ctx, prepared.topic).await,
+            _ => Response::error(Status::Internal, "request not admitted", "/"),
+        },
+        Route::TopicPresence(_) => match decided {
+            Decided::One(prepared) => api::topics::presence(ctx, prepared.topic).await,
             _ => Response::error(Status::Internal, "request not admitted", "/"),
         },
         Route::TopicList => match decided {

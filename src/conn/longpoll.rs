@@ -137,7 +137,9 @@ async fn register(ctx: &Ctx, req: PollRequest) {
     held.due = req.timeout.is_zero();
     let requests = {
         let mut s = ctx.shard.borrow_mut();
+        let user = req.stream.presence(&ctx.config);
         let mut sub = Subscription::new(req.stream.topics, req.stream.types, Delivery::Held(held));
+        sub.present_as(user);
         sub.names = req.stream.names;
         s.join(key, sub, &req.stream.from)
     };

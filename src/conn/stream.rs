@@ -63,9 +63,11 @@ fn join(
     let c = s.conn(ctx.key)?;
     c.outbox.push(head);
     c.outbox.push(sse::preamble(retry_ms, req.padding).for_version(chunked));
+    let user = req.presence(&ctx.config);
     let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
+    sub.present_as(user);
     if req.sheddable.is_some() {
-        sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, expires: None }));
+        sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, ..Rare::default() }));
     }
     sub.expires_at(req.expires);
     sub.names = req.names;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::wake::{self, Wake, Writable};
 use crate::api::ctx::Ctx;
 use crate::api::publish::{NewEvent, Publisher, Refusal, publish};
-use crate::api::subscribe::{StreamRequest, check_topic};
+use crate::api::subscribe::{StreamRequest, check_presence, check_topic};
 use crate::api::ws::{Request, error_reply, parse, reply};
 use crate::auth::rights::Identity;
 use crate::clock::Stamp;
@@ -269,7 +269,9 @@ async fn open(ctx: &Ctx, stream: &TcpStream, mode: Mode, accept: String) -> bool
                 s.join(key, sub, &[crate::cursor::Resume::Live])
             }
             Mode::PubSub { req, .. } => {
+                let user = req.presence(&ctx.config);
                 let mut sub = Subscription::new(req.topics, req.types, Delivery::Ws);
+                sub.present_as(user);
                 sub.expires_at(req.expires);
                 sub.names = req.names;
                 s.join(key, sub, &req.from)
@@ -343,7 +345,8 @@ async fn subscribe(
         .map(|(i, t)| (format!("already subscribed to {t:?}"), format!("/topics/{i}")))
         .collect();
     for (i, t) in topics.iter().enumerate() {
-        if let Err((_, message)) = check_topic(identity, t) {
+        let checked = check_presence(&ctx.config, t).and_then(|()| check_topic(identity, t).map_err(|(_, m)| m));
+        if let Err(message) = checked {
             errors.push((message, format!("/topics/{i}")));
         }
     }
@@ -357,7 +360,8 @@ async fn subscribe(
         return queue(ctx, error_reply("subscribed", input, &errors));
     }
     let ack = reply("subscribed", input, json!({ "topics": input.get("topics") }));
-    let requests = ctx.shard.borrow_mut().join_more(key, topics, &from, ack);
+    let user = identity.user().map(std::sync::Arc::from);
+    let requests = ctx.shard.borrow_mut().join_more(key, topics, &from, ack, user);
     if requests.is_empty() {
         return ctx.shard.borrow_mut().flush(key);
     }

@@ -5,6 +5,7 @@ pub mod history;
 pub mod msg;
 pub mod owner;
 pub mod parts;
+pub mod presence;
 pub mod probe;
 pub mod sequencer;
 pub mod tombstones;

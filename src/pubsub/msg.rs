@@ -70,6 +70,11 @@ pub enum ToOwner {
     /// (type `occupancy`) if it changed and its topic's last value was taken an
     /// `occupancy_interval` before.
     Report { counts: Vec<(Arc<str>, u64)>, ts_micros: u64, asked: std::time::Instant },
+    /// `worker` has (`here`) its first subscription of `user` to `topic` (under
+    /// `presence_prefixes`), or no longer has any.
+    Present { topic: Arc<str>, user: Arc<str>, worker: u16, here: bool },
+    /// List into `part` the users present on `topic` (`GET /topics/{topic}/presence`).
+    Users { topic: Arc<str>, part: ProbePart },
 }
 
 /// Work for a worker hosting subscribers.

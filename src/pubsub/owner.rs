@@ -19,9 +19,10 @@ use crate::frames::Frame;
 use crate::pubsub::history::History;
 use crate::pubsub::msg::{Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::parts::{PARTS, Parts};
+use crate::pubsub::presence::{Change, Presences};
 use crate::pubsub::sequencer::{Sequencer, Stats};
 use crate::pubsub::tombstones::Tombstones;
-use crate::pubsub::topic::occupancy_of;
+use crate::pubsub::topic::{PRESENCE, occupancy_of};
 use crate::pubsub::workers::WorkerSet;
 
 struct OwnedTopic {
@@ -162,6 +163,8 @@ pub struct Owner {
     history: usize,
     history_ttl: Duration,
     occupancy_interval: Duration,
+    /// Who is on the topics here under `presence_prefixes`.
+    presences: Presences,
     /// Events held across this owner's rings (kept up to date, for the metrics gauge).
     held: usize,
     /// What they cost (`Frame::cost`), and the most they may: this owner's share of
@@ -216,6 +219,7 @@ impl Owner {
             history: config.history,
             history_ttl: config.history_ttl,
             occupancy_interval: config.occupancy_interval,
+            presences: Presences::new(config.presence_linger),
             held: 0,
             held_bytes: 0,
             max_held_bytes: usize::try_from(config.max_history_bytes / config.workers as u64).unwrap_or(usize::MAX),
@@ -402,8 +406,19 @@ impl Owner {
                     }
                 }
             }
-            ToOwner::Tick => self.housekeep(now),
+            ToOwner::Tick => {
+                for (topic, user) in self.presences.due(now) {
+                    self.tell_presence(&topic, &user, Change::Leave, now, out);
+                }
+                self.housekeep(now);
+            }
             ToOwner::Report { counts, ts_micros, asked } => self.report(counts, ts_micros, asked, out),
+            ToOwner::Present { topic, user, worker, here } => {
+                if let Some(change) = self.presences.change(&topic, &user, usize::from(worker), here, now) {
+                    self.tell_presence(&topic, &user, change, now, out);
+                }
+            }
+            ToOwner::Users { topic, part } => part.list(self.presences.users(&topic), false),
             ToOwner::Describe { topic, part } => {
                 // Only looked at: asking about a topic does not make it.
                 if let Some(t) = self.topics.get_mut(&topic) {
@@ -509,6 +524,29 @@ impl Owner {
             // Watched, so kept: this makes no topic.
             let _ = self.append(&meta, Some("occupancy".into()), Bytes::from(data), ts_micros, asked, out);
         }
+    }
+
+    /// Publishes `user`'s join or leave of `topic` to `$presence:{topic}`, if that topic is
+    /// kept (someone subscribed to it, and it is not forgotten): presence nobody follows makes
+    /// no topic and keeps no history.
+    fn tell_presence(
+        &mut self,
+        topic: &str,
+        user: &str,
+        change: Change,
+        now: Instant,
+        out: &mut Vec<(usize, ToWorker)>,
+    ) {
+        let meta: Arc<str> = format!("{PRESENCE}{topic}").into();
+        if self.topics.get_mut(&meta).is_none() {
+            return;
+        }
+        let kind = match change {
+            Change::Join => "join",
+            Change::Leave => "leave",
+        };
+        let data = serde_json::json!({"topic": topic, "user": user}).to_string();
+        let _ = self.append(&meta, Some(kind.into()), Bytes::from(data), crate::clock::now_micros(), now, out);
     }
 
     /// Expires history by TTL and forgets topics nobody listens to that hold nothing: their

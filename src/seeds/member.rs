@@ -46,19 +46,24 @@ pub fn member_topic(head: &RequestHead) -> Result<Arc<str>, Response> {
 /// `Member-ID` itself. Without `jwt_secret` the header is trusted, as in the original service.
 pub fn subscribe(ctx: &Ctx, head: &RequestHead) -> Result<StreamRequest, Response> {
     let topic = member_topic(head)?;
-    let (mut expires, mut names) = (None, Namer::Client);
+    let topics = vec![topic];
+    let mut who = None;
+    let mut names = Namer::Client;
     if ctx.config.jwt_secret.is_some() {
         if ctx.config.member_events_trust_header {
             // The gateway in front vouches for the member.
             names = Namer::Identity;
         } else {
-            let who = authorize(&ctx.config, head, std::slice::from_ref(&topic))
-                .map_err(|r| repoint(r, "/headers/member-id"))?;
-            (expires, names) = (who.expires(), Namer::of(&who));
+            who = Some(authorize(&ctx.config, head, &topics).map_err(|r| repoint(r, "/headers/member-id"))?);
         }
     }
     let from = parse_resume(head, 1)?;
-    Ok(StreamRequest { topics: vec![topic], from, types: None, padding: false, sheddable: None, expires, names })
+    let mut req =
+        StreamRequest { topics, from, types: None, padding: false, sheddable: None, expires: None, names, user: None };
+    if let Some(who) = who {
+        req.opened_by(&who);
+    }
+    Ok(req)
 }
 
 /// A refusal about the stream's one topic, pointed at where this request named it.

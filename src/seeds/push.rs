@@ -74,6 +74,7 @@ pub fn subscribe(ctx: &Ctx, head: &RequestHead, raw_types: &str) -> Result<Strea
         sheddable: Some(groups.into()),
         expires,
         names: Namer::Route,
+        user: who.user().map(Arc::from),
     })
 }
 

@@ -46,6 +46,7 @@ pub fn poll(head: &RequestHead, token: &str, remembered: Option<Stopped>) -> Res
             padding: false,
             sheddable: None,
             expires: None,
+            user: None,
             names: Namer::Client,
         },
         max: 1,

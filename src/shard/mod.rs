@@ -8,6 +8,7 @@
 //! - `parked` (with `waitset`): connections waiting without a task, and their watcher;
 //! - `closing`: ending a connection cleanly;
 //! - `unsubscribes`: what the worker owes topic owners when it leaves topics;
+//! - `presence`: a worker's share of who is subscribed to topics under `presence_prefixes`;
 //! - `occupancy` (with `watching`): the task that counts the topics `$occupancy:` topics
 //!   watch;
 //! - `turns`: the yield relay that lets the other tasks of a worker run.
@@ -19,6 +20,7 @@ pub mod occupancy;
 pub mod outbox;
 pub mod owning;
 pub mod parked;
+pub mod presence;
 pub mod state;
 pub mod subscribers;
 pub mod subscription;

@@ -38,6 +38,7 @@ use crate::pubsub::probe::{ProbePart, Via};
 use crate::pubsub::topic::{occupancy_of, owner_of, shrink_if_sparse};
 use crate::shard::conn::{Conn, ConnKey, Notices, Phase, TOO_MANY_TOPICS};
 use crate::shard::outbox::Flushed;
+use crate::shard::presence::Present;
 use crate::shard::subscription::{Delivery, IdMemo, Item, LocalTopic, MAX_PRELUDE, Prelude, Subscription, Taken};
 use crate::shard::unsubscribes::Unsubscribes;
 use crate::shard::waitset::WaitSet;
@@ -82,6 +83,8 @@ pub struct Shard {
     pub kept: HashMap<ConnKey, Box<dyn Kept>>,
     /// The `$occupancy:` topics this worker owns that have subscribers (`shard::occupancy`).
     pub watching: Watching,
+    /// Users' subscriptions here on topics under `presence_prefixes` (`shard::presence`).
+    presence: Present,
 }
 
 /// What follows for a connection `Shard::each_conn` acted on (whoever looks after it was
@@ -124,6 +127,7 @@ impl Shard {
             notices: Notices::default(),
             kept: HashMap::default(),
             watching: Watching::default(),
+            presence: Present::default(),
         }
     }
 
@@ -363,8 +367,13 @@ impl Shard {
         topics: Vec<Arc<str>>,
         from: &[Resume],
         reply: Bytes,
+        user: Option<Arc<str>>,
     ) -> Vec<(usize, ToOwner)> {
+        let kept = topics.iter().any(|t| self.config.keeps_presence(t));
         let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return Vec::new() };
+        if kept {
+            sub.present_as(user);
+        }
         let start = sub.topics.len();
         sub.positions.extend(std::iter::repeat_n(Cursor::default(), topics.len()));
         sub.topics.extend(topics);
@@ -390,14 +399,19 @@ impl Shard {
         let token = key.to_token();
         let mut missing = Vec::new();
         for name in names {
+            let kept = self.config.keeps_presence(name);
             let Some(sub) = self.conn(key).and_then(|c| c.sub.as_mut()) else { return missing };
             let Some(idx) = sub.topics.iter().position(|t| t == name) else {
                 missing.push(name.clone());
                 continue;
             };
+            let user = sub.user().filter(|_| kept).cloned();
             sub.topics.swap_remove(idx);
             sub.positions.swap_remove(idx);
             let moved = sub.topics.get(idx).cloned();
+            if let Some(user) = user {
+                self.presence.depart(name, &user);
+            }
             if let Some(t) = self.topics.get_mut(name) {
                 t.subs.remove(token);
             }
@@ -417,7 +431,7 @@ impl Shard {
     fn attach(&mut self, key: ConnKey, range: std::ops::Range<usize>, from: &[Resume]) -> Vec<(usize, ToOwner)> {
         let mut requests = Vec::new();
         let (workers, id) = (self.mesh.workers, self.id);
-        let Shard { conns, topics, unsubscribes, .. } = self;
+        let Shard { conns, topics, unsubscribes, presence, config, .. } = self;
         let Some(sub) =
             conns.get_mut(key.index as usize).filter(|c| c.generation() == key.generation).and_then(|c| c.sub.as_mut())
         else {
@@ -431,6 +445,11 @@ impl Shard {
             let topic = &sub.topics[i];
             // A subscribe overtakes a not-yet-sent unsubscribe of the same topic.
             unsubscribes.take_back(topic);
+            if let Some(user) = sub.user()
+                && config.keeps_presence(topic)
+            {
+                presence.arrive(topic, user);
+            }
             // Live, or resuming from exactly the newest event seen here: nothing to replay,
             // so no need to ask the owner. Except live on an `$occupancy:` topic: its newest
             // value is given at once, and the owner has it.
@@ -458,6 +477,11 @@ impl Shard {
         for topic in sub.topics.iter() {
             if let Some(t) = self.topics.get_mut(topic) {
                 t.subs.remove(key.to_token());
+            }
+            if let Some(user) = sub.user()
+                && self.config.keeps_presence(topic)
+            {
+                self.presence.depart(topic, user);
             }
             self.release(topic);
         }
@@ -488,6 +512,7 @@ impl Shard {
     /// ticker.
     pub fn send_unsubscribes(&mut self) {
         self.unsubscribes.send(&self.mesh, self.id);
+        self.presence.send(&self.mesh, self.id);
     }
 
     /// One message from an owner.

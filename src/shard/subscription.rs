@@ -162,6 +162,9 @@ pub struct Rare {
     /// When the token the subscription was opened with expires (Unix milliseconds): the stream
     /// ends then, and its client comes back with a fresh one.
     pub expires: Option<u64>,
+    /// Whose presence it is (its token's `sub`), on the topics under `presence_prefixes`: set
+    /// only when it has such topics.
+    pub user: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -258,6 +261,19 @@ impl Subscription {
         if let Some(at) = expires {
             self.rare.get_or_insert_with(Box::default).expires = Some(at);
         }
+    }
+
+    /// The subscription is `user`'s presence on its topics under `presence_prefixes` (`user`
+    /// is the token's `sub`; kept only for a subscription with such topics).
+    pub fn present_as(&mut self, user: Option<Arc<str>>) {
+        if let Some(user) = user {
+            self.rare.get_or_insert_with(Box::default).user = Some(user);
+        }
+    }
+
+    /// Whose presence the subscription is, if anyone's.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.rare.as_ref().and_then(|r| r.user.as_ref())
     }
 
     /// When the subscription's token expires (Unix milliseconds), if it does.
