@@ -29,7 +29,12 @@ impl Cursor {
         if e.is_empty() || e.len() > 16 || q.is_empty() || q.len() > 20 {
             return None;
         }
-        if !e.bytes().all(|b| b.is_ascii_hexdigit()) || !q.bytes().all(|b| b.is_ascii_digit()) {
+        if !e.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) || !q.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Only the form herald writes (`Display`): a cursor is echoed back, never made up, and
+        // a gap's `missed_from` must be what was sent (API.md §7).
+        if (e.len() > 1 && e.starts_with('0')) || (q.len() > 1 && q.starts_with('0')) {
             return None;
         }
         Some(Cursor { epoch: u64::from_str_radix(e, 16).ok()?, seq: q.parse().ok()? })
@@ -179,6 +184,10 @@ mod tests {
             "11111111111111111-1",
             "1-+1",
             "1-99999999999999999999999",
+            // Not as herald writes them: a gap would echo another text than was sent.
+            "00000000000000ab-5",
+            "ab-0005",
+            "AB-5",
         ] {
             assert_eq!(Cursor::parse(s), None, "{s:?}");
         }

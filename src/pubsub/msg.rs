@@ -92,9 +92,9 @@ pub enum ToWorker {
     /// Count the subscribers here of each of `topics`, by transport, into `part` (`GET
     /// /topics`).
     Count { topics: Arc<[Arc<str>]>, part: ProbePart },
-    /// From this worker's own owner: the `$occupancy:` topic `meta` has subscribers now; count
-    /// what it watches every `occupancy_interval`, and at once if `now` (it holds no value).
-    Watched { meta: Arc<str>, now: bool },
+    /// From this worker's own owner: the `$occupancy:` topic `meta` has subscribers now (or one
+    /// with no value to give); count what it watches at once, then every `occupancy_interval`.
+    Watched { meta: Arc<str> },
     /// From this worker's own owner: `meta` has no subscribers left; stop counting for it.
     Unwatched { meta: Arc<str> },
 }

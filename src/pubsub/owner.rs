@@ -22,7 +22,7 @@ use crate::pubsub::parts::{PARTS, Parts};
 use crate::pubsub::presence::{Change, Presences};
 use crate::pubsub::sequencer::{Sequencer, Stats};
 use crate::pubsub::tombstones::Tombstones;
-use crate::pubsub::topic::{PRESENCE, occupancy_of};
+use crate::pubsub::topic::{PRESENCE, occupancy_of, presence_of};
 use crate::pubsub::workers::WorkerSet;
 
 struct OwnedTopic {
@@ -82,6 +82,19 @@ struct Epochs {
 /// How often housekeeping visits every topic (see `Owner::housekeep`).
 fn sweep_period(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// How long an `$occupancy:` topic nobody watches keeps its value (it is visited by
+/// housekeeping up to a sweep later): long enough for a long-poller between polls or a stream
+/// reconnecting, short enough that names anyone can make up give their memory back soon.
+fn occupancy_grace(interval: Duration) -> Duration {
+    (interval * 2).max(Duration::from_secs(10))
+}
+
+/// The TTL of `topic`'s history: an `$occupancy:` topic's one value is its current count
+/// while it is kept (see `occupancy_grace`), however old.
+fn ttl_of(topic: &str, ttl: Duration) -> Duration {
+    if occupancy_of(topic).is_some() { Duration::MAX } else { ttl }
 }
 
 /// Topics forgotten, since the last time, past which the memory they held is given back to
@@ -262,6 +275,10 @@ impl Owner {
                     return None;
                 }
                 let (epoch, pred) = epochs.start(name);
+                // Joins and leaves are published only while someone follows: a `$presence:`
+                // topic forgotten and made again missed those in between, so its last cursor is
+                // a gap, not the start of the new life.
+                let pred = if presence_of(name).is_some() { 0 } else { pred };
                 self.count.all.fetch_add(1, Ordering::Relaxed);
                 let named = matches!(making, Making::Subscribe { .. });
                 if named {
@@ -301,8 +318,8 @@ impl Owner {
                 out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor }));
             }
             ToOwner::Subscribe { topic, resume, reply, open_name } => {
-                let (ttl, hasher) = (self.history_ttl, self.epochs.hasher.clone());
-                let (id, interval) = (self.id, self.occupancy_interval);
+                let (ttl, hasher) = (ttl_of(&topic, self.history_ttl), self.epochs.hasher.clone());
+                let id = self.id;
                 let Some((t, created)) = self.topic(&topic, tenths, Making::Subscribe { open_name }) else {
                     let none = Cursor::default();
                     let ack = SubscribeAck {
@@ -319,19 +336,13 @@ impl Owner {
                     return;
                 };
                 let before_bytes = t.history.bytes();
-                let mut expired = t.history.expire(now, ttl);
+                let expired = t.history.expire(now, ttl);
+                let expired_bytes = before_bytes - t.history.bytes();
                 let meta = occupancy_of(&topic).is_some();
                 let first_watch = meta && t.workers.is_empty();
-                // Nobody kept an unwatched count current: a value older than an interval is
-                // not given to the first watcher as the count now.
-                if first_watch
-                    && t.history.newest().is_some_and(|(at, _)| now.saturating_duration_since(at) >= interval)
-                {
-                    expired += t.history.trim_to(0);
-                }
-                let expired_bytes = before_bytes - t.history.bytes();
-                // A watcher gets the count at once: counted now when there is no value to give.
-                let count_now = meta && t.history.is_empty();
+                // Nobody kept an unwatched count current, and there may be none yet: counted at
+                // once (published only if it changed, an interval after the last value).
+                let count_now = first_watch || (meta && t.history.is_empty());
                 t.workers.insert(usize::from(reply.worker));
                 let head = t.cursor(t.head);
                 // A cursor is a position only in the life of the topic it was issued for, or
@@ -377,11 +388,11 @@ impl Owner {
                     let resume_at = replay.first().map_or(head, |f| t.cursor(f.cursor.seq - 1));
                     Gap { missed, resume_at }
                 });
-                let watch = (first_watch || count_now).then(|| topic.clone());
+                let watch = count_now.then(|| topic.clone());
                 let ack = SubscribeAck { reply, topic, start, head, gap, replay, created, refused: false };
                 out.push((usize::from(reply.worker), ToWorker::Subscribed(Box::new(ack))));
                 if let Some(meta) = watch {
-                    out.push((id, ToWorker::Watched { meta, now: count_now }));
+                    out.push((id, ToWorker::Watched { meta }));
                 }
                 self.held -= expired;
                 self.held_bytes -= expired_bytes;
@@ -396,8 +407,9 @@ impl Owner {
                         }
                     }
                     // A name nobody publishes to or listens to any more costs nothing: anyone can
-                    // name topics by subscribing, and must not be able to pile them up.
-                    if t.workers.is_empty() && t.named {
+                    // name topics by subscribing, and must not be able to pile them up. (An
+                    // `$occupancy:` topic keeps its value a little longer: `housekeep`.)
+                    if t.workers.is_empty() && t.named && occupancy_of(&topic).is_none() {
                         self.epochs.forget(&topic, t);
                         self.topics.remove(&topic);
                         self.forgot(1, 1);
@@ -470,11 +482,13 @@ impl Owner {
     ) -> Result<Cursor, Refusal> {
         let tenths = self.tenths(now);
         // An `$occupancy:` topic's history is its latest value (API.md §9).
-        let (history, ttl) = (if occupancy_of(topic).is_some() { 1 } else { self.history }, self.history_ttl);
+        let (history, ttl) =
+            (if occupancy_of(topic).is_some() { 1 } else { self.history }, ttl_of(topic, self.history_ttl));
         let Some((t, _)) = self.topic(topic, tenths, Making::Publish) else { return Err(Refusal::TooManyTopics) };
         let (before, before_bytes) = (t.history.len(), t.history.bytes());
-        // A topic only named until now is a published one from here on.
-        let was_named = std::mem::take(&mut t.named);
+        // A topic only named until now is a published one from here on; not one about a topic
+        // (`$occupancy:`, `$presence:`): herald publishes there, for subscribers who made it.
+        let was_named = !topic.starts_with('$') && std::mem::take(&mut t.named);
         t.history.expire(now, ttl);
         t.head += 1;
         let cursor = t.cursor(t.head);
@@ -511,14 +525,19 @@ impl Owner {
         out: &mut Vec<(usize, ToWorker)>,
     ) {
         let interval = self.occupancy_interval;
+        // Without a value in history (evicted for memory), the time of the last publish, in
+        // whole tenths: more than the interval's tenths apart is at least the interval apart.
+        let (asked_tenths, interval_tenths) = (self.tenths(asked), (interval.as_secs_f64() * 10.0).ceil() as u32);
         for (meta, n) in counts {
             let Some(watched) = occupancy_of(&meta) else { continue };
             let Some(t) = self.topics.get_mut(&meta).filter(|t| !t.workers.is_empty()) else { continue };
             // A topic's name needs no escaping in JSON.
             let data = format!(r#"{{"topic":"{watched}","subscribers":{n}}}"#);
-            if let Some((at, last)) = t.history.newest()
-                && (last.data == data.as_bytes() || asked.saturating_duration_since(at) < interval)
-            {
+            let too_soon = match t.history.newest() {
+                Some((at, last)) => last.data == data.as_bytes() || asked.saturating_duration_since(at) < interval,
+                None => t.head > 0 && asked_tenths.saturating_sub(t.last_publish) <= interval_tenths,
+            };
+            if too_soon {
                 continue;
             }
             // Watched, so kept: this makes no topic.
@@ -569,25 +588,32 @@ impl Owner {
         let parts = ((elapsed.as_secs_f64() / period.as_secs_f64()) * PARTS as f64).ceil() as usize;
         self.last_sweep = now;
         let (mut expired, mut expired_bytes, mut named, mut forgotten) = (0, 0, 0, 0);
+        let occupancy_grace = occupancy_grace(self.occupancy_interval);
         let epochs = &mut self.epochs;
         for _ in 0..parts.clamp(1, PARTS) {
             let part = self.next_part;
             self.next_part = (part + 1) % PARTS;
             forgotten += self.topics.retain_in(part, |name, t| {
                 let before = t.history.bytes();
-                expired += t.history.expire(now, ttl);
+                expired += t.history.expire(now, ttl_of(name, ttl));
                 expired_bytes += before - t.history.bytes();
                 // Both ends are rounded down to a tenth: one tenth less never overstates the
                 // time passed, so nothing is forgotten early (up to 0.2 s late).
                 let quiet_for =
                     |since: u32| Duration::from_millis(u64::from(tenths.saturating_sub(since).saturating_sub(1)) * 100);
-                let idle = t.workers.is_empty()
-                    && t.history.is_empty()
-                    && if t.named {
-                        quiet_for(t.last_publish) >= ttl
-                    } else {
-                        quiet_for(t.last_publish) >= ttl * 2 && quiet_for(t.unwatched_since) >= ttl
-                    };
+                let idle = if occupancy_of(name).is_some() {
+                    // Its value is kept for a watcher coming back (a long-poller between polls,
+                    // a stream reconnecting), not for long: it is not kept current.
+                    t.workers.is_empty() && quiet_for(t.unwatched_since) >= occupancy_grace
+                } else {
+                    t.workers.is_empty()
+                        && t.history.is_empty()
+                        && if t.named {
+                            quiet_for(t.last_publish) >= ttl
+                        } else {
+                            quiet_for(t.last_publish) >= ttl * 2 && quiet_for(t.unwatched_since) >= ttl
+                        }
+                };
                 if idle {
                     epochs.forget(name, t);
                 }
@@ -1208,15 +1234,9 @@ mod tests {
         assert_eq!(o.topics.len(), 1, "a topic with history stays");
     }
 
-    /// Subscribes worker `worker` to `$occupancy:` topic `meta` from `from`: the ack, and what
-    /// the owner told its own worker (`Watched`'s `now`, if anything).
-    fn watch(
-        o: &mut Owner,
-        meta: &str,
-        worker: u16,
-        from: Option<Cursor>,
-        at: Instant,
-    ) -> (SubscribeAck, Option<bool>) {
+    /// Subscribes worker `worker` to `$occupancy:` topic `meta` from `from`: the ack, and
+    /// whether the owner told its own worker to count it at once (`Watched`).
+    fn watch(o: &mut Owner, meta: &str, worker: u16, from: Option<Cursor>, at: Instant) -> (SubscribeAck, bool) {
         let mut out = Vec::new();
         let resume = from.map_or(Resume::Live, Resume::After);
         o.handle(
@@ -1225,11 +1245,11 @@ mod tests {
             &mut out,
         );
         let mut ack = None;
-        let mut told = None;
+        let mut told = false;
         for (w, msg) in out {
             match msg {
                 ToWorker::Subscribed(a) => ack = Some(*a),
-                ToWorker::Watched { meta: m, now } if w == 0 && &*m == meta => told = Some(now),
+                ToWorker::Watched { meta: m } if w == 0 && &*m == meta => told = true,
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -1255,7 +1275,7 @@ mod tests {
         let t0 = Instant::now();
         let (ack, told) = watch(&mut o, meta, 1, None, t0);
         assert!(ack.replay.is_empty() && ack.gap.is_none());
-        assert_eq!(told, Some(true), "no value yet: counted at once");
+        assert!(told, "no value yet: counted at once");
         let first = report(&mut o, meta, 3, t0);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].data, r#"{"topic":"news","subscribers":3}"#.as_bytes());
@@ -1270,7 +1290,7 @@ mod tests {
 
         // Its history is the latest value, given to whoever does not stand at it, never as a gap.
         let (ack, told) = watch(&mut o, meta, 2, None, t0 + second);
-        assert_eq!(told, None, "watched already, and it has a value");
+        assert!(!told, "watched already, and it has a value");
         assert_eq!(ack.replay.iter().map(|f| f.cursor).collect::<Vec<_>>(), [later[0].cursor]);
         assert_eq!(ack.start.seq + 1, later[0].cursor.seq, "stands just before it");
         for from in [first[0].cursor, Cursor::new(12345, 9), Cursor::default()] {
@@ -1281,17 +1301,36 @@ mod tests {
         let (ack, _) = watch(&mut o, meta, 2, Some(later[0].cursor), t0 + second);
         assert!(ack.replay.is_empty() && ack.gap.is_none(), "at the newest: nothing");
 
-        // The last watcher gone: the reporter is told; a stale value is not given as current.
+        // The last watcher gone: the reporter is told. Watched again: the last value at once,
+        // counted at once, and published again only if it changed (no new id for the same).
         let mut out = Vec::new();
         for w in [1, 2] {
             o.handle(ToOwner::Unsubscribe { topic: meta.into(), worker: w }, t0 + second, &mut out);
         }
         assert!(matches!(&out[..], [(0, ToWorker::Unwatched { meta: m })] if &**m == meta), "{out:?}");
-        let (ack, told) = watch(&mut o, meta, 1, None, t0 + second * 3);
-        assert!(ack.replay.is_empty(), "older than an interval when watched again");
-        assert_eq!(told, Some(true));
-        assert_eq!(o.stats().history_events, 0, "the stale value is dropped");
-        assert_eq!(report(&mut o, meta, 5, t0 + second * 3).len(), 1, "the same count, given again");
+        let back = t0 + Duration::from_secs(600);
+        let (ack, told) = watch(&mut o, meta, 1, Some(later[0].cursor), back);
+        assert!(told && ack.replay.is_empty(), "at the newest, held; counted at once");
+        assert!(report(&mut o, meta, 5, back).is_empty(), "unchanged: nothing new, however old the value");
+        assert_eq!(o.stats().history_events, 1, "a watched count does not expire with the history TTL");
+        assert_eq!(report(&mut o, meta, 6, back).len(), 1, "changed");
+    }
+
+    #[test]
+    fn an_unwatched_occupancy_topic_is_forgotten_after_its_grace_and_stays_a_subscribers_name() {
+        let mut o = owner(10);
+        let meta = "$occupancy:gone";
+        let t0 = Instant::now();
+        let _ = watch(&mut o, meta, 1, None, t0);
+        assert_eq!(report(&mut o, meta, 1, t0).len(), 1);
+        assert_eq!(o.count.named.load(Ordering::Relaxed), 1, "made by a subscriber, kept as one though published to");
+        o.handle(ToOwner::Unsubscribe { topic: meta.into(), worker: 1 }, t0, &mut Vec::new());
+        assert_eq!(o.topics.len(), 1, "kept for a watcher coming back");
+        for s in 1..=120 {
+            o.handle(ToOwner::Tick, t0 + Duration::from_secs(s), &mut Vec::new());
+        }
+        assert!(o.topics.is_empty(), "forgotten");
+        assert_eq!(o.count.named.load(Ordering::Relaxed), 0);
     }
 
     #[test]

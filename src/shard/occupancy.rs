@@ -6,7 +6,7 @@
 //! (`shard::watching`); only those are counted, with one probe of
 //! every worker per round for all of them. Nothing is counted on subscribing, leaving or
 //! delivering: the cost is one round per interval per worker that owns watched topics, and
-//! nothing at all while no `$occupancy:` topic has subscribers.
+//! nothing at all (not even a timer) while none of its `$occupancy:` topics has subscribers.
 
 use std::future::poll_fn;
 use std::time::Instant;
@@ -20,18 +20,26 @@ pub async fn run(shard: ShardRef) {
         let s = shard.borrow();
         (s.mesh.clone(), s.id, s.config.occupancy_interval)
     };
-    let mut next_round = Instant::now() + interval;
+    // None while nothing is watched: the reporter then sleeps until a watch comes.
+    let mut next_round: Option<Instant> = None;
     loop {
         let due = poll_fn(|cx| shard.borrow_mut().watching.poll_due(cx.waker()));
-        let all = monoio::select! {
-            _ = monoio::time::sleep_until(next_round.into()) => true,
-            _ = due => false,
+        let all = match next_round {
+            Some(at) => monoio::select! {
+                _ = monoio::time::sleep_until(at.into()) => true,
+                _ = due => false,
+            },
+            None => {
+                due.await;
+                false
+            }
         };
         let asked = Instant::now();
         let ts_micros = crate::clock::now_micros();
-        if all {
-            // Rounds start at least an interval apart (what the owner's check relies on).
-            next_round = asked + interval;
+        let watched = shard.borrow().watching.any();
+        if all || next_round.is_none() {
+            // The next round an interval after this one, if anything is watched.
+            next_round = watched.then(|| asked + interval);
         }
         let (metas, topics) = shard.borrow_mut().watching.take(all);
         if metas.is_empty() {

@@ -529,7 +529,7 @@ impl Shard {
                     self.count(i, topic, &part);
                 }
             }
-            ToWorker::Watched { meta, now } => self.watching.watch(meta, now),
+            ToWorker::Watched { meta } => self.watching.watch(meta),
             ToWorker::Unwatched { meta } => self.watching.unwatch(&meta),
         }
     }

@@ -21,19 +21,22 @@ pub struct Watching {
 }
 
 impl Watching {
-    /// `meta` has subscribers; counted at once if `now`.
-    pub fn watch(&mut self, meta: Arc<str>, now: bool) {
+    /// `meta` has subscribers: counted at once, then every round.
+    pub fn watch(&mut self, meta: Arc<str>) {
         let Some(watched) = occupancy_of(&meta) else { return };
         if !self.topics.contains_key(&meta) {
             self.topics.insert(meta.clone(), watched.into());
         }
-        if now {
-            // Duplicates are dropped when taken: no search per watch in a burst of them.
-            self.due.push(meta);
-            if let Some(w) = self.waker.take() {
-                w.wake();
-            }
+        // Duplicates are dropped when taken: no search per watch in a burst of them.
+        self.due.push(meta);
+        if let Some(w) = self.waker.take() {
+            w.wake();
         }
+    }
+
+    /// Whether any topic is watched (else the reporter has no rounds to make).
+    pub fn any(&self) -> bool {
+        !self.topics.is_empty()
     }
 
     /// `meta` has no subscribers left.
@@ -75,17 +78,18 @@ mod tests {
     #[test]
     fn watched_topics_are_counted_every_round_and_due_ones_at_once() {
         let mut w = Watching::default();
-        w.watch("$occupancy:a".into(), false);
-        w.watch("$occupancy:b".into(), true);
-        w.watch("$occupancy:b".into(), true);
-        w.watch("not-occupancy".into(), true);
+        w.watch("$occupancy:a".into());
+        let _ = w.take(false);
+        w.watch("$occupancy:b".into());
+        w.watch("$occupancy:b".into());
+        w.watch("not-occupancy".into());
         let (metas, topics) = w.take(false);
         assert_eq!((metas.len(), &*topics[0]), (1, "b"), "due once, however often asked");
         assert!(w.take(false).0.is_empty());
         let (mut metas, _) = w.take(true);
         metas.sort();
         assert_eq!(metas, [Arc::from("$occupancy:a"), Arc::from("$occupancy:b")]);
-        w.watch("$occupancy:a".into(), true);
+        w.watch("$occupancy:a".into());
         w.unwatch("$occupancy:a");
         assert!(w.take(false).0.is_empty(), "unwatched before its count: not counted");
         assert_eq!(w.take(true).0.len(), 1);
