@@ -189,3 +189,21 @@ fn presence_nobody_follows_costs_no_topic() {
         wait_until("everyone gone", || (0..20).all(|i| present(s, &format!("room:{i}")).1 == 0));
     });
 }
+
+#[test]
+fn a_follower_back_after_nobody_followed_is_told_of_a_gap() {
+    // Changes are published only while someone follows: whoever resumes after a time with no
+    // follower may have missed some, and is told so (then reads the list again).
+    each_driver(2, &flags("0.2"), |s| {
+        let mut changes = SseClient::open(s, "/sub/$presence:room:g", &[]);
+        let _ann = SseClient::open(s, &format!("/sub/room:g?token={}", token_of("ann")), &[]);
+        assert_eq!(next_change(&mut changes, "room:g"), change("join", "ann"));
+        let last = changes.last_event_id.clone().expect("an id");
+        drop(changes);
+        let _bob = SseClient::open(s, &format!("/sub/room:g?token={}", token_of("bob")), &[]);
+        wait_until("bob present", || present(s, "room:g") == users(&["ann", "bob"]));
+        let mut back = SseClient::open(s, "/sub/$presence:room:g", &[&format!("Last-Event-ID: {last}")]);
+        let gap = back.next_event().expect("a gap notice");
+        assert_eq!(gap.event.as_deref(), Some("herald.gap"), "{gap:?}");
+    });
+}
