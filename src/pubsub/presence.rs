@@ -7,9 +7,10 @@
 //! has them, and leaves `presence_linger` after the last worker let them go, unless they came
 //! back meanwhile: a reconnect, or a tab closed while another opens, is no leave and join.
 //! Leaves fall due in the order they were lingered (the linger is the same for all), so the
-//! owner's tick finds the due ones at the front of one queue, without a walk over everyone.
+//! owner's tick finds the due ones first in one ordered map, without a walk over everyone; a
+//! user has one place there at most, however often they come and go.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,13 @@ use crate::pubsub::workers::WorkerSet;
 struct Here {
     /// The workers with subscriptions of theirs.
     workers: WorkerSet,
-    /// Since when none has (the linger runs): they are still present until it has run.
-    lingering_since: Option<Instant>,
+    /// While none has: since when, and the key of their place among the lingering (they are
+    /// still present until the linger has run).
+    lingering: Option<Lingering>,
 }
+
+/// A place among the lingering: since when, and a number that keeps places apart.
+type Lingering = (Instant, u64);
 
 /// What a change of presence makes known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,15 +41,16 @@ pub enum Change {
 pub struct Presences {
     /// Per topic, per user.
     topics: HashMap<Arc<str>, HashMap<Arc<str>, Here>>,
-    /// Users lingering, oldest first: (since, topic, user). An entry whose user came back (or
-    /// lingers from a later time) is passed over when it falls due.
-    lingering: VecDeque<(Instant, Arc<str>, Arc<str>)>,
+    /// The users lingering, by since when: one place each, taken back when they come back, so
+    /// a client coming and going leaves nothing behind.
+    lingering: BTreeMap<Lingering, (Arc<str>, Arc<str>)>,
+    next: u64,
     linger: Duration,
 }
 
 impl Presences {
     pub fn new(linger: Duration) -> Presences {
-        Presences { topics: HashMap::default(), lingering: VecDeque::new(), linger }
+        Presences { topics: HashMap::default(), lingering: BTreeMap::new(), next: 0, linger }
     }
 
     /// `worker` has `user` on `topic` now (`here`), or no longer; `Some(Join)` when the user
@@ -60,16 +66,20 @@ impl Presences {
         if here {
             let users = self.topics.entry(topic.clone()).or_default();
             let h = users.entry(user.clone()).or_default();
-            let joins = h.workers.is_empty() && h.lingering_since.is_none();
+            let joins = h.workers.is_empty() && h.lingering.is_none();
             h.workers.insert(worker);
-            h.lingering_since = None;
+            if let Some(place) = h.lingering.take() {
+                self.lingering.remove(&place);
+            }
             return joins.then_some(Change::Join);
         }
         let h = self.topics.get_mut(topic)?.get_mut(user)?;
         h.workers.remove(worker);
-        if h.workers.is_empty() && h.lingering_since.is_none() {
-            h.lingering_since = Some(now);
-            self.lingering.push_back((now, topic.clone(), user.clone()));
+        if h.workers.is_empty() && h.lingering.is_none() {
+            let place = (now, self.next);
+            self.next += 1;
+            h.lingering = Some(place);
+            self.lingering.insert(place, (topic.clone(), user.clone()));
         }
         None
     }
@@ -77,26 +87,20 @@ impl Presences {
     /// The users whose linger has run by `now`: they leave (and are forgotten), in order.
     pub fn due(&mut self, now: Instant) -> Vec<(Arc<str>, Arc<str>)> {
         let mut left = Vec::new();
-        while let Some((since, _, _)) = self.lingering.front() {
-            if now.saturating_duration_since(*since) < self.linger {
+        while let Some(entry) = self.lingering.first_entry() {
+            if now.saturating_duration_since(entry.key().0) < self.linger {
                 break;
             }
-            let Some((since, topic, user)) = self.lingering.pop_front() else { break };
+            let (topic, user) = entry.remove();
             let Some(users) = self.topics.get_mut(&topic) else { continue };
-            // Still the same linger: it came back since otherwise (and may linger again later).
-            if users.get(&user).is_some_and(|h| h.lingering_since == Some(since)) {
-                users.remove(&user);
-                if users.is_empty() {
-                    self.topics.remove(&topic);
-                    crate::pubsub::topic::shrink_if_sparse(&mut self.topics);
-                } else {
-                    crate::pubsub::topic::shrink_if_sparse(users);
-                }
-                left.push((topic, user));
+            users.remove(&user);
+            if users.is_empty() {
+                self.topics.remove(&topic);
+                crate::pubsub::topic::shrink_if_sparse(&mut self.topics);
+            } else {
+                crate::pubsub::topic::shrink_if_sparse(users);
             }
-        }
-        if self.lingering.is_empty() && self.lingering.capacity() > 1024 {
-            self.lingering = VecDeque::new();
+            left.push((topic, user));
         }
         left
     }
@@ -134,6 +138,12 @@ mod tests {
         assert_eq!(p.users("room:1"), std::slice::from_ref(&bob));
         assert_eq!(p.change(&t, &ann, 0, true, t0 + linger * 3), Some(Change::Join), "back after leaving: joins");
         assert_eq!(p.change(&t, &bob, 7, false, t0), None, "a worker that never had bob");
+        for i in 0..1000 {
+            let at = t0 + linger * 3 + Duration::from_millis(i);
+            p.change(&t, &ann, 0, false, at);
+            p.change(&t, &ann, 0, true, at);
+        }
+        assert!(p.lingering.is_empty(), "coming and going leaves nothing behind");
         assert_eq!(p.change(&"other".into(), &bob, 1, false, t0), None, "an unknown topic");
     }
 }
