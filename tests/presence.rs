@@ -207,3 +207,27 @@ fn a_follower_back_after_nobody_followed_is_told_of_a_gap() {
         assert_eq!(gap.event.as_deref(), Some("herald.gap"), "{gap:?}");
     });
 }
+
+#[test]
+fn the_push_modules_streams_are_present_and_a_bad_unsubscribe_drops_nothing() {
+    // Outside attack: `/eventsource` streams were never present, and a WebSocket unsubscribe
+    // answered with an error had dropped the topics it did hold.
+    each_driver(2, &flags("0.2"), |s| {
+        let tok = jwt(json!({"sub": "gil", "groups": ["g1"]}));
+        let _push = SseClient::open(s, &format!("/eventsource?token={tok}"), &[]);
+        wait_until("the push stream's user present", || present(s, "group:g1") == users(&["gil"]));
+        let mut w = ws_with(s, "/sub/room:u", &[&format!("Authorization: Bearer {}", token_of("hal"))]);
+        wait_until("hal present", || present(s, "room:u") == users(&["hal"]));
+        let req = json!({"method": "unsubscribe", "id": 1, "topics": ["room:u", "room:never"]});
+        assert_errors(&w.call(req.clone()), &req, "unsubscribed", &["/topics/1"]);
+        let raw = format!(
+            "POST /pub/room:u HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 10\r\n\r\nstill here"
+        );
+        let r = request(s, &raw);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let id = r.json()["id"].as_str().expect("an id").to_string();
+        let v = w.next_json();
+        assert_eq!((v["id"].as_str(), v["data"].as_str()), (Some(id.as_str()), Some("still here")), "{v}");
+        assert_eq!(present(s, "room:u"), users(&["hal"]));
+    });
+}

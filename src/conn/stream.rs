@@ -15,7 +15,7 @@ use crate::api::subscribe::StreamRequest;
 use crate::proto::sse;
 use crate::pubsub::msg::ToOwner;
 use crate::shard::conn::Phase;
-use crate::shard::subscription::{Delivery, Rare, Subscription};
+use crate::shard::subscription::{Delivery, Subscription};
 
 /// Queues the head and the stream's opening, joins the topics, and waits until every owner
 /// has registered the subscription: it is live before its head goes out (API.md §7). An
@@ -67,7 +67,8 @@ fn join(
     let mut sub = Subscription::new(req.topics, req.types, Delivery::Sse { chunked });
     sub.present_as(user);
     if req.sheddable.is_some() {
-        sub.rare = Some(Box::new(Rare { shed_groups: req.sheddable, ..Rare::default() }));
+        // Beside the presence user set above, not over it.
+        sub.rare.get_or_insert_with(Box::default).shed_groups = req.sheddable;
     }
     sub.expires_at(req.expires);
     sub.names = req.names;

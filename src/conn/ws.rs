@@ -310,7 +310,18 @@ async fn on_message(ctx: &Ctx, text: &str, publisher: Option<&Publisher>, identi
             }
         }
         Ok(Request::Unsubscribe { topics }) => {
-            let missing = ctx.shard.borrow_mut().leave_some(ctx.key, &topics);
+            // All or nothing, as a subscribe: a topic not held leaves every one held.
+            let held: Vec<std::sync::Arc<str>> = ctx
+                .shard
+                .borrow_mut()
+                .conn(ctx.key)
+                .and_then(|c| c.sub.as_ref())
+                .map(|s| s.topics.to_vec())
+                .unwrap_or_default();
+            let mut missing: Vec<std::sync::Arc<str>> = topics.iter().filter(|t| !held.contains(t)).cloned().collect();
+            if missing.is_empty() {
+                missing = ctx.shard.borrow_mut().leave_some(ctx.key, &topics);
+            }
             if missing.is_empty() {
                 reply("unsubscribed", &m.input, json!({ "topics": m.input.get("topics") }))
             } else {

@@ -4,9 +4,9 @@
 //! The owner of `$presence:{topic}` keeps `topic`'s presence. It hears of a user on a topic
 //! only when the first of the user's subscriptions on this worker arrives and when the last one
 //! goes (`ToOwner::Present`); it keeps which workers have the user and decides join and leave
-//! (`pubsub::presence`). Changes are queued in order and
-//! sent as inboxes have room (the ticker retries), like unsubscribes, so that a subscription
-//! ending never waits. Nothing here is kept for topics outside `presence_prefixes`.
+//! (`pubsub::presence`). Changes are sent when a subscription joins or leaves, as inboxes have
+//! room (the ticker retries), so that neither ever waits; each key is queued once and only its
+//! state at sending goes out. Nothing here is kept for topics outside `presence_prefixes`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,49 +20,83 @@ use crate::pubsub::workers::WorkerSet;
 
 #[derive(Default)]
 pub struct Present {
-    /// Per (topic, user), the subscriptions here.
-    here: HashMap<(Arc<str>, Arc<str>), u32>,
-    /// Changes owed to owners, oldest first: (topic, user, whether now here).
-    owed: VecDeque<(Arc<str>, Arc<str>, bool)>,
+    /// Per (topic, user): what is here and what the owner was told.
+    here: HashMap<(Arc<str>, Arc<str>), Local>,
+    /// Keys whose owner may have to be told something, oldest first; each at most once.
+    dirty: VecDeque<(Arc<str>, Arc<str>)>,
+}
+
+/// One user on one topic, on this worker.
+#[derive(Default)]
+struct Local {
+    /// Their subscriptions here.
+    subs: u32,
+    /// Whether the owner was last told they are here.
+    told: bool,
+    /// Whether the key is in `dirty`.
+    queued: bool,
 }
 
 impl Present {
     /// A subscription of `user` to `topic` arrived here.
     pub fn arrive(&mut self, topic: &Arc<str>, user: &Arc<str>) {
-        let n = self.here.entry((topic.clone(), user.clone())).or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            self.owed.push_back((topic.clone(), user.clone(), true));
-        }
+        let key = (topic.clone(), user.clone());
+        let local = self.here.entry(key.clone()).or_default();
+        local.subs += 1;
+        Self::mark(&mut self.dirty, local, key);
     }
 
     /// A subscription of `user` to `topic` went.
     pub fn depart(&mut self, topic: &Arc<str>, user: &Arc<str>) {
         let key = (topic.clone(), user.clone());
-        let Some(n) = self.here.get_mut(&key) else { return };
-        *n -= 1;
-        if *n == 0 {
-            self.here.remove(&key);
-            crate::pubsub::topic::shrink_if_sparse(&mut self.here);
-            self.owed.push_back((key.0, key.1, false));
+        let Some(local) = self.here.get_mut(&key).filter(|l| l.subs > 0) else { return };
+        local.subs -= 1;
+        Self::mark(&mut self.dirty, local, key);
+    }
+
+    /// Queues `key` if what is here now differs from what its owner was told.
+    fn mark(dirty: &mut VecDeque<(Arc<str>, Arc<str>)>, local: &mut Local, key: (Arc<str>, Arc<str>)) {
+        if !local.queued && (local.subs > 0) != local.told {
+            local.queued = true;
+            dirty.push_back(key);
         }
     }
 
-    /// Sends what fits in the owners' inboxes, in order, for worker `worker`; the rest waits
-    /// (its order kept: a change waits behind an earlier one to a full inbox).
+    /// Tells the owners what changed, as their inboxes have room, for worker `worker`; the
+    /// rest waits. Only the state now is sent: a user who came and went meanwhile costs
+    /// nothing, so one client subscribing and unsubscribing in a loop cannot pile changes up
+    /// in front of everyone else's.
     pub fn send(&mut self, mesh: &Mesh, worker: usize) {
         let mut woken = WorkerSet::default();
-        while let Some((topic, user, here)) = self.owed.pop_front() {
-            let owner = presence_owner(&topic, mesh.workers);
-            let msg = ToOwner::Present { topic, user, worker: worker as u16, here };
-            if let Err(ToOwner::Present { topic, user, here, .. }) = mesh.to_owner[owner].try_send(msg) {
-                self.owed.push_front((topic, user, here));
-                break;
+        while let Some(key) = self.dirty.front() {
+            let Some(local) = self.here.get_mut(key) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            let now_here = local.subs > 0;
+            if now_here != local.told {
+                let owner = presence_owner(&key.0, mesh.workers);
+                let msg = ToOwner::Present {
+                    topic: key.0.clone(),
+                    user: key.1.clone(),
+                    worker: worker as u16,
+                    here: now_here,
+                };
+                if mesh.to_owner[owner].try_send(msg).is_err() {
+                    break;
+                }
+                local.told = now_here;
+                woken.insert(owner);
             }
-            woken.insert(owner);
+            local.queued = false;
+            if local.subs == 0 {
+                self.here.remove(key);
+                crate::pubsub::topic::shrink_if_sparse(&mut self.here);
+            }
+            self.dirty.pop_front();
         }
-        if self.owed.is_empty() && self.owed.capacity() > 1024 {
-            self.owed = VecDeque::new();
+        if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
+            self.dirty = VecDeque::new();
         }
         for w in woken.iter() {
             mesh.to_owner[w].wake();
@@ -75,23 +109,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn owners_hear_of_the_first_subscription_and_the_last_only() {
+    fn owners_hear_of_the_state_now_once_per_change_that_lasted() {
         let mut p = Present::default();
         let (t, u, v): (Arc<str>, Arc<str>, Arc<str>) = ("room:1".into(), "ann".into(), "bob".into());
+        let mesh = Mesh::new(2);
+        let owner = presence_owner("room:1", 2);
+        let told = |mesh: &Mesh| {
+            let mut seen = Vec::new();
+            while let Some(ToOwner::Present { user, here, .. }) = mesh.to_owner[owner].pop() {
+                seen.push((user.to_string(), here));
+            }
+            seen
+        };
         p.arrive(&t, &u);
         p.arrive(&t, &u);
         p.arrive(&t, &v);
         p.depart(&t, &u);
-        assert_eq!(p.owed.len(), 2, "ann's second tab and its leaving tell nobody");
-        p.depart(&t, &u);
-        p.depart(&t, &u);
-        let told: Vec<(&str, bool)> = p.owed.iter().map(|(_, u, h)| (&**u, *h)).collect();
-        assert_eq!(told, [("ann", true), ("bob", true), ("ann", false)], "a departure too many is ignored");
-        let mesh = Mesh::new(2);
         p.send(&mesh, 1);
-        assert!(p.owed.is_empty());
-        let owner = presence_owner("room:1", 2);
-        assert_eq!(mesh.to_owner[owner].len(), 3);
-        assert!(p.here.len() == 1, "bob is still here");
+        assert_eq!(
+            told(&mesh),
+            [("ann".to_string(), true), ("bob".to_string(), true)],
+            "ann's second tab tells nobody"
+        );
+        // A thousand comings and goings between two sends: nothing to tell.
+        for _ in 0..1000 {
+            p.depart(&t, &v);
+            p.arrive(&t, &v);
+        }
+        assert!(p.dirty.len() <= 1);
+        p.send(&mesh, 1);
+        assert!(told(&mesh).is_empty());
+        p.depart(&t, &u);
+        p.depart(&t, &u);
+        p.send(&mesh, 1);
+        assert_eq!(told(&mesh), [("ann".to_string(), false)], "a departure too many is ignored");
+        assert_eq!(p.here.len(), 1, "bob is still here; ann is forgotten");
     }
 }

@@ -350,6 +350,8 @@ impl Shard {
         let Some(c) = self.conn(key) else { return Vec::new() };
         c.sub = Some(sub);
         let requests = self.attach(key, 0..n, from);
+        // Listed as present as soon as the owner hears, not at the next tick.
+        self.presence.send(&self.mesh, self.id);
         if let Some((c, notices, _)) = self.conn_parts(key)
             && c.sub.as_ref().is_some_and(|s| s.pending_acks == 0)
         {
@@ -380,6 +382,7 @@ impl Shard {
         let end = sub.topics.len();
         sub.prelude.push_front(Prelude::Reply(reply));
         let requests = self.attach(key, start..end, from);
+        self.presence.send(&self.mesh, self.id);
         if let Some(c) = self.conn(key)
             && let Some(sub) = c.sub.as_mut()
             && sub.pending_acks == 0
