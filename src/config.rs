@@ -66,6 +66,12 @@ pub struct Flags {
     /// Seconds a user stays present after their last subscription ends [default: 5].
     #[arg(long, value_name = "SECS")]
     pub presence_linger: Option<f64>,
+    /// Seconds a publish's Idempotency-Key is remembered: a retry within it is not published again [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub idempotency_ttl: Option<f64>,
+    /// Idempotency keys remembered at once across the node; past it the oldest go first [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub max_idempotency_keys: Option<usize>,
     /// Largest event data in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_event_bytes: Option<usize>,
@@ -136,6 +142,8 @@ struct File {
     occupancy_interval: Option<f64>,
     presence_prefixes: Option<StringOrList>,
     presence_linger: Option<f64>,
+    idempotency_ttl: Option<f64>,
+    max_idempotency_keys: Option<usize>,
     max_event_bytes: Option<usize>,
     max_batch_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
@@ -191,6 +199,10 @@ pub struct Config {
     /// How long a user stays present after their last subscription to a topic ends: a
     /// reconnect within it is no leave and join.
     pub presence_linger: Duration,
+    /// How long a publish's `Idempotency-Key` is remembered, and how many are at once across
+    /// the node (split evenly between the owners).
+    pub idempotency_ttl: Duration,
+    pub max_idempotency_keys: usize,
     pub max_event_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_pending_bytes: usize,
@@ -428,6 +440,12 @@ impl Config {
         if presence_linger > Duration::from_secs(3600) {
             return Err(bad("presence_linger", "at most 3600 seconds"));
         }
+        let idempotency_ttl = secs("idempotency_ttl", flags.idempotency_ttl.or(file.idempotency_ttl), 300.0, 0.1)?;
+        if idempotency_ttl > Duration::from_secs(86_400) {
+            return Err(bad("idempotency_ttl", "at most 86400 seconds"));
+        }
+        let max_idempotency_keys =
+            positive("max_idempotency_keys", flags.max_idempotency_keys.or(file.max_idempotency_keys), 1_000_000)?;
         let log_level = flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(bad("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
@@ -456,6 +474,8 @@ impl Config {
             occupancy_interval,
             presence_prefixes,
             presence_linger,
+            idempotency_ttl,
+            max_idempotency_keys,
             max_event_bytes,
             max_batch_bytes,
             max_pending_bytes,
@@ -538,6 +558,9 @@ mod tests {
             (&["--occupancy-interval", "7200"][..], "occupancy_interval"),
             (&["--presence-prefixes", "room/"][..], "presence_prefixes"),
             (&["--presence-linger", "-1"][..], "presence_linger"),
+            (&["--idempotency-ttl", "0"][..], "idempotency_ttl"),
+            (&["--idempotency-ttl", "90000"][..], "idempotency_ttl"),
+            (&["--max-idempotency-keys", "0"][..], "max_idempotency_keys"),
             (&["--listen", "nowhere"][..], "listen"),
             (&["--max-event-bytes", "0"][..], "max_event_bytes"),
             (&["--log-level", "loud"][..], "log_level"),

@@ -68,7 +68,7 @@ const LATENCY_BOUNDS: [f64; 14] =
     [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// Status codes counted by value; anything else lands in "other".
-const STATUSES: [u16; 16] = [100, 101, 200, 204, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 500, 503];
+const STATUSES: [u16; 17] = [100, 101, 200, 204, 400, 401, 403, 404, 405, 408, 413, 422, 426, 429, 431, 500, 503];
 
 /// One worker's block.
 #[repr(align(128))]
@@ -85,6 +85,8 @@ pub struct WorkerMetrics {
     pub history_bytes: Gauge,
     pub history_evictions: Counter,
     pub topics: Gauge,
+    pub idempotency_keys: Gauge,
+    pub idempotency_dropped: Counter,
     /// The io driver the worker runs on ("io_uring" or "epoll"), set once it starts.
     pub driver: std::sync::OnceLock<&'static str>,
     connections: [Gauge; 4],
@@ -221,6 +223,20 @@ impl Metrics {
             "gauge",
             "Topics each worker owns (with history, subscribers, or both).",
             &|m| m.topics.get().into(),
+        );
+        per_worker(
+            &mut out,
+            "herald_idempotency_keys",
+            "gauge",
+            "Idempotency keys of publishes remembered (within idempotency_ttl) by each worker's owner.",
+            &|m| m.idempotency_keys.get().into(),
+        );
+        per_worker(
+            &mut out,
+            "herald_idempotency_keys_dropped_total",
+            "counter",
+            "Idempotency keys forgotten before their TTL to stay within max_idempotency_keys.",
+            &|m| m.idempotency_dropped.get().into(),
         );
         per_worker(&mut out, "herald_bytes_written_total", "counter", "Bytes written to client sockets.", &|m| {
             m.bytes_written.get().into()

@@ -17,11 +17,11 @@ use crate::api::ctx::Ctx;
 use crate::auth::jwt::{self, Claims};
 use crate::auth::{cors, rights};
 use crate::clock::now_micros;
-use crate::cursor::Cursor;
 use crate::keys::PublishKey;
 use crate::proto::http1::response::Head;
 use crate::proto::http1::{RequestHead, Response, Status, Wire};
 use crate::proto::query::{param, percent_decode};
+pub use crate::pubsub::msg::Assigned;
 pub use crate::pubsub::msg::Refusal;
 use crate::pubsub::msg::{ReplyTo, ToOwner};
 use crate::pubsub::topic::{owner_of, valid_topic, valid_type};
@@ -32,13 +32,44 @@ pub struct NewEvent {
     pub topic: Arc<str>,
     pub kind: Option<Box<str>>,
     pub data: Bytes,
+    /// Its `Idempotency-Key` (API.md §8), if the publisher gave one.
+    pub key: Option<Box<str>>,
 }
+
+impl NewEvent {
+    /// An event without an idempotency key.
+    pub fn new(topic: Arc<str>, kind: Option<Box<str>>, data: Bytes) -> NewEvent {
+        NewEvent { topic, kind, data, key: None }
+    }
+}
+
+/// Longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 256;
+
+/// An `Idempotency-Key` as given (a header's value, a batch line's or WebSocket message's
+/// `idempotency_key`): 1-256 visible ASCII characters, optionally in double quotes (the IETF
+/// draft sends it as a structured-field string; quoted or not, it is the same key).
+pub fn idempotency_key(raw: &[u8]) -> Option<Box<str>> {
+    let raw = raw.trim_ascii();
+    let raw = match raw {
+        [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    };
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if raw.is_empty() || raw.len() > MAX_KEY_LEN || !raw.iter().all(visible) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok().map(Box::from)
+}
+
+/// What a bad idempotency key is told.
+pub const BAD_KEY: &str = "invalid idempotency key: expected 1-256 visible ASCII characters";
 
 /// The events of one publish request; most have one, kept inline.
 pub type Events = SmallVec<[NewEvent; 1]>;
 
 /// The cursors of one publish request, in the order of its events; most have one.
-pub type Cursors = SmallVec<[Cursor; 1]>;
+pub type Cursors = SmallVec<[Assigned; 1]>;
 
 /// An event of a publish that was refused: its index among the request's events, its topic.
 #[derive(Debug)]
@@ -62,8 +93,22 @@ impl Refused {
                 path,
             )
             .with_header("Retry-After", "5"),
+            Refusal::KeyReused => Response::error(
+                Status::Unprocessable,
+                &format!(
+                    "this idempotency key was used for another event to {topic:?} within idempotency_ttl; \
+                     a retry must repeat the event, a new event needs a new key"
+                ),
+                &key_path(path),
+            ),
         }
     }
+}
+
+/// Where an event's idempotency key was, for an answer whose error was pointing at `path`:
+/// a batch line's field, or the header.
+fn key_path(path: &str) -> String {
+    if path.starts_with("/line/") { format!("{path}/idempotency_key") } else { "/headers/idempotency-key".into() }
 }
 
 /// Publishes `events` for `who`, each to its topic's owner, and waits for their cursors.
@@ -108,7 +153,7 @@ pub async fn submit(ctx: &Ctx, who: &Publisher, events: Events) -> Result<Submit
     for (i, ev) in events.into_iter().enumerate() {
         let owner = owner_of(&ev.topic, ctx.mesh.workers);
         let reply = ReplyTo { worker: ctx.worker as u16, key: slot, index: i as u32 };
-        let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, reply };
+        let msg = ToOwner::Publish { topic: ev.topic, kind: ev.kind, data: ev.data, ts_micros, key: ev.key, reply };
         ctx.mesh.to_owner[owner].send(msg).await;
     }
     Ok(submitted)
@@ -238,7 +283,7 @@ pub fn prepare_for(
         let r = Response::error(Status::Forbidden, &format!("no right to publish to {topic:?}"), path);
         return Err(NotPrepared::Refused(r));
     }
-    Ok(Prepared { publisher, topic, kind: None })
+    Ok(Prepared { publisher, topic, kind: None, key: None })
 }
 
 pub fn is_loopback(peer: SocketAddr) -> bool {
@@ -253,6 +298,8 @@ pub struct Prepared {
     pub publisher: Publisher,
     pub topic: Arc<str>,
     pub kind: Option<Box<str>>,
+    /// `Idempotency-Key`, on herald's own publish route (the seed routes take none).
+    pub key: Option<Box<str>>,
 }
 
 /// Why a single publish cannot go ahead, found from its head.
@@ -292,6 +339,13 @@ pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepare
             },
         },
     };
+    prepared.key = match head.header("idempotency-key") {
+        None => None,
+        Some(v) => match idempotency_key(v) {
+            Some(k) => Some(k),
+            None => return Err(NotPrepared::Invalid(bad_request(BAD_KEY, "/headers/idempotency-key"))),
+        },
+    };
     Ok(prepared)
 }
 
@@ -314,11 +368,17 @@ pub fn with_body(prepared: Prepared, body: Bytes) -> Result<(Publisher, NewEvent
     if std::str::from_utf8(&body).is_err() {
         return Err(bad_request("event data is not valid UTF-8", "/body"));
     }
-    Ok((prepared.publisher, NewEvent { topic: prepared.topic, kind: prepared.kind, data: body }))
+    let Prepared { publisher, topic, kind, key } = prepared;
+    Ok((publisher, NewEvent { topic, kind, data: body, key }))
 }
 
-/// The answer to a single publish: the event's id and topic.
-pub fn published(cursor: Cursor, topic: &str) -> Response {
+/// The answer to a single publish: the event's id and topic, and `"duplicate":true` when an
+/// idempotency key found it published before.
+pub fn published(assigned: Assigned, topic: &str) -> Response {
+    let Assigned { cursor, duplicate } = assigned;
+    if duplicate {
+        return Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": topic, "duplicate": true}));
+    }
     if !json_safe(topic) {
         return Response::json(Status::Ok, &json!({"id": cursor.to_string(), "topic": topic}));
     }
@@ -333,14 +393,15 @@ pub fn published(cursor: Cursor, topic: &str) -> Response {
 /// Returns the bytes written.
 pub fn write_published(
     out: &mut BytesMut,
-    cursor: Cursor,
+    assigned: Assigned,
     topic: &str,
     minor_version: u8,
     headers: &[(&'static str, String)],
 ) -> usize {
     let start = out.len();
-    if !json_safe(topic) {
-        let mut r = published(cursor, topic);
+    let cursor = assigned.cursor;
+    if !json_safe(topic) || assigned.duplicate {
+        let mut r = published(assigned, topic);
         r.headers.extend_from_slice(headers);
         r.encode_into(out, Wire::kept(minor_version));
         return out.len() - start;
@@ -387,7 +448,12 @@ pub async fn batch(ctx: &Ctx, publisher: &Publisher, body: Bytes) -> Response {
     let events = lines.into_iter().map(|(_, ev)| ev).collect();
     match publish(ctx, publisher, events).await {
         Ok(cursors) => {
-            let ids: Vec<String> = cursors.iter().map(Cursor::to_string).collect();
+            let ids: Vec<String> = cursors.iter().map(|a| a.cursor.to_string()).collect();
+            if cursors.iter().any(|a| a.duplicate) {
+                // Which lines an idempotency key found published before, by their place in `ids`.
+                let duplicate: Vec<bool> = cursors.iter().map(|a| a.duplicate).collect();
+                return Response::json(Status::Ok, &json!({"ids": ids, "duplicate": duplicate}));
+            }
             Response::json(Status::Ok, &json!({"ids": ids}))
         }
         Err(refused) => {
@@ -448,7 +514,15 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<(usize, Ne
         if data.len() > max_event_bytes {
             return Err(bad(&format!("data larger than max_event_bytes ({max_event_bytes})")));
         }
-        events.push((n, NewEvent { topic: topic.into(), kind, data: Bytes::from(data) }));
+        let key = match obj.remove("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => match idempotency_key(k.as_bytes()) {
+                Some(k) => Some(k),
+                None => return Err(bad_request(format!("line {n}: {BAD_KEY}"), &format!("/line/{n}/idempotency_key"))),
+            },
+            Some(_) => return Err(bad_request(format!("line {n}: {BAD_KEY}"), &format!("/line/{n}/idempotency_key"))),
+        };
+        events.push((n, NewEvent { topic: topic.into(), kind, data: Bytes::from(data), key }));
     }
     if events.is_empty() {
         return Err(bad_request("empty batch: send one JSON object per line", "/body"));
@@ -459,6 +533,11 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<(usize, Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cursor::Cursor;
+
+    fn assigned(epoch: u64, seq: u64) -> Result<Assigned, Refusal> {
+        Ok(Assigned { cursor: Cursor::new(epoch, seq), duplicate: false })
+    }
 
     fn err_path(r: Result<Vec<(usize, NewEvent)>, Response>) -> String {
         let body: Value = serde_json::from_slice(&r.err().expect("an error").body).unwrap();
@@ -467,7 +546,7 @@ mod tests {
 
     #[test]
     fn publish_answers_are_json() {
-        let cursor = Cursor::new(0xab, 3);
+        let cursor = Assigned { cursor: Cursor::new(0xab, 3), duplicate: false };
         for topic in ["news.eu:1@x-y_z", "odd \"topic\"\\"] {
             let r = published(cursor, topic);
             let body: Value = serde_json::from_slice(&r.body).unwrap();
@@ -497,15 +576,25 @@ mod tests {
             let submitted = Submitted { slot: Some(slot), shard: shard.clone(), topics: SmallVec::new() };
             let early = (i % 3) as usize;
             for index in 0..early {
-                shard.borrow_mut().on_published(slot, index, Ok(Cursor::new(1, i)));
+                shard.borrow_mut().on_published(slot, index, assigned(1, i));
             }
             drop(submitted);
             for index in early..2 {
-                shard.borrow_mut().on_published(slot, index, Ok(Cursor::new(1, i)));
+                shard.borrow_mut().on_published(slot, index, assigned(1, i));
             }
         }
         assert!(shard.borrow().publishes.is_empty(), "{} slots left", shard.borrow().publishes.len());
         assert!(shard.borrow().publishes.capacity() <= 4, "the slab did not grow");
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_quoted_or_not() {
+        assert_eq!(idempotency_key(b"abc-123").as_deref(), Some("abc-123"));
+        assert_eq!(idempotency_key(b" \"abc-123\" ").as_deref(), Some("abc-123"));
+        assert_eq!(idempotency_key(&[b'k'; 256]).map(|k| k.len()), Some(256));
+        for bad in [&b""[..], b"\"\"", b"a b", b"a\tb", b"\xc3\xa9", &[b'k'; 257], b"\x7f"] {
+            assert_eq!(idempotency_key(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use crate::api::publish::{BAD_KEY, idempotency_key};
 use crate::cursor::Resume;
 use crate::proto::ws::{Opcode, encode_frame};
 use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_subscription, valid_topic, valid_type};
@@ -18,7 +19,7 @@ use crate::pubsub::topic::{MAX_TOPICS_PER_SUBSCRIPTION, valid_subscription, vali
 pub enum Request {
     Subscribe { topics: Vec<Arc<str>>, from: Vec<Resume> },
     Unsubscribe { topics: Vec<Arc<str>> },
-    Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes },
+    Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, key: Option<Box<str>> },
     Ping,
 }
 
@@ -136,8 +137,20 @@ fn publish(input: &Map<String, Value>, max_event_bytes: usize) -> Result<Request
     {
         errors.push(err(format!("data larger than max_event_bytes ({max_event_bytes})"), "/data"));
     }
+    let key = match input.get("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let key = v.as_str().and_then(|k| idempotency_key(k.as_bytes()));
+            if key.is_none() {
+                errors.push(err(BAD_KEY, "/idempotency_key"));
+            }
+            key
+        }
+    };
     match (topic, data) {
-        (Some(topic), Some(data)) if errors.is_empty() => Ok(Request::Publish { topic, kind, data: Bytes::from(data) }),
+        (Some(topic), Some(data)) if errors.is_empty() => {
+            Ok(Request::Publish { topic, kind, data: Bytes::from(data), key })
+        }
         _ => Err(errors),
     }
 }
@@ -196,7 +209,7 @@ mod tests {
         let m = parse(r#"{"method":"publish","topic":"a","data":{"x":[1,2]}}"#, 100);
         assert_eq!(
             m.request.unwrap(),
-            Request::Publish { topic: "a".into(), kind: None, data: Bytes::from_static(b"{\"x\":[1,2]}") }
+            Request::Publish { topic: "a".into(), kind: None, data: Bytes::from_static(b"{\"x\":[1,2]}"), key: None }
         );
         assert_eq!(parse(r#"{"method":"ping","id":"p"}"#, 100).request.unwrap(), Request::Ping);
     }

@@ -294,18 +294,31 @@ async fn on_message(ctx: &Ctx, text: &str, publisher: Option<&Publisher>, identi
             let why = "publishing needs rights: loopback, or the publish key (or a token with a publish claim) at the handshake";
             error_reply(m.reply_event, &m.input, &[(why.into(), "/topic".to_string())])
         }
-        Ok(Request::Publish { topic, kind, data }) => {
+        Ok(Request::Publish { topic, kind, data, key }) => {
             let who = publisher.unwrap_or(&Publisher::Trusted);
-            match publish(ctx, who, smallvec::smallvec![NewEvent { topic, kind, data }]).await {
-                Ok(cursors) => reply("published", &m.input, json!({ "event_id": cursors[0].to_string() })),
+            match publish(ctx, who, smallvec::smallvec![NewEvent { topic, kind, data, key }]).await {
+                Ok(cursors) if cursors[0].duplicate => reply(
+                    "published",
+                    &m.input,
+                    json!({ "event_id": cursors[0].cursor.to_string(), "duplicate": true }),
+                ),
+                Ok(cursors) => reply("published", &m.input, json!({ "event_id": cursors[0].cursor.to_string() })),
                 Err(refused) => {
-                    let why = match refused.why {
-                        Refusal::Forbidden => format!("no right to publish to {:?}", refused.topic),
-                        Refusal::TooManyTopics => {
-                            format!("{:?} would be a new topic and the server keeps max_topics already", refused.topic)
-                        }
+                    let topic = &refused.topic;
+                    let (why, path) = match refused.why {
+                        Refusal::Forbidden => (format!("no right to publish to {topic:?}"), "/topic"),
+                        Refusal::TooManyTopics => (
+                            format!("{topic:?} would be a new topic and the server keeps max_topics already"),
+                            "/topic",
+                        ),
+                        Refusal::KeyReused => (
+                            format!(
+                                "this idempotency key was used for another event to {topic:?} within idempotency_ttl"
+                            ),
+                            "/idempotency_key",
+                        ),
                     };
-                    error_reply(m.reply_event, &m.input, &[(why, "/topic".to_string())])
+                    error_reply(m.reply_event, &m.input, &[(why, path.to_string())])
                 }
             }
         }

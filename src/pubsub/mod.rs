@@ -2,6 +2,7 @@
 //! index of local subscribers. Apart from connections; it speaks to them through outboxes.
 
 pub mod history;
+pub mod idempotency;
 pub mod msg;
 pub mod owner;
 pub mod parts;

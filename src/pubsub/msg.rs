@@ -26,6 +26,17 @@ pub enum Refusal {
     Forbidden,
     /// The event's topic is new and the server already keeps `max_topics`: 503.
     TooManyTopics,
+    /// Another event was published to the topic under the same `Idempotency-Key` within
+    /// `idempotency_ttl`: 422.
+    KeyReused,
+}
+
+/// The cursor an event of a publish got; `duplicate` when it was published before under the
+/// same `Idempotency-Key` (this is that event's cursor, and nothing was delivered again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    pub cursor: Cursor,
+    pub duplicate: bool,
 }
 
 /// Which topic names an asker may be shown.
@@ -47,8 +58,16 @@ impl std::fmt::Debug for Shows {
 /// Work for a topic's owner.
 #[derive(Debug)]
 pub enum ToOwner {
-    /// Assign a cursor, keep it in history, forward it, reply with the cursor.
-    Publish { topic: Arc<str>, kind: Option<Box<str>>, data: Bytes, ts_micros: u64, reply: ReplyTo<PublishKey> },
+    /// Assign a cursor, keep it in history, forward it, reply with the cursor; with an
+    /// idempotency `key` seen within `idempotency_ttl`, reply with the first cursor instead.
+    Publish {
+        topic: Arc<str>,
+        kind: Option<Box<str>>,
+        data: Bytes,
+        ts_micros: u64,
+        key: Option<Box<str>>,
+        reply: ReplyTo<PublishKey>,
+    },
     /// Register `reply.worker` as hosting subscribers of `topic` and reply with the head
     /// and, when resuming, the events after the resume point — in one step, so nothing
     /// falls between. A topic made for an `open_name` (one anyone may name: a public topic,
@@ -83,7 +102,7 @@ pub enum ToWorker {
     /// An event to fan out to the local subscribers of its topic.
     Event(Arc<Frame>),
     /// The cursor a publish got, or why it got none.
-    Published { reply: ReplyTo<PublishKey>, cursor: Result<Cursor, Refusal> },
+    Published { reply: ReplyTo<PublishKey>, cursor: Result<Assigned, Refusal> },
     /// The owner registered this worker for a topic (see `ToOwner::Subscribe`).
     Subscribed(Box<SubscribeAck>),
     /// Shed every stream that may be shed and whose groups are not in `except`: tell it to

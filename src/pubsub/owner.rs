@@ -17,7 +17,8 @@ use bytes::Bytes;
 use crate::cursor::{Cursor, Resume};
 use crate::frames::Frame;
 use crate::pubsub::history::History;
-use crate::pubsub::msg::{Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::idempotency::{Idempotency, Seen};
+use crate::pubsub::msg::{Assigned, Gap, Refusal, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::parts::{PARTS, Parts};
 use crate::pubsub::presence::{Change, Presences};
 use crate::pubsub::sequencer::{Sequencer, Stats};
@@ -178,6 +179,8 @@ pub struct Owner {
     occupancy_interval: Duration,
     /// Who is on the topics here under `presence_prefixes`.
     presences: Presences,
+    /// The idempotency keys of publishes to the topics here, within `idempotency_ttl`.
+    keys: Idempotency,
     /// Events held across this owner's rings (kept up to date, for the metrics gauge).
     held: usize,
     /// What they cost (`Frame::cost`), and the most they may: this owner's share of
@@ -233,6 +236,10 @@ impl Owner {
             history_ttl: config.history_ttl,
             occupancy_interval: config.occupancy_interval,
             presences: Presences::new(config.presence_linger),
+            keys: Idempotency::new(
+                u32::try_from(config.idempotency_ttl.as_millis() / 100).unwrap_or(u32::MAX),
+                config.max_idempotency_keys.div_ceil(config.workers),
+            ),
             held: 0,
             held_bytes: 0,
             max_held_bytes: usize::try_from(config.max_history_bytes / config.workers as u64).unwrap_or(usize::MAX),
@@ -313,8 +320,21 @@ impl Owner {
     pub fn handle(&mut self, msg: ToOwner, now: Instant, out: &mut Vec<(usize, ToWorker)>) {
         let tenths = self.tenths(now);
         match msg {
-            ToOwner::Publish { topic, kind, data, ts_micros, reply } => {
-                let cursor = self.append(&topic, kind, data, ts_micros, now, out);
+            ToOwner::Publish { topic, kind, data, ts_micros, key, reply } => {
+                // The key is checked and remembered here, where the topic's cursors are
+                // assigned one at a time: two retries racing through two workers meet here.
+                let seen = key.map(|k| self.keys.check(&topic, &k, kind.as_deref(), &data, tenths));
+                let cursor = match seen {
+                    Some(Seen::Duplicate(cursor)) => Ok(Assigned { cursor, duplicate: true }),
+                    Some(Seen::Reused) => Err(Refusal::KeyReused),
+                    seen => {
+                        let appended = self.append(&topic, kind, data, ts_micros, now, out);
+                        if let (Some(Seen::New(ticket)), Ok(c)) = (seen, appended) {
+                            self.keys.remember(ticket, c, tenths);
+                        }
+                        appended.map(|cursor| Assigned { cursor, duplicate: false })
+                    }
+                };
                 out.push((usize::from(reply.worker), ToWorker::Published { reply, cursor }));
             }
             ToOwner::Subscribe { topic, resume, reply, open_name } => {
@@ -423,6 +443,7 @@ impl Owner {
                     self.tell_presence(&topic, &user, Change::Leave, now, out);
                 }
                 self.housekeep(now);
+                self.keys.expire(tenths);
             }
             ToOwner::Report { counts, ts_micros, asked } => self.report(counts, ts_micros, asked, out),
             ToOwner::Present { topic, user, worker, here } => {
@@ -689,6 +710,8 @@ impl Sequencer for Owner {
             history_bytes: self.held_bytes,
             evicted: self.evicted,
             topics: self.topics.len(),
+            idempotency_keys: self.keys.len(),
+            idempotency_dropped: self.keys.dropped,
         }
     }
 }
@@ -742,6 +765,7 @@ mod tests {
             kind: None,
             data: Bytes::from_static(b"x"),
             ts_micros: 0,
+            key: None,
             reply: reply(0),
         }
     }
@@ -749,7 +773,7 @@ mod tests {
     fn publish(o: &mut Owner, topic: &str, out: &mut Vec<(usize, ToWorker)>) -> Cursor {
         o.handle(publish_msg(topic), Instant::now(), out);
         match out.pop() {
-            Some((0, ToWorker::Published { cursor: Ok(cursor), .. })) => cursor,
+            Some((0, ToWorker::Published { cursor: Ok(Assigned { cursor, .. }), .. })) => cursor,
             other => panic!("no publish reply: {other:?}"),
         }
     }
@@ -766,6 +790,39 @@ mod tests {
             Some((_, ToWorker::Subscribed(ack))) => *ack,
             other => panic!("no ack: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_keyed_retry_is_answered_with_the_first_cursor_and_forwarded_to_no_one() {
+        let mut o = owner(10);
+        subscribe(&mut o, "t", 1, None);
+        let keyed = |data: &'static [u8]| ToOwner::Publish {
+            topic: "t".into(),
+            kind: None,
+            data: Bytes::from_static(data),
+            ts_micros: 0,
+            key: Some("k".into()),
+            reply: reply(0),
+        };
+        let mut out = Vec::new();
+        o.handle(keyed(b"x"), Instant::now(), &mut out);
+        let first = match &out[..] {
+            [(1, ToWorker::Event(_)), (0, ToWorker::Published { cursor: Ok(a), .. })] if !a.duplicate => a.cursor,
+            other => panic!("{other:?}"),
+        };
+        out.clear();
+        o.handle(keyed(b"x"), Instant::now(), &mut out);
+        match &out[..] {
+            [(0, ToWorker::Published { cursor: Ok(a), .. })] => {
+                assert_eq!(*a, Assigned { cursor: first, duplicate: true })
+            }
+            other => panic!("the retry went out: {other:?}"),
+        }
+        out.clear();
+        o.handle(keyed(b"y"), Instant::now(), &mut out);
+        assert!(matches!(&out[..], [(0, ToWorker::Published { cursor: Err(Refusal::KeyReused), .. })]), "{out:?}");
+        assert_eq!(o.stats().published, 1);
+        assert_eq!(o.stats().idempotency_keys, 1);
     }
 
     #[test]

@@ -32,4 +32,8 @@ pub struct Stats {
     pub evicted: u64,
     /// Topics it keeps.
     pub topics: usize,
+    /// Idempotency keys it remembers, and those it forgot before their TTL to stay within
+    /// `max_idempotency_keys`.
+    pub idempotency_keys: usize,
+    pub idempotency_dropped: u64,
 }

@@ -92,7 +92,7 @@ pub async fn send(ctx: &Ctx, prepared: Prepared, body: Bytes) -> Response {
         return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/event/body");
     }
     let topic = prepared.topic.clone();
-    let ev = NewEvent { topic: prepared.topic, kind: Some(kind.into()), data: data.into() };
+    let ev = NewEvent::new(prepared.topic, Some(kind.into()), data.into());
     match publish(ctx, &prepared.publisher, smallvec::smallvec![ev]).await {
         Ok(cursors) => published(cursors[0], &topic),
         Err(refused) => refused.response("/headers/member-id"),

@@ -69,8 +69,8 @@ pub async fn send(ctx: &Ctx, prepared: Prepared, body: Bytes) -> Response {
     if body.len() > ctx.config.max_event_bytes {
         return Response::error(Status::PayloadTooLarge, "event larger than max_event_bytes", "/body");
     }
-    let Prepared { publisher, topic, kind } = prepared;
-    let ev = NewEvent { topic: topic.clone(), kind, data: body };
+    let Prepared { publisher, topic, kind, .. } = prepared;
+    let ev = NewEvent::new(topic.clone(), kind, body);
     match publish(ctx, &publisher, smallvec::smallvec![ev]).await {
         Ok(cursors) => published(cursors[0], &topic),
         Err(refused) => refused.response("/path"),

@@ -32,6 +32,8 @@ pub async fn run(mut sequencer: impl Sequencer, id: usize, mesh: Arc<Mesh>) {
         metrics.history_bytes.set(stats.history_bytes as i64);
         metrics.history_evictions.add(stats.evicted - metrics.history_evictions.get());
         metrics.topics.set(stats.topics as i64);
+        metrics.idempotency_keys.set(stats.idempotency_keys as i64);
+        metrics.idempotency_dropped.add(stats.idempotency_dropped - metrics.idempotency_dropped.get());
         let mut touched = WorkerSet::default();
         for (w, msg) in out.drain(..) {
             let target = &mesh.to_worker[w];

@@ -33,7 +33,7 @@ use crate::keys::{Generations, PublishKey, SubscriptionKey};
 use crate::mesh::Mesh;
 use crate::metrics::Transport;
 use crate::proto::ws::frame::close_frame;
-use crate::pubsub::msg::{Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
+use crate::pubsub::msg::{Assigned, Refusal, ReplyTo, SubscribeAck, ToOwner, ToWorker};
 use crate::pubsub::probe::{ProbePart, Via};
 use crate::pubsub::topic::{occupancy_of, owner_of, shrink_if_sparse};
 use crate::shard::conn::{Conn, ConnKey, Notices, Phase, TOO_MANY_TOPICS};
@@ -52,7 +52,7 @@ const CONN_SLOTS_RESERVED: usize = 1 << 17;
 /// A publish (or batch) waiting for its owners' cursors.
 pub struct PendingPublish {
     generation: u32,
-    pub cursors: smallvec::SmallVec<[Option<Result<Cursor, Refusal>>; 1]>,
+    pub cursors: smallvec::SmallVec<[Option<Result<Assigned, Refusal>>; 1]>,
     pub missing: usize,
     pub waker: Option<Waker>,
     /// Whoever waited for the cursors is gone (its connection closed, its task dropped): the
@@ -166,7 +166,7 @@ impl Shard {
     }
 
     /// A cursor for the publish `key`, event `index`, arrived from its owner.
-    pub fn on_published(&mut self, key: PublishKey, index: usize, cursor: Result<Cursor, Refusal>) {
+    pub fn on_published(&mut self, key: PublishKey, index: usize, cursor: Result<Assigned, Refusal>) {
         let slot = key.slot();
         let Some(p) = self.publish(key) else { return };
         let Some(c) = p.cursors.get_mut(index).filter(|c| c.is_none()) else { return };
