@@ -628,3 +628,20 @@ fn a_stopping_node_refuses_new_connections_at_once() {
         drop(stalled);
     }
 }
+
+#[test]
+fn an_absolute_form_target_is_served_by_its_path() {
+    // RFC 9112 §3.2.2: a server must accept absolute-form, though only proxies are sent it.
+    each_driver(2, &[], |s| {
+        let r = request(s, "GET http://herald.example/healthz HTTP/1.1\r\nHost: herald.example\r\n\r\n");
+        assert_healthz_ok(&r);
+        let r = request(
+            s,
+            "POST HTTP://herald.example:80/pub/abs?type=t HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["topic"], "abs");
+        let r = request(s, "GET ftp://herald.example/healthz HTTP/1.1\r\nHost: herald.example\r\n\r\n");
+        assert_json_error_at(&r, 400, "/", "a target that is neither a path nor an http(s) URI");
+    });
+}

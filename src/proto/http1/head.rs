@@ -176,9 +176,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     check_line_endings(&buf[..len])?;
     let method = Method::parse(req.method.unwrap_or(""));
     let target = req.path.unwrap_or("");
-    if !(target.starts_with('/') || (target == "*" && method == Method::Options)) {
-        return Err(HeadError::Malformed("request target must be a path"));
-    }
+    // Origin-form, or absolute-form, which a server must accept (RFC 9112 §3.2.2) though
+    // only proxies are sent it: its path and query route the request, and its authority
+    // stands for the Host field.
+    let (path_and_query, authority) = match absolute_form(target) {
+        Some((authority, rest)) => (rest, Some(authority)),
+        None if target.starts_with('/') || (target == "*" && method == Method::Options) => (target, None),
+        None => return Err(HeadError::Malformed("request target must be a path or an absolute http(s) URI")),
+    };
     let minor_version = req.version.unwrap_or(1);
 
     let mut content_length: Option<u64> = None;
@@ -188,7 +193,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut hosts = 0;
-    let mut fields = SmallVec::with_capacity(req.headers.len());
+    let mut fields: SmallVec<[(Span, Span); 12]> = SmallVec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let value = h.value;
         let mut lower = [0u8; 20];
@@ -256,10 +261,29 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         }
     };
     let keep_alive = if minor_version == 0 { keep_alive_token && !close } else { !close };
+    let mut raw = buf[..len].to_vec();
+    let target = if path_and_query.starts_with('/') || authority.is_none() {
+        Span::of(buf, path_and_query.as_bytes())
+    } else {
+        // An absolute URI with an empty path (`http://h` or `http://h?q`) names "/": the
+        // target is written after the head's bytes, in the one copy kept of them.
+        let start = raw.len();
+        raw.push(b'/');
+        raw.extend_from_slice(path_and_query.as_bytes());
+        Span { start: start as u16, end: raw.len() as u16 }
+    };
+    if let Some(authority) = authority {
+        let authority = Span::of(buf, authority.as_bytes());
+        for (name, value) in fields.iter_mut() {
+            if buf[usize::from(name.start)..usize::from(name.end)].eq_ignore_ascii_case(b"host") {
+                *value = authority;
+            }
+        }
+    }
     Ok(Some(RequestHead {
         method,
-        raw: buf[..len].into(),
-        target: Span::of(buf, target.as_bytes()),
+        raw: raw.into_boxed_slice(),
+        target,
         minor_version,
         fields,
         len,
@@ -267,6 +291,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         keep_alive,
         expect_continue: expect_continue && minor_version == 1,
     }))
+}
+
+/// A target in absolute-form, `http(s)://authority[/path][?query]`: its authority and what
+/// follows it. `None` for any other form, and for an authority that is empty or has userinfo
+/// (`user@`, which RFC 9110 §4.2.4 forbids in http(s) URIs).
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let scheme_end = target.find("://")?;
+    let scheme = &target[..scheme_end];
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let (authority, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some((authority, path_and_query))
 }
 
 /// Content-Length is 1*DIGIT: no sign, no spaces inside, no list, and it fits in u64.
@@ -324,6 +365,23 @@ mod tests {
     }
 
     #[test]
+    fn an_absolute_form_target_routes_by_its_path_and_its_authority_is_the_host() {
+        let h = parse("GET http://herald.example:8080/sub/a?x=1 HTTP/1.1\r\nHost: other\r\n\r\n").unwrap().unwrap();
+        assert_eq!((h.path(), h.query()), ("/sub/a", "x=1"));
+        assert_eq!(h.header_str("host"), Some("herald.example:8080"));
+        for (target, path, query) in
+            [("HTTPS://h", "/", ""), ("http://h?a=b", "/", "a=b"), ("http://[::1]:9/x/y", "/x/y", "")]
+        {
+            let h = parse(&format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n")).unwrap().unwrap();
+            assert_eq!((h.path(), h.query()), (path, query), "{target}");
+        }
+        for bad in ["ftp://h/x", "http:///x", "http://u@h/x", "h/x", "http:/h/x"] {
+            let r = parse(&format!("GET {bad} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            assert!(matches!(r, Err(HeadError::Malformed(_))), "{bad}: {r:?}");
+        }
+    }
+
+    #[test]
     fn byte_by_byte_is_partial_until_the_blank_line() {
         let raw = b"POST /pub/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
         let head_len = raw.len() - 3;
@@ -365,7 +423,6 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
-            "GET http://evil/ HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
         ] {
             assert!(parse(raw).is_err(), "accepted {raw:?}");
