@@ -4,5 +4,6 @@
 pub mod http1;
 pub mod longpoll;
 pub mod query;
+pub mod resp;
 pub mod sse;
 pub mod ws;
