@@ -69,7 +69,7 @@ pub struct Flags {
     /// Seconds a publish's Idempotency-Key is remembered: a retry within it is not published again [default: 300].
     #[arg(long, value_name = "SECS")]
     pub idempotency_ttl: Option<f64>,
-    /// Idempotency keys remembered at once across the node; past it the oldest go first [default: 1000000].
+    /// Idempotency keys remembered at once across the node, each worker its share; past it the oldest of the topic holding the most go first [default: 1000000].
     #[arg(long, value_name = "N")]
     pub max_idempotency_keys: Option<usize>,
     /// Largest event data in bytes [default: 65536].
@@ -446,6 +446,10 @@ impl Config {
         }
         let max_idempotency_keys =
             positive("max_idempotency_keys", flags.max_idempotency_keys.or(file.max_idempotency_keys), 1_000_000)?;
+        // Each worker's owner keeps its share, for the topics it owns.
+        if max_idempotency_keys < workers {
+            return Err(bad("max_idempotency_keys", format!("at least one per worker ({workers})")));
+        }
         let log_level = flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(bad("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
@@ -561,6 +565,7 @@ mod tests {
             (&["--idempotency-ttl", "0"][..], "idempotency_ttl"),
             (&["--idempotency-ttl", "90000"][..], "idempotency_ttl"),
             (&["--max-idempotency-keys", "0"][..], "max_idempotency_keys"),
+            (&["--workers", "4", "--max-idempotency-keys", "3"][..], "max_idempotency_keys"),
             (&["--listen", "nowhere"][..], "listen"),
             (&["--max-event-bytes", "0"][..], "max_event_bytes"),
             (&["--log-level", "loud"][..], "log_level"),

@@ -208,6 +208,7 @@ fn a_key_is_forgotten_after_its_ttl_and_within_the_bound() {
             let r = keyed(s, &format!("many{}", i % 7), &format!("k{i}"), "x");
             assert_eq!(r.status, 200, "{}", r.text());
         }
+        // Each of the two owners keeps its share, 100: together never more than the bound.
         assert!(metric(s, "herald_idempotency_keys") <= 200.0);
         assert!(metric(s, "herald_idempotency_keys_dropped_total") >= 200.0);
     });
@@ -225,5 +226,73 @@ fn seed_routes_publish_every_request() {
         let two = post(s, "/events", &headers, body);
         assert_eq!(two.status, 200, "{}", two.text());
         assert_ne!(one.json()["id"], two.json()["id"]);
+    });
+}
+
+// From an outside attack on the first version.
+
+#[test]
+fn a_batch_refused_for_a_reused_key_says_which_lines_went_out() {
+    each_driver(2, &[], |s| {
+        let mut sse = SseClient::open(s, "/sub/bt", &[]);
+        assert_eq!(keyed(s, "bt", "dup", "orig").status, 200);
+        let ndjson = ["Content-Type: application/x-ndjson"];
+        let body = "{\"topic\":\"bt\",\"data\":\"line1\"}\n\
+                    {\"topic\":\"bt\",\"data\":\"CHANGED\",\"idempotency_key\":\"dup\"}\n\
+                    {\"topic\":\"bt\",\"data\":\"line3\"}\n";
+        let r = post(s, "/pub", &ndjson, body);
+        assert_json_error_at(&r, 422, "/line/2/idempotency_key", "a line reusing a key");
+        let v = r.json();
+        let ids = v["ids"].as_array().expect("ids in the refusal");
+        assert!(ids[0].is_string() && ids[1].is_null() && ids[2].is_string(), "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("published")), "{v}");
+        publish_ok(s, "bt", "marker");
+        assert_eq!(data_until(&mut sse, "marker"), ["orig", "line1", "line3", "marker"]);
+        // Within one batch, a key given twice with two events publishes nothing.
+        let body = "{\"topic\":\"bt\",\"data\":\"P\",\"idempotency_key\":\"m1\"}\n\
+                    {\"topic\":\"bt\",\"data\":\"Q\",\"idempotency_key\":\"m1\"}\n";
+        let r = post(s, "/pub", &ndjson, body);
+        assert_json_error_at(&r, 400, "/line/2/idempotency_key", "a key twice in one batch");
+        // Twice with the same event is a retry inside the batch.
+        let body = "{\"topic\":\"bt\",\"data\":\"P\",\"idempotency_key\":\"m1\"}\n\
+                    {\"topic\":\"bt\",\"data\":\"P\",\"idempotency_key\":\"m1\"}\n";
+        let v = post(s, "/pub", &ndjson, body).json();
+        assert_eq!(v["ids"][0], v["ids"][1], "{v}");
+        assert_eq!(v["duplicate"], json!([false, true]), "{v}");
+        publish_ok(s, "bt", "marker2");
+        assert_eq!(data_until(&mut sse, "marker2"), ["P", "marker2"]);
+    });
+}
+
+#[test]
+fn two_key_fields_are_refused_and_json_keys_are_not_trimmed() {
+    each_driver(1, &[], |s| {
+        let r = post(s, "/pub/a", &["Idempotency-Key: k1", "Idempotency-Key: k2"], "x");
+        assert_json_error_at(&r, 400, "/headers/idempotency-key", "two Idempotency-Key fields");
+        let ndjson = ["Content-Type: application/x-ndjson"];
+        for key in [" q ", "\\tq", "q\\n"] {
+            let line = format!("{{\"topic\":\"a\",\"data\":\"x\",\"idempotency_key\":\"{key}\"}}\n");
+            let r = post(s, "/pub", &ndjson, &line);
+            assert_json_error_at(&r, 400, "/line/1/idempotency_key", key);
+        }
+    });
+}
+
+#[test]
+fn a_publisher_flooding_its_topic_with_keys_does_not_push_out_other_topics_keys() {
+    // One worker, so every topic shares one owner's 300 keys.
+    each_driver(1, &["--max-idempotency-keys", "300"], |s| {
+        let firsts: Vec<Value> = (0..8).map(|i| keyed(s, &format!("tenant{i}"), "order-7", "shipped").json()).collect();
+        let ndjson = ["Content-Type: application/x-ndjson"];
+        let body: String = (0..2000)
+            .map(|i| format!("{{\"topic\":\"flood\",\"data\":\"x\",\"idempotency_key\":\"f{i}\"}}\n"))
+            .collect();
+        assert_eq!(post(s, "/pub", &ndjson, &body).status, 200);
+        for (i, first) in firsts.iter().enumerate() {
+            let again = keyed(s, &format!("tenant{i}"), "order-7", "shipped").json();
+            assert_eq!(again["id"], first["id"], "tenant{i}: {again}");
+            assert_eq!(again["duplicate"], true, "tenant{i}: {again}");
+        }
+        assert!(metric(s, "herald_idempotency_keys") <= 300.0);
     });
 }

@@ -50,7 +50,6 @@ const MAX_KEY_LEN: usize = 256;
 /// `idempotency_key`): 1-256 visible ASCII characters, optionally in double quotes (the IETF
 /// draft sends it as a structured-field string; quoted or not, it is the same key).
 pub fn idempotency_key(raw: &[u8]) -> Option<Box<str>> {
-    let raw = raw.trim_ascii();
     let raw = match raw {
         [b'"', inner @ .., b'"'] => inner,
         other => other,
@@ -161,8 +160,24 @@ pub async fn submit(ctx: &Ctx, who: &Publisher, events: Events) -> Result<Submit
 
 /// Waits for the cursors of a submitted publish, in the order its events were given; or the
 /// first event an owner refused (the others were published).
-pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Result<Cursors, Refused> {
-    let Some(slot) = submitted.slot else { return Ok(Cursors::new()) };
+pub async fn cursors(ctx: &Ctx, submitted: Submitted) -> Result<Cursors, Refused> {
+    let topics = submitted.topics.clone();
+    let mut out = Cursors::new();
+    for (index, c) in results(ctx, submitted).await.into_iter().enumerate() {
+        match c {
+            Ok(c) => out.push(c),
+            Err(why) => {
+                let topic = topics.get(index).cloned().unwrap_or_else(|| "".into());
+                return Err(Refused { index, topic, why });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits for what each event of a submitted publish got, in the order they were given.
+pub async fn results(ctx: &Ctx, mut submitted: Submitted) -> Vec<Result<Assigned, Refusal>> {
+    let Some(slot) = submitted.slot else { return Vec::new() };
     poll_fn(|cx| {
         let mut s = ctx.shard.borrow_mut();
         let Some(p) = s.publish(slot) else { return Poll::Ready(()) };
@@ -177,18 +192,7 @@ pub async fn cursors(ctx: &Ctx, mut submitted: Submitted) -> Result<Cursors, Ref
     submitted.slot = None;
     // Every cursor is in: the slot is only freed here, or abandoned by a drop.
     let done = ctx.shard.borrow_mut().close_publish(slot);
-    let mut out = Cursors::new();
-    for (index, c) in done.into_iter().flat_map(|d| d.cursors).enumerate() {
-        match c {
-            Some(Ok(c)) => out.push(c),
-            Some(Err(why)) => {
-                let topic = submitted.topics.get(index).cloned().unwrap_or_else(|| "".into());
-                return Err(Refused { index, topic, why });
-            }
-            None => {}
-        }
-    }
-    Ok(out)
+    done.into_iter().flat_map(|d| d.cursors).flatten().collect()
 }
 
 /// Who is publishing, once their rights are established (API.md §6).
@@ -339,9 +343,17 @@ pub fn prepare(ctx: &Ctx, head: &RequestHead, raw_topic: &str) -> Result<Prepare
             },
         },
     };
-    prepared.key = match head.header("idempotency-key") {
-        None => None,
-        Some(v) => match idempotency_key(v) {
+    let mut keys = head.headers("idempotency-key");
+    prepared.key = match (keys.next(), keys.next()) {
+        (None, _) => None,
+        // Two fields are two keys, or one a proxy may have merged or split: which was meant
+        // is not for herald to guess.
+        (Some(_), Some(_)) => {
+            let r = bad_request("more than one Idempotency-Key field", "/headers/idempotency-key");
+            return Err(NotPrepared::Invalid(r));
+        }
+        // A field value's surrounding white space is not part of it (RFC 9110 §5.5).
+        (Some(v), None) => match idempotency_key(v.trim_ascii()) {
             Some(k) => Some(k),
             None => return Err(NotPrepared::Invalid(bad_request(BAD_KEY, "/headers/idempotency-key"))),
         },
@@ -445,36 +457,40 @@ pub async fn batch(ctx: &Ctx, publisher: &Publisher, body: Bytes) -> Response {
         Err(r) => return r,
     };
     let numbers: Vec<usize> = lines.iter().map(|(n, _)| *n).collect();
-    let events = lines.into_iter().map(|(_, ev)| ev).collect();
-    match publish(ctx, publisher, events).await {
-        Ok(cursors) => {
-            let ids: Vec<String> = cursors.iter().map(|a| a.cursor.to_string()).collect();
-            if cursors.iter().any(|a| a.duplicate) {
-                // Which lines an idempotency key found published before, by their place in `ids`.
-                let duplicate: Vec<bool> = cursors.iter().map(|a| a.duplicate).collect();
-                return Response::json(Status::Ok, &json!({"ids": ids, "duplicate": duplicate}));
-            }
-            Response::json(Status::Ok, &json!({"ids": ids}))
-        }
+    let events: Events = lines.into_iter().map(|(_, ev)| ev).collect();
+    let topics: Vec<Arc<str>> = events.iter().map(|ev| ev.topic.clone()).collect();
+    let results = match submit(ctx, publisher, events).await {
+        Ok(submitted) => results(ctx, submitted).await,
         Err(refused) => {
+            // No line was sent: the rights are checked for every line first.
             let line = numbers.get(refused.index).copied().unwrap_or(0);
-            let mut r = refused.response(&format!("/line/{line}"));
-            if refused.why == Refusal::TooManyTopics {
-                // The rights were checked for every line first; capacity is found line by line.
-                r = Response::error(
-                    Status::Unavailable,
-                    &format!(
-                        "line {line}: {:?} would be a new topic and the server keeps max_topics already; \
-                         the other lines were published",
-                        refused.topic
-                    ),
-                    &format!("/line/{line}"),
-                )
-                .with_header("Retry-After", "5");
-            }
-            r
+            return refused.response(&format!("/line/{line}"));
         }
-    }
+    };
+    let ids: Vec<Value> =
+        results.iter().map(|r| r.as_ref().map_or(Value::Null, |a| a.cursor.to_string().into())).collect();
+    let Some((index, why)) = results.iter().enumerate().find_map(|(i, r)| r.as_ref().err().map(|w| (i, *w))) else {
+        if results.iter().flatten().any(|a| a.duplicate) {
+            // Which lines an idempotency key found published before, by their place in `ids`.
+            let duplicate: Vec<bool> = results.iter().flatten().map(|a| a.duplicate).collect();
+            return Response::json(Status::Ok, &json!({"ids": ids, "duplicate": duplicate}));
+        }
+        return Response::json(Status::Ok, &json!({"ids": ids}));
+    };
+    // Capacity and idempotency keys are found line by line, where each line's topic is kept:
+    // the other lines were published, and `ids` says which (null for a refused line).
+    let line = numbers.get(index).copied().unwrap_or(0);
+    let topic = topics.get(index).cloned().unwrap_or_else(|| "".into());
+    let refused = Refused { index, topic, why }.response(&format!("/line/{line}"));
+    let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
+    let message = format!(
+        "line {line}: {}; lines without null in ids were published",
+        error["error"]["message"].as_str().unwrap_or_default()
+    );
+    let body = json!({"error": {"message": message, "path": error["error"]["path"]}, "ids": ids});
+    let mut r = Response::json(refused.status, &body);
+    r.headers = refused.headers;
+    r
 }
 
 /// Parses and validates a whole ndjson batch; the first bad line rejects it all. Each event
@@ -483,7 +499,9 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<(usize, Ne
     let Ok(text) = std::str::from_utf8(body) else {
         return Err(bad_request("batch is not valid UTF-8", "/body"));
     };
-    let mut events = Vec::new();
+    let mut events: Vec<(usize, NewEvent)> = Vec::new();
+    // The first line of each (topic, idempotency key), by its place in `events`.
+    let mut keyed: std::collections::HashMap<(Arc<str>, Box<str>), usize> = std::collections::HashMap::new();
     for (i, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
@@ -522,7 +540,23 @@ pub fn parse_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<(usize, Ne
             },
             Some(_) => return Err(bad_request(format!("line {n}: {BAD_KEY}"), &format!("/line/{n}/idempotency_key"))),
         };
-        events.push((n, NewEvent { topic: topic.into(), kind, data: Bytes::from(data), key }));
+        let ev = NewEvent { topic: topic.into(), kind, data: Bytes::from(data), key };
+        // A key given twice in one batch with two events: refused before any line is sent,
+        // not found by the owner after the lines before it were published.
+        if let Some(key) = &ev.key
+            && let Some(&at) = keyed.get(&(ev.topic.clone(), key.clone()))
+            && let Some((m, first)) = events.get(at)
+            && (first.kind != ev.kind || first.data != ev.data)
+        {
+            return Err(bad_request(
+                format!("line {n}: the idempotency key of line {m}, to the same topic, with another event"),
+                &format!("/line/{n}/idempotency_key"),
+            ));
+        }
+        if let Some(key) = &ev.key {
+            keyed.entry((ev.topic.clone(), key.clone())).or_insert(events.len());
+        }
+        events.push((n, ev));
     }
     if events.is_empty() {
         return Err(bad_request("empty batch: send one JSON object per line", "/body"));
@@ -590,9 +624,9 @@ mod tests {
     #[test]
     fn idempotency_keys_are_visible_ascii_quoted_or_not() {
         assert_eq!(idempotency_key(b"abc-123").as_deref(), Some("abc-123"));
-        assert_eq!(idempotency_key(b" \"abc-123\" ").as_deref(), Some("abc-123"));
+        assert_eq!(idempotency_key(b"\"abc-123\"").as_deref(), Some("abc-123"));
         assert_eq!(idempotency_key(&[b'k'; 256]).map(|k| k.len()), Some(256));
-        for bad in [&b""[..], b"\"\"", b"a b", b"a\tb", b"\xc3\xa9", &[b'k'; 257], b"\x7f"] {
+        for bad in [&b""[..], b"\"\"", b"a b", b"a\tb", b" q ", b"q\n", b"\xc3\xa9", &[b'k'; 257], b"\x7f"] {
             assert_eq!(idempotency_key(bad), None, "{bad:?}");
         }
     }

@@ -8,13 +8,18 @@
 //! first (another type or data) is refused rather than answered as the first: the key was
 //! reused, and answering with the first's cursor would silently drop the second.
 //!
-//! Bounded: at most `cap` entries per owner; past it the oldest go first, before their TTL
-//! (counted, so `/metrics` shows when the bound bites: a retry after that is published again).
+//! Bounded: at most `cap` entries per owner. Past it, a key of the topic holding the most
+//! keys goes first (its oldest), before its TTL, and is counted (`/metrics` shows when the
+//! bound bites: a retry after that is published again). So a publisher flooding its own
+//! topic with keys pushes out its own, not those of topics publishing a few.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
 
 use crate::cursor::Cursor;
+
+/// A (topic, key) fingerprint: 128 bits, as two words so entries align to 8 bytes.
+type KeyPrint = [u64; 2];
 
 /// What a keyed publish is, against the keys seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,25 +35,35 @@ pub enum Seen {
 /// A new keyed publish's fingerprints, to remember once it has its cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    key: u128,
+    key: KeyPrint,
     event: u64,
+    topic: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Kept {
     cursor: Cursor,
     event: u64,
+    topic: u64,
     /// In the owner's tenths of a second.
     expires: u32,
 }
 
+/// A place in an order of keys: the expiry the key was remembered with (a place whose key
+/// was since forgotten, or remembered again, is stale and skipped) and the key.
+type Place = (u32, KeyPrint);
+
 pub struct Idempotency {
     ttl_tenths: u32,
     cap: usize,
-    kept: HashMap<u128, Kept, foldhash::fast::FixedState>,
-    /// Fingerprints in the order they were remembered, which is the order they expire in
-    /// (one TTL for all), with the expiry they were remembered with.
-    order: VecDeque<(u32, u128)>,
+    kept: HashMap<KeyPrint, Kept, foldhash::fast::FixedState>,
+    /// Every key in the order it was remembered, which is the order keys expire in (one TTL
+    /// for all).
+    order: VecDeque<Place>,
+    /// Each topic's keys, oldest first, and how many are kept.
+    topics: HashMap<u64, (u32, VecDeque<Place>), foldhash::fast::FixedState>,
+    /// Topics by how many keys they keep: the last holds the most.
+    largest: BTreeSet<(u32, u64)>,
     /// Two independently keyed SipHash states make the 128-bit fingerprint.
     hi: std::hash::RandomState,
     lo: std::hash::RandomState,
@@ -59,12 +74,15 @@ pub struct Idempotency {
 impl Idempotency {
     /// Keeps keys for `ttl_tenths` tenths of a second, at most `cap` of them.
     pub fn new(ttl_tenths: u32, cap: usize) -> Idempotency {
+        // The fingerprints are keyed hashes already: any fixed mixing spreads them.
+        let fixed = || foldhash::fast::FixedState::with_seed(0);
         Idempotency {
             ttl_tenths: ttl_tenths.max(1),
             cap: cap.max(1),
-            // The fingerprints are keyed hashes already: any fixed mixing spreads them.
-            kept: HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0)),
+            kept: HashMap::with_hasher(fixed()),
             order: VecDeque::new(),
+            topics: HashMap::with_hasher(fixed()),
+            largest: BTreeSet::new(),
             hi: std::hash::RandomState::new(),
             lo: std::hash::RandomState::new(),
             dropped: 0,
@@ -80,27 +98,18 @@ impl Idempotency {
         self.kept.is_empty()
     }
 
-    fn fingerprint(&self, topic: &str, key: &str) -> u128 {
-        let one = |state: &std::hash::RandomState| {
-            let mut h = state.build_hasher();
-            topic.hash(&mut h);
-            key.hash(&mut h);
-            h.finish()
-        };
-        (u128::from(one(&self.hi)) << 64) | u128::from(one(&self.lo))
-    }
-
-    fn event_fingerprint(&self, kind: Option<&str>, data: &[u8]) -> u64 {
-        let mut h = self.hi.build_hasher();
-        kind.hash(&mut h);
-        data.hash(&mut h);
-        h.finish()
+    fn hash(state: &std::hash::RandomState, parts: impl Hash) -> u64 {
+        state.hash_one(parts)
     }
 
     /// What a publish of (`kind`, `data`) to `topic` under `key` is, at `now` (tenths).
     pub fn check(&mut self, topic: &str, key: &str, kind: Option<&str>, data: &[u8], now: u32) -> Seen {
         self.expire(now);
-        let ticket = Ticket { key: self.fingerprint(topic, key), event: self.event_fingerprint(kind, data) };
+        let ticket = Ticket {
+            key: [Self::hash(&self.hi, (topic, key)), Self::hash(&self.lo, (topic, key))],
+            event: Self::hash(&self.hi, (kind, data)),
+            topic: Self::hash(&self.lo, topic),
+        };
         match self.kept.get(&ticket.key) {
             Some(k) if k.event == ticket.event => Seen::Duplicate(k.cursor),
             Some(_) => Seen::Reused,
@@ -111,20 +120,34 @@ impl Idempotency {
     /// Remembers that `ticket`'s publish got `cursor`, at `now` (tenths).
     pub fn remember(&mut self, ticket: Ticket, cursor: Cursor, now: u32) {
         while self.kept.len() >= self.cap {
-            let Some(oldest) = self.forget_oldest() else { break };
-            if oldest {
-                self.dropped += 1;
+            let Some(&(_, topic)) = self.largest.last() else { break };
+            if !self.forget_oldest_of(topic) {
+                break;
             }
+            self.dropped += 1;
         }
-        let expires = now.saturating_add(self.ttl_tenths);
-        self.kept.insert(ticket.key, Kept { cursor, event: ticket.event, expires });
-        self.order.push_back((expires, ticket.key));
+        // `now` is rounded down: one tenth more never forgets a key before its TTL.
+        let expires = now.saturating_add(self.ttl_tenths).saturating_add(1);
+        let Ticket { key, event, topic } = ticket;
+        self.kept.insert(key, Kept { cursor, event, topic, expires });
+        self.order.push_back((expires, key));
+        let (count, places) = self.topics.entry(topic).or_default();
+        self.largest.remove(&(*count, topic));
+        *count += 1;
+        places.push_back((expires, key));
+        self.largest.insert((*count, topic));
     }
 
     /// Forgets every key whose TTL has run out by `now`.
     pub fn expire(&mut self, now: u32) {
-        while self.order.front().is_some_and(|&(expires, _)| expires <= now) {
-            self.forget_oldest();
+        while let Some(&(expires, key)) = self.order.front() {
+            if expires > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.kept.get(&key).is_some_and(|k| k.expires == expires) {
+                self.forget(key);
+            }
         }
         if self.order.capacity() > 64 && self.order.len() < self.order.capacity() / 4 {
             self.order.shrink_to(self.order.len() * 2);
@@ -132,17 +155,35 @@ impl Idempotency {
         }
     }
 
-    /// Forgets the oldest entry in `order`: `Some(true)` if it was still kept, `None` when
-    /// there is none.
-    fn forget_oldest(&mut self) -> Option<bool> {
-        let (expires, key) = self.order.pop_front()?;
-        // Only the entry this place in the order was made for (a key is remembered again
-        // only once it has expired, so an older place may name a newer entry).
-        let current = self.kept.get(&key).is_some_and(|k| k.expires == expires);
-        if current {
-            self.kept.remove(&key);
+    /// Forgets the oldest key kept of `topic`; false if it keeps none.
+    fn forget_oldest_of(&mut self, topic: u64) -> bool {
+        match self.topics.get(&topic).and_then(|(_, places)| places.front()) {
+            Some(&(_, key)) => {
+                self.forget(key);
+                true
+            }
+            None => false,
         }
-        Some(current)
+    }
+
+    /// Forgets `key`, which is kept. Its topic's places stay without stale ones in front, so
+    /// the front is always its oldest kept key (expiry and eviction both take the oldest).
+    fn forget(&mut self, key: KeyPrint) {
+        let Some(k) = self.kept.remove(&key) else { return };
+        let Some((count, places)) = self.topics.get_mut(&k.topic) else { return };
+        self.largest.remove(&(*count, k.topic));
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.topics.remove(&k.topic);
+            return;
+        }
+        self.largest.insert((*count, k.topic));
+        while places.front().is_some_and(|&(expires, key)| self.kept.get(&key).is_none_or(|k| k.expires != expires)) {
+            places.pop_front();
+        }
+        if places.capacity() > 64 && places.len() < places.capacity() / 4 {
+            places.shrink_to(places.len() * 2);
+        }
     }
 }
 
@@ -175,10 +216,11 @@ mod tests {
         let mut ids = Idempotency::new(50, 100);
         let t = ticket(ids.check("a", "k", None, b"x", 100));
         ids.remember(t, Cursor::new(1, 1), 100);
-        assert!(matches!(ids.check("a", "k", None, b"x", 149), Seen::Duplicate(_)));
-        let t = ticket(ids.check("a", "k", None, b"x", 150));
+        // Remembered somewhere in tenth 100: kept through tenth 150, the TTL never cut short.
+        assert!(matches!(ids.check("a", "k", None, b"x", 150), Seen::Duplicate(_)));
+        let t = ticket(ids.check("a", "k", None, b"x", 151));
         assert!(ids.is_empty());
-        ids.remember(t, Cursor::new(1, 2), 150);
+        ids.remember(t, Cursor::new(1, 2), 151);
         assert_eq!(ids.check("a", "k", None, b"x", 160), Seen::Duplicate(Cursor::new(1, 2)));
         assert_eq!(ids.dropped, 0);
     }
@@ -201,13 +243,40 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_flooding_keys_pushes_out_its_own_not_those_of_others() {
+        let mut ids = Idempotency::new(3000, 100);
+        for (topic, n) in [("small", 3u64), ("medium", 20)] {
+            for i in 0..n {
+                let t = ticket(ids.check(topic, &i.to_string(), None, b"x", 0));
+                ids.remember(t, Cursor::new(1, i), 0);
+            }
+        }
+        for i in 0..10_000u64 {
+            let t = ticket(ids.check("flood", &i.to_string(), None, b"x", 1));
+            ids.remember(t, Cursor::new(2, i), 1);
+        }
+        assert_eq!(ids.len(), 100);
+        for (topic, n) in [("small", 3u64), ("medium", 20)] {
+            for i in 0..n {
+                assert_eq!(ids.check(topic, &i.to_string(), None, b"x", 2), Seen::Duplicate(Cursor::new(1, i)));
+            }
+        }
+        // The flood keeps its newest 77; past the TTL everything goes, topics included.
+        assert!(matches!(ids.check("flood", "9999", None, b"x", 2), Seen::Duplicate(_)));
+        assert!(matches!(ids.check("flood", "9922", None, b"x", 2), Seen::New(_)));
+        assert_eq!(ids.dropped, 10_000 - 77);
+        ids.expire(4000);
+        assert!(ids.is_empty() && ids.topics.is_empty() && ids.largest.is_empty());
+    }
+
+    #[test]
     fn an_expired_place_in_the_order_does_not_take_a_newer_entry_with_it() {
         let mut ids = Idempotency::new(10, 100);
         let t = ticket(ids.check("a", "k", None, b"x", 0));
         ids.remember(t, Cursor::new(1, 1), 0);
-        // Expired at 10, remembered again at 10 (check expires first, so the old place is gone).
-        let t = ticket(ids.check("a", "k", None, b"x", 10));
-        ids.remember(t, Cursor::new(1, 2), 10);
+        // Expired at 11, remembered again then (check expires first, so the old place is gone).
+        let t = ticket(ids.check("a", "k", None, b"x", 11));
+        ids.remember(t, Cursor::new(1, 2), 11);
         assert_eq!(ids.check("a", "k", None, b"x", 15), Seen::Duplicate(Cursor::new(1, 2)));
         // A place left behind without expiring through `check` (a cap drop races nothing
         // here, but the rule must hold): push a stale place by hand.

@@ -238,7 +238,8 @@ impl Owner {
             presences: Presences::new(config.presence_linger),
             keys: Idempotency::new(
                 u32::try_from(config.idempotency_ttl.as_millis() / 100).unwrap_or(u32::MAX),
-                config.max_idempotency_keys.div_ceil(config.workers),
+                // Each owner its share: together never more than the bound.
+                config.max_idempotency_keys / config.workers,
             ),
             held: 0,
             held_bytes: 0,
