@@ -425,11 +425,15 @@ impl Config {
             .or(file.cors_origins.map(StringOrList::joined))
             .map(|s| s.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
-        let presence_prefixes: Vec<String> = flags
-            .presence_prefixes
-            .or(file.presence_prefixes.map(StringOrList::joined))
+        let presence_given = flags.presence_prefixes.or(file.presence_prefixes.map(StringOrList::joined));
+        let presence_prefixes: Vec<String> = presence_given
+            .as_deref()
             .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
             .unwrap_or_default();
+        // Given but naming nothing (`","`, `" "`): a typo, not a wish to turn presence off.
+        if presence_given.is_some_and(|s| !s.is_empty()) && presence_prefixes.is_empty() {
+            return Err(bad("presence_prefixes", "names no prefix (leave it unset for no presence)"));
+        }
         // The start of a topic name (API.md §1).
         let topic_start =
             |p: &str| p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b));
@@ -565,6 +569,7 @@ mod tests {
             (&["--idempotency-ttl", "0"][..], "idempotency_ttl"),
             (&["--idempotency-ttl", "90000"][..], "idempotency_ttl"),
             (&["--max-idempotency-keys", "0"][..], "max_idempotency_keys"),
+            (&["--presence-prefixes", ","][..], "presence_prefixes"),
             (&["--workers", "4", "--max-idempotency-keys", "3"][..], "max_idempotency_keys"),
             (&["--listen", "nowhere"][..], "listen"),
             (&["--max-event-bytes", "0"][..], "max_event_bytes"),
