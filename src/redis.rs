@@ -19,6 +19,8 @@ use monoio::time::timeout;
 
 use crate::proto::resp::{self, ProtocolError, Reply};
 
+pub mod publish;
+
 /// Why a batch has no replies. The connection is not to be used again after any of them.
 #[derive(Debug, thiserror::Error)]
 #[error("{why}")]
@@ -112,19 +114,19 @@ impl Connection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::{Child, Command, Stdio};
 
     /// A `redis-server` of its own on a free loopback port, stopped when dropped; `None`
     /// where none is installed (CI installs it and sets `HERALD_REQUIRE_REDIS`).
-    struct RedisServer {
-        child: Child,
-        addr: String,
+    pub(crate) struct RedisServer {
+        pub(crate) child: Child,
+        pub(crate) addr: String,
     }
 
     impl RedisServer {
-        fn start() -> Option<RedisServer> {
+        pub(crate) fn start() -> Option<RedisServer> {
             let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
             let spawned = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -153,7 +155,7 @@ mod tests {
         }
     }
 
-    fn run<F: std::future::Future>(f: F) -> F::Output {
+    pub(crate) fn run<F: std::future::Future>(f: F) -> F::Output {
         let mut rt =
             monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("a monoio runtime");
         rt.block_on(f)
