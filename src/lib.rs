@@ -13,8 +13,8 @@
 //! 2. `proto` — pure codecs: HTTP/1.1 heads and bodies, SSE, WebSocket frames, long-poll JSON.
 //! 3. `config`, `metrics`, `route` — every setting; the counters; method and path → route.
 //! 4. `auth` — tokens, rights, CORS.
-//! 5. `frames`, `redis` — one event encoded once for every transport; a pipelined connection
-//!    to Redis (cluster mode, in progress).
+//! 5. `frames`, `redis` — one event encoded once for every transport; Redis connections, the
+//!    publish script and subscriber connections (cluster mode, in progress: not wired yet).
 //! 6. `pubsub` — topics, messages between workers, history, the `Sequencer` seam (`owner`).
 //! 7. `mesh` — the bounded lock-free queues between workers.
 //! 8. `shard` — one worker's state (connections, subscriptions, outboxes) and its tasks.

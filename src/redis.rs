@@ -20,6 +20,7 @@ use monoio::time::timeout;
 use crate::proto::resp::{self, ProtocolError, Reply};
 
 pub mod publish;
+pub mod subscriber;
 
 /// Why a batch has no replies. The connection is not to be used again after any of them.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum Why {
     TimedOut(Duration),
     #[error("redis broke the protocol: {0}")]
     Protocol(#[from] ProtocolError),
+    #[error("redis sent what was not asked for: {0:?}")]
+    Unexpected(Reply),
 }
 
 pub struct Connection {
@@ -71,9 +74,7 @@ impl Connection {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let (written, _) = self.stream.write_all(batch).await;
-        // Part of it may have gone out.
-        written.map_err(|e| Failed { sent: true, why: Why::Io(e) })?;
+        self.send(batch).await?;
         let mut replies = Vec::with_capacity(count);
         match timeout(self.patience, self.read_replies(&mut replies, count)).await {
             Ok(r) => r.map_err(|why| Failed { sent: true, why })?,
@@ -88,6 +89,21 @@ impl Connection {
         resp::encode(&mut out, args);
         let mut replies = self.batch(out, 1).await?;
         replies.pop().ok_or(Failed { sent: true, why: Why::Closed })
+    }
+
+    /// Writes `batch` without waiting for replies (a subscriber's commands, whose answers
+    /// come among its messages).
+    pub async fn send(&mut self, batch: BytesMut) -> Result<(), Failed> {
+        let (written, _) = self.stream.write_all(batch).await;
+        // Part of it may have gone out.
+        written.map(|_| ()).map_err(|e| Failed { sent: true, why: Why::Io(e) })
+    }
+
+    /// The next reply or pushed message, however long it takes.
+    pub async fn next(&mut self) -> Result<Reply, Why> {
+        let mut one = Vec::with_capacity(1);
+        self.read_replies(&mut one, 1).await?;
+        one.pop().ok_or(Why::Closed)
     }
 
     async fn read_replies(&mut self, replies: &mut Vec<Reply>, count: usize) -> Result<(), Why> {
