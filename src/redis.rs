@@ -43,6 +43,8 @@ pub enum Why {
     Protocol(#[from] ProtocolError),
     #[error("redis sent what was not asked for: {0:?}")]
     Unexpected(Reply),
+    #[error("this redis connection failed before; open another")]
+    Broken,
 }
 
 pub struct Connection {
@@ -51,6 +53,9 @@ pub struct Connection {
     inbuf: BytesMut,
     /// Most a batch may wait for its replies.
     patience: Duration,
+    /// A batch failed: replies may be missing or still on their way, so nothing read from
+    /// here could be matched to its command any more.
+    broken: bool,
 }
 
 impl Connection {
@@ -64,7 +69,7 @@ impl Connection {
         };
         // Batches are written whole and waited on: nothing to gain from Nagle's delay.
         stream.set_nodelay(true).map_err(|e| not_sent(Why::Io(e)))?;
-        Ok(Connection { stream, inbuf: BytesMut::with_capacity(16 << 10), patience })
+        Ok(Connection { stream, inbuf: BytesMut::with_capacity(16 << 10), patience, broken: false })
     }
 
     /// Sends `batch` (commands encoded with `resp::encode`, `count` of them) and returns
@@ -76,11 +81,17 @@ impl Connection {
         }
         self.send(batch).await?;
         let mut replies = Vec::with_capacity(count);
-        match timeout(self.patience, self.read_replies(&mut replies, count)).await {
-            Ok(r) => r.map_err(|why| Failed { sent: true, why })?,
-            Err(_) => return Err(Failed { sent: true, why: Why::TimedOut(self.patience) }),
+        let read = match timeout(self.patience, self.read_replies(&mut replies, count)).await {
+            Ok(r) => r,
+            Err(_) => Err(Why::TimedOut(self.patience)),
+        };
+        match read {
+            Ok(()) => Ok(replies),
+            Err(why) => {
+                self.broken = true;
+                Err(Failed { sent: true, why })
+            }
         }
-        Ok(replies)
     }
 
     /// One command, for setting up (`AUTH`, `SELECT`, `SCRIPT LOAD`, `INFO`).
@@ -94,15 +105,27 @@ impl Connection {
     /// Writes `batch` without waiting for replies (a subscriber's commands, whose answers
     /// come among its messages).
     pub async fn send(&mut self, batch: BytesMut) -> Result<(), Failed> {
+        if self.broken {
+            return Err(Failed { sent: false, why: Why::Broken });
+        }
         let (written, _) = self.stream.write_all(batch).await;
         // Part of it may have gone out.
-        written.map(|_| ()).map_err(|e| Failed { sent: true, why: Why::Io(e) })
+        written.map(|_| ()).map_err(|e| {
+            self.broken = true;
+            Failed { sent: true, why: Why::Io(e) }
+        })
     }
 
     /// The next reply or pushed message, however long it takes.
     pub async fn next(&mut self) -> Result<Reply, Why> {
+        if self.broken {
+            return Err(Why::Broken);
+        }
         let mut one = Vec::with_capacity(1);
-        self.read_replies(&mut one, 1).await?;
+        if let Err(why) = self.read_replies(&mut one, 1).await {
+            self.broken = true;
+            return Err(why);
+        }
         one.pop().ok_or(Why::Closed)
     }
 
@@ -238,6 +261,9 @@ pub(crate) mod tests {
             let mut c = Connection::connect(&addr, Duration::from_millis(300)).await.expect("connect");
             let failed = c.call(&["PING"]).await.expect_err("no answer");
             assert!(failed.sent && matches!(failed.why, Why::TimedOut(_)), "{failed:?}");
+            // Its late reply could be taken for the next command's: nothing more goes out.
+            let after = c.call(&["PING"]).await.expect_err("broken");
+            assert!(!after.sent && matches!(after.why, Why::Broken), "{after:?}");
         });
         drop(silent);
     }
