@@ -12,7 +12,6 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::timeout;
@@ -79,18 +78,29 @@ impl Connection {
         if count == 0 {
             return Ok(Vec::new());
         }
-        self.send(batch).await?;
+        if self.broken {
+            return Err(Failed { sent: false, why: Why::Broken });
+        }
+        // Broken until every reply is in: a future dropped midway (a select, a shutdown)
+        // leaves replies on their way that the next batch would take for its own.
+        self.broken = true;
+        let patience = self.patience;
         let mut replies = Vec::with_capacity(count);
-        let read = match timeout(self.patience, self.read_replies(&mut replies, count)).await {
-            Ok(r) => r,
-            Err(_) => Err(Why::TimedOut(self.patience)),
-        };
-        match read {
-            Ok(()) => Ok(replies),
-            Err(why) => {
-                self.broken = true;
-                Err(Failed { sent: true, why })
+        // One deadline for the write and the replies: a stopped Redis stops reading too.
+        let done = timeout(patience, async {
+            let (written, _) = self.stream.write_all(batch).await;
+            written?;
+            self.read_replies(&mut replies, count).await
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {
+                self.broken = false;
+                Ok(replies)
             }
+            // Part of the batch may have gone out whatever failed.
+            Ok(Err(why)) => Err(Failed { sent: true, why }),
+            Err(_) => Err(Failed { sent: true, why: Why::TimedOut(patience) }),
         }
     }
 
@@ -103,29 +113,34 @@ impl Connection {
     }
 
     /// Writes `batch` without waiting for replies (a subscriber's commands, whose answers
-    /// come among its messages).
+    /// come among its messages), within the connection's patience.
     pub async fn send(&mut self, batch: BytesMut) -> Result<(), Failed> {
         if self.broken {
             return Err(Failed { sent: false, why: Why::Broken });
         }
-        let (written, _) = self.stream.write_all(batch).await;
-        // Part of it may have gone out.
-        written.map(|_| ()).map_err(|e| {
-            self.broken = true;
-            Failed { sent: true, why: Why::Io(e) }
-        })
+        self.broken = true;
+        let patience = self.patience;
+        match timeout(patience, self.stream.write_all(batch)).await {
+            Ok((Ok(_), _)) => {
+                self.broken = false;
+                Ok(())
+            }
+            // Part of it may have gone out.
+            Ok((Err(e), _)) => Err(Failed { sent: true, why: Why::Io(e) }),
+            Err(_) => Err(Failed { sent: true, why: Why::TimedOut(patience) }),
+        }
     }
 
-    /// The next reply or pushed message, however long it takes.
+    /// The next reply or pushed message, however long it takes. Dropped before it returns,
+    /// the connection is broken (a reply may have been half read).
     pub async fn next(&mut self) -> Result<Reply, Why> {
         if self.broken {
             return Err(Why::Broken);
         }
+        self.broken = true;
         let mut one = Vec::with_capacity(1);
-        if let Err(why) = self.read_replies(&mut one, 1).await {
-            self.broken = true;
-            return Err(why);
-        }
+        self.read_replies(&mut one, 1).await?;
+        self.broken = false;
         one.pop().ok_or(Why::Closed)
     }
 
@@ -140,12 +155,12 @@ impl Connection {
             if replies.len() == count {
                 return Ok(());
             }
-            self.inbuf.reserve(16 << 10);
-            let buf = std::mem::take(&mut self.inbuf);
-            let len = buf.len();
-            let (res, buf) = self.stream.read(buf.slice_mut(len..)).await;
-            self.inbuf = buf.into_inner();
-            if res? == 0 {
+            // Read into a buffer of its own and append: `inbuf` stays with the connection
+            // whatever happens to this future.
+            let (res, scratch) = self.stream.read(vec![0u8; 16 << 10]).await;
+            let n = res?;
+            self.inbuf.extend_from_slice(&scratch[..n.min(scratch.len())]);
+            if n == 0 {
                 return Err(Why::Closed);
             }
         }
@@ -262,6 +277,11 @@ pub(crate) mod tests {
             let failed = c.call(&["PING"]).await.expect_err("no answer");
             assert!(failed.sent && matches!(failed.why, Why::TimedOut(_)), "{failed:?}");
             // Its late reply could be taken for the next command's: nothing more goes out.
+            let after = c.call(&["PING"]).await.expect_err("broken");
+            assert!(!after.sent && matches!(after.why, Why::Broken), "{after:?}");
+            // Likewise when the caller gives up first: the future dropped midway.
+            let mut c = Connection::connect(&addr, Duration::from_secs(10)).await.expect("connect");
+            assert!(timeout(Duration::from_millis(50), c.call(&["PING"])).await.is_err());
             let after = c.call(&["PING"]).await.expect_err("broken");
             assert!(!after.sent && matches!(after.why, Why::Broken), "{after:?}");
         });

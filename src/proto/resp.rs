@@ -121,6 +121,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
 fn line<'a>(buf: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, ProtocolError> {
     let rest = &buf[*at..];
     match rest.windows(2).position(|w| w == b"\r\n") {
+        Some(n) if n > MAX_LINE => Err(ProtocolError::TooLarge("line")),
         Some(n) => {
             *at += n + 2;
             Ok(Some(&rest[..n]))
@@ -138,9 +139,10 @@ fn number(digits: &[u8]) -> Result<i64, ProtocolError> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(ProtocolError::Number);
     }
-    let n = digits.iter().try_fold(0i64, |n, d| n.checked_mul(10)?.checked_add(i64::from(d - b'0')));
-    let n = n.ok_or(ProtocolError::Number)?;
-    Ok(if neg { -n } else { n })
+    // Accumulated negative when negative: i64::MIN (which Redis sends) has no positive twin.
+    let sign = if neg { -1 } else { 1 };
+    let n = digits.iter().try_fold(0i64, |n, d| n.checked_mul(10)?.checked_add(sign * i64::from(d - b'0')));
+    n.ok_or(ProtocolError::Number)
 }
 
 /// A length: -1 (null) or 0..=max.
@@ -224,6 +226,8 @@ mod tests {
         assert_eq!(one(b"+OK\r\n"), Ok(Some(Reply::Status(Bytes::from_static(b"OK")))));
         assert_eq!(one(b"-ERR no\r\n"), Ok(Some(Reply::Error(Bytes::from_static(b"ERR no")))));
         assert_eq!(one(b":-42\r\n"), Ok(Some(Reply::Integer(-42))));
+        assert_eq!(one(b":-9223372036854775808\r\n"), Ok(Some(Reply::Integer(i64::MIN))));
+        assert_eq!(one(b":9223372036854775807\r\n"), Ok(Some(Reply::Integer(i64::MAX))));
         assert_eq!(one(b"$-1\r\n"), Ok(Some(Reply::Bulk(None))));
         assert_eq!(one(b"$5\r\na\r\nbc\r\n"), Ok(Some(bulk("a\r\nbc"))));
         assert_eq!(one(b"*-1\r\n"), Ok(Some(Reply::Array(None))));
@@ -266,6 +270,9 @@ mod tests {
         assert_eq!(one(deep.as_bytes()), Err(ProtocolError::TooDeep));
         // A line that never ends, past the longest there may be.
         assert_eq!(one(&[b'+'; MAX_LINE + 10]), Err(ProtocolError::TooLarge("line")));
+        let mut long = vec![b'+'; MAX_LINE + 10];
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(one(&long), Err(ProtocolError::TooLarge("line")));
         // A huge array announced with few bytes behind it reserves only what they can hold.
         assert_eq!(one(b"*1000000\r\n:1\r\n"), Ok(None));
     }

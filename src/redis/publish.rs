@@ -10,9 +10,11 @@
 //! fingerprint>`; channel `{prefix}:{T}`.
 //!
 //! **No sequence is ever issued twice under an epoch clients have seen**: the epoch is
-//! replaced (and the stream emptied) whenever meta is gone *or was written by another Redis
-//! process* — a restart from a snapshot or AOF, or a promoted replica, may bring back an older
-//! `s`, and a new epoch turns that into an explicit gap instead of reissued ids. Nothing here
+//! replaced (and the stream emptied) whenever meta is gone *or was written under another
+//! identity of the Redis it runs on*, its `run_id` and `master_replid` read inside the script:
+//! a restart from a snapshot or AOF, a promoted replica, or a master that resynced from a
+//! lagging replica and was promoted back (same process, new replication id) may all bring back
+//! an older `s`, and a new epoch turns that into an explicit gap instead of reissued ids. Nothing here
 //! depends on a clock: sequences come from `HINCRBY`, epochs are random, stream ids are given.
 
 use bytes::{Bytes, BytesMut};
@@ -23,16 +25,20 @@ use crate::proto::resp::{self, Reply};
 
 /// The script. KEYS: meta, stream, idempotency key (meta again when there is none). ARGV:
 /// data, type (`""` for none), stream length, stream TTL (ms), meta TTL (ms), an epoch to
-/// adopt when a new one is needed, this Redis's `run_id`, the idempotency TTL (ms, `0` for
-/// none), the channel, the event's fingerprint. Returns `{epoch, seq, state}`: state 0
+/// adopt when a new one is needed (fresh and random for every call: a constant would reissue
+/// sequences after meta is lost), unused (was the node's idea of the identity, now read in the
+/// script), the idempotency TTL (ms, `0` for none), the channel, the event's fingerprint (the
+/// same on every node and version: a fixed-key hash). Returns `{epoch, seq, state}`: state 0
 /// published, 1 a duplicate (the first event's cursor), 2 the key was used for another event.
 pub const SCRIPT: &str = r#"
+local info = redis.call('INFO', 'server') .. redis.call('INFO', 'replication')
+local id = (string.match(info, 'run_id:(%w+)') or '?') .. ':' .. (string.match(info, 'master_replid:(%w+)') or '?')
 local m = redis.call('HMGET', KEYS[1], 'e', 's', 'r')
 local e = m[1]
-if not e or m[3] ~= ARGV[7] then
+if not e or not m[2] or m[3] ~= id then
   e = ARGV[6]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 's', 0, 'r', ARGV[7])
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0, 'r', id)
 end
 if ARGV[8] ~= '0' then
   local seen = redis.call('GET', KEYS[3])
@@ -45,12 +51,12 @@ if ARGV[8] ~= '0' then
   end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], seq .. '-0', 'd', ARGV[1], 't', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], string.format('%d-0', seq), 'd', ARGV[1], 't', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[9], 'v1:' .. e .. ':' .. seq .. ':' .. #ARGV[2] .. ':' .. ARGV[2] .. ARGV[1])
+redis.call('PUBLISH', ARGV[9], string.format('v1:%s:%d:%d:', e, seq, #ARGV[2]) .. ARGV[2] .. ARGV[1])
 if ARGV[8] ~= '0' then
-  redis.call('SET', KEYS[3], e .. ':' .. seq .. ':' .. ARGV[10], 'PX', ARGV[8])
+  redis.call('SET', KEYS[3], string.format('%s:%d:', e, seq) .. ARGV[10], 'PX', ARGV[8])
 end
 return {e, seq, 0}
 "#;
@@ -175,9 +181,16 @@ pub fn message(raw: &Bytes) -> Option<Message> {
 }
 
 /// Loads the script; its SHA-1, for `EVALSHA`.
-pub async fn load(c: &mut Connection) -> Result<String, Failed> {
+pub async fn load(c: &mut Connection) -> Result<Result<String, Reply>, Failed> {
     let reply = c.call(&["SCRIPT", "LOAD", SCRIPT]).await?;
-    Ok(String::from_utf8_lossy(reply.as_bytes().unwrap_or_default()).into_owned())
+    let sha = match &reply {
+        Reply::Bulk(Some(b)) if b.len() == 40 && b.iter().all(u8::is_ascii_hexdigit) => {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        // LOADING after a restart, NOPERM, …: not a SHA to call.
+        _ => return Ok(Err(reply)),
+    };
+    Ok(Ok(sha))
 }
 
 /// This Redis process's `run_id` (`INFO server`): a restart or a failover changes it.
@@ -219,7 +232,7 @@ mod tests {
         let Some(redis) = RedisServer::start() else { return };
         run(async {
             let mut c = Connection::connect(&redis.addr, Duration::from_secs(10)).await.expect("connect");
-            let sha = load(&mut c).await.expect("script loaded");
+            let sha = load(&mut c).await.expect("script loaded").expect("a sha");
             let id = run_id(&mut c).await.expect("info").expect("a run_id");
             // The first publish adopts the epoch given; later ones keep it and count on.
             for seq in 1..=5 {
@@ -241,22 +254,31 @@ mod tests {
             let other = Publish { key: Some(("order-7", 43)), ..keyed };
             assert_eq!(publish(&mut c, &sha, &other, 1, &id).await, Outcome::KeyReused);
             assert_eq!(c.call(&["HGET", "herald:{t}:m", "s"]).await.expect("meta").as_int(), Some(6));
-            // Another Redis process (a restart from a snapshot, a promoted replica): whatever
-            // meta says, a new epoch, so no sequence is issued again under the old one; the
-            // old idempotency key belongs to the old epoch and publishes again.
+            // Meta written under another identity of Redis (a restart from a snapshot, a
+            // promoted replica, a master resynced from a replica and promoted back: another
+            // run_id or replication id): a new epoch, so no sequence is issued again under the
+            // old one; the old idempotency key belongs to the old epoch and publishes again.
+            c.call(&["HSET", "herald:{t}:m", "r", "restored-elsewhere:0"]).await.expect("hset");
             assert_eq!(
-                publish(&mut c, &sha, &plain("t", b"z"), 0x777, "another-run").await,
+                publish(&mut c, &sha, &plain("t", b"z"), 0x777, &id).await,
                 Outcome::Published(Cursor::new(0x777, 1))
             );
             assert_eq!(c.call(&["XLEN", "herald:{t}:x"]).await.expect("xlen").as_int(), Some(1));
+            assert_eq!(publish(&mut c, &sha, &keyed, 0x888, &id).await, Outcome::Published(Cursor::new(0x777, 2)));
+            // The identity now stored is this Redis's run_id and replication id.
+            let r = c.call(&["HGET", "herald:{t}:m", "r"]).await.expect("meta");
+            let r = String::from_utf8_lossy(r.as_bytes().unwrap_or_default()).into_owned();
+            assert!(r.starts_with(&format!("{id}:")) && r.len() > id.len() + 30, "{r}");
+            // A sequence is written in full however large (Lua would print 1e+14).
+            c.call(&["HSET", "herald:{t}:m", "s", "99999999999999"]).await.expect("hset");
             assert_eq!(
-                publish(&mut c, &sha, &keyed, 0x888, "another-run").await,
-                Outcome::Published(Cursor::new(0x777, 2))
+                publish(&mut c, &sha, &plain("t", b"big"), 0x1, &id).await,
+                Outcome::Published(Cursor::new(0x777, 100_000_000_000_000))
             );
             // Meta lost (evicted, expired, deleted): a new epoch too.
             c.call(&["DEL", "herald:{t}:m"]).await.expect("del");
             assert_eq!(
-                publish(&mut c, &sha, &plain("t", b"w"), 0x999, "another-run").await,
+                publish(&mut c, &sha, &plain("t", b"w"), 0x999, &id).await,
                 Outcome::Published(Cursor::new(0x999, 1))
             );
         });

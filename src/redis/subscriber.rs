@@ -86,6 +86,10 @@ impl Subscriber {
 
 /// A reply as a subscriber connection's push.
 fn push(reply: &Reply) -> Option<Push> {
+    // With no channel subscribed, RESP2 answers PING as to any client.
+    if matches!(reply, Reply::Status(s) if &s[..] == b"PONG") {
+        return Some(Push::Pong);
+    }
     let items = reply.as_array()?;
     let kind = items.first()?.as_bytes()?;
     let bulk = |i: usize| items.get(i).and_then(Reply::as_bytes).map(Bytes::copy_from_slice);
@@ -129,7 +133,7 @@ mod tests {
                     Push::Subscribed { channel: Bytes::copy_from_slice(name.as_bytes()), count: i as i64 + 1 };
                 assert_eq!(sub.next().await.expect("a confirmation"), expected);
             }
-            let sha = publish::load(&mut c).await.expect("load");
+            let sha = publish::load(&mut c).await.expect("load").expect("a sha");
             let id = publish::run_id(&mut c).await.expect("info").expect("run_id");
             let mut out = BytesMut::new();
             for data in [&b"a"[..], b"b:c", b""] {
@@ -172,6 +176,7 @@ mod tests {
         );
         assert_eq!(push(&Reply::Array(Some(vec![bulk("pong"), bulk("")]))), Some(Push::Pong));
         assert_eq!(push(&Reply::Array(Some(vec![bulk("message"), bulk("c")]))), None);
+        assert_eq!(push(&Reply::Status(Bytes::from_static(b"PONG"))), Some(Push::Pong));
         assert_eq!(push(&Reply::Integer(1)), None);
     }
 }
